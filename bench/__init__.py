@@ -1,0 +1,1 @@
+"""The gateway benchmark: fake upstream, load generators, competitors, scenarios, report."""

@@ -1,0 +1,102 @@
+"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from messagegate.config import (
+    CONFIG_PATH_VARIABLE,
+    Config,
+    ConfigError,
+    config_from_environment,
+    load_config,
+)
+from messagegate.server.app import GatewayApp
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"messagegate: invalid config: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(describe(config))
+        return 0
+    return serve(config, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="messagegate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the gateway in the foreground")
+    serve_cmd.add_argument("--config", required=True, help="the YAML config file")
+    serve_cmd.add_argument("--host", help="overrides the config's listen host")
+    serve_cmd.add_argument("--port", type=int, help="overrides the config's listen port")
+    serve_cmd.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    check_cmd = commands.add_parser("check", help="validate a config and print what it serves")
+    check_cmd.add_argument("--config", required=True, help="the YAML config file")
+    return parser
+
+
+def serve(config: Config, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    options: dict[str, Any] = {
+        "host": args.host or config.host,
+        "port": args.port or config.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": config.shutdown_grace,
+    }
+    if args.workers > 1:
+        # Worker processes build their own app from the config file named in the environment.
+        os.environ[CONFIG_PATH_VARIABLE] = str(Path(args.config).resolve())
+        uvicorn.run(
+            "messagegate.cli:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            **options,
+        )
+    else:
+        uvicorn.run(GatewayApp(config), **options)
+    return 0
+
+
+def app_from_environment() -> GatewayApp:
+    """The app factory each worker process calls (``--workers N``)."""
+    return GatewayApp(config_from_environment())
+
+
+def describe(config: Config) -> str:
+    lines = [f"config {config.source} is valid", f"listen: {config.host}:{config.port}"]
+    auth = f"{len(config.keys)} key(s)" if config.keys else "none (open to anyone who can connect)"
+    lines.append(f"auth: {auth}")
+    lines.append("providers:")
+    for p in config.providers.values():
+        extra = f" region={p.region}" if p.region else ""
+        lines.append(f"  {p.name}: {p.kind} {p.base_url}{extra} zdr={p.zero_data_retention}")
+    lines.append("models:")
+    for m in config.models.values():
+        routes = ", ".join(r.label for r in m.routes)
+        fallbacks = f" (fallbacks: {', '.join(m.fallbacks)})" if m.fallbacks else ""
+        lines.append(f"  {m.name} -> {routes}{fallbacks}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The gateway's one exception tree; each class knows its Anthropic error type and HTTP status.
+
+    GatewayError                      base: status, error_type, message
+    ├── InvalidRequest                400 invalid_request_error (bad body, no eligible route)
+    ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
+    ├── PermissionDenied              403 permission_error
+    ├── NotFound                      404 not_found_error       (unknown path, model)
+    ├── RequestTooLarge               413 request_too_large
+    └── UpstreamError                 an upstream failed or answered with an error
+        ├── UpstreamStatusError       the upstream answered with an error status
+        ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
+        ├── UpstreamTimeout           504 timeout_error         (connect, first byte, idle, total)
+        └── UpstreamProtocolError     502 api_error             (an unusable upstream answer)
+
+Only ``server/`` turns a GatewayError into the JSON envelope (``api.envelope``). ``retryable`` says
+whether routing may try another route; ``body`` holds an upstream error body to relay as it is.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """A failure the client is told about with Anthropic's error envelope."""
+
+    status: int = 500
+    error_type: str = "api_error"
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = {}
+        self.body: bytes | None = None
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    error_type = "authentication_error"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    error_type = "not_found_error"
+
+
+class RequestTooLarge(GatewayError):
+    status = 413
+    error_type = "request_too_large"
+
+
+class UpstreamError(GatewayError):
+    """An upstream failed; ``retryable`` says whether another route may be tried."""
+
+    status = 502
+    error_type = "api_error"
+    retryable = True
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; status and type are the client-facing ones."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str,
+        upstream_status: int,
+        retryable: bool,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers["retry-after"] = retry_after
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.upstream_status == 429
+
+
+class UpstreamUnreachable(UpstreamError):
+    status = 502
+    error_type = "api_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    error_type = "timeout_error"
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    error_type = "api_error"

@@ -1,0 +1,1 @@
+"""I/O clients for each upstream kind: connection pool, timeouts, stream reading."""

@@ -1,0 +1,138 @@
+"""The client for OpenAI-compatible upstreams: POST {base_url}/chat/completions, translated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from messagegate.api.sse import Event, encode_event
+from messagegate.api.usage import Usage
+from messagegate.config import Provider
+from messagegate.errors import UpstreamProtocolError
+from messagegate.providers.base import Completion, EventStream, UpstreamCall
+from messagegate.providers.http import (
+    completion_timeout,
+    relayed_headers,
+    stream_timeout,
+    upstream_errors,
+)
+from messagegate.providers.stream import open_event_stream
+from messagegate.translate.openai_errors import classify_openai_error
+from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
+from messagegate.translate.openai_response import to_anthropic_message
+from messagegate.translate.openai_stream import OpenAIStreamTranslator
+from messagegate.translate.sse_decoder import ServerSentEvent
+from messagegate.translate.token_count import count_request
+
+
+class OpenAIClient:
+    def __init__(self, session: aiohttp.ClientSession, provider: Provider) -> None:
+        self.session = session
+        self.provider = provider
+        self.url = f"{provider.base_url}/chat/completions"
+        self.headers = {"content-type": "application/json"}
+        if provider.api_key is not None:
+            self.headers["authorization"] = f"Bearer {provider.api_key}"
+        self.completion_timeout = completion_timeout(provider.timeouts)
+        self.stream_timeout = stream_timeout(provider.timeouts)
+
+    def _translate(self, call: UpstreamCall, *, stream: bool) -> OpenAIRequest:
+        body = dict(call.body)
+        body["stream"] = stream
+        return to_openai_request(
+            body,
+            upstream_model=call.route.model,
+            dialect=self.provider.dialect,
+            max_output=call.route.max_output,
+        )
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        request = self._translate(call, stream=False)
+        with upstream_errors(self.provider):
+            async with self._post(request, self.completion_timeout) as response:
+                raw = await response.read()
+                self._raise_for_status(response, raw)
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"provider {self.provider.name!r} sent invalid JSON"
+            ) from None
+        if not isinstance(answer, dict) or not answer.get("choices"):
+            raise UpstreamProtocolError(f"provider {self.provider.name!r} sent no choices")
+        message = to_anthropic_message(answer, model=call.client_model, request=request)
+        usage = Usage()
+        usage.update(message["usage"])
+        usage.estimated = not isinstance(answer.get("usage"), dict)
+        return Completion(body=message, headers=relayed_headers(response.headers), usage=usage)
+
+    async def open_stream(self, call: UpstreamCall) -> EventStream:
+        request = self._translate(call, stream=True)
+        input_tokens = count_request(dict(call.body), self.provider.token_encoding)
+        translator = OpenAIStreamTranslator(
+            model=call.client_model, request=request, input_tokens=input_tokens
+        )
+        with upstream_errors(self.provider):
+            response = await self._post(request, self.stream_timeout)
+            if response.status >= 400:
+                raw = await response.read()
+                response.release()
+                self._raise_for_status(response, raw)
+        converter = OpenAIEventConverter(translator, self.provider.name)
+        return await open_event_stream(response, self.provider, converter)
+
+    async def count_tokens(self, call: UpstreamCall) -> int:
+        return count_request(dict(call.body), self.provider.token_encoding)
+
+    def _post(self, request: OpenAIRequest, timeout: aiohttp.ClientTimeout) -> Any:
+        return self.session.post(
+            self.url, data=orjson.dumps(request.payload), headers=self.headers, timeout=timeout
+        )
+
+    def _raise_for_status(self, response: aiohttp.ClientResponse, raw: bytes) -> None:
+        if response.status >= 400:
+            error = classify_openai_error(response.status, raw, response.headers.get("retry-after"))
+            error.headers.update(relayed_headers(response.headers))
+            raise error
+
+
+class OpenAIEventConverter:
+    """Feeds Chat Completions chunks to the stream translator; encodes the events it emits."""
+
+    def __init__(self, translator: OpenAIStreamTranslator, provider: str) -> None:
+        self.translator = translator
+        self.provider = provider
+        self.usage = translator.usage
+        self._saw_done = False
+        self._chunks = 0
+
+    def convert(self, event: ServerSentEvent) -> bytes:
+        if event.data == "[DONE]":
+            self._saw_done = True
+            return b""
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"provider {self.provider!r} sent invalid JSON") from None
+        if self._chunks == 0 and isinstance(chunk, dict) and "error" in chunk:
+            # Nothing reached the client yet, so this attempt can still fail over.
+            raise UpstreamProtocolError(f"provider {self.provider!r} failed: {_message(chunk)}")
+        self._chunks += 1
+        return self._encode(self.translator.feed(chunk))
+
+    def finish(self) -> bytes:
+        if self._chunks == 0:
+            raise UpstreamProtocolError(f"provider {self.provider!r} ended the stream at once")
+        return self._encode(self.translator.finish(saw_done=self._saw_done))
+
+    def _encode(self, events: list[Event]) -> bytes:
+        return b"".join([encode_event(name, data) for name, data in events])
+
+
+def _message(chunk: dict[str, Any]) -> str:
+    error = chunk.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return str(error)[:200]

@@ -1,0 +1,24 @@
+"""One upstream client per configured provider, all sharing the gateway's connection pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import aiohttp
+
+from messagegate.config import Provider
+from messagegate.providers.anthropic import AnthropicClient
+from messagegate.providers.base import UpstreamClient
+from messagegate.providers.openai import OpenAIClient
+
+
+def create_clients(
+    session: aiohttp.ClientSession, providers: Iterable[Provider]
+) -> dict[str, UpstreamClient]:
+    clients: dict[str, UpstreamClient] = {}
+    for provider in providers:
+        if provider.kind == "anthropic":
+            clients[provider.name] = AnthropicClient(session, provider)
+        else:
+            clients[provider.name] = OpenAIClient(session, provider)
+    return clients

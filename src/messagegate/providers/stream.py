@@ -1,0 +1,70 @@
+"""Reading an upstream SSE response: first-event priming, idle timeout, per-dialect conversion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Protocol
+
+import aiohttp
+
+from messagegate.api.usage import Usage
+from messagegate.config import Provider
+from messagegate.errors import UpstreamProtocolError
+from messagegate.providers.base import EventStream
+from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.translate.sse_decoder import ServerSentEvent, SSEDecoder
+
+
+class EventConverter(Protocol):
+    """Turns upstream SSE events into the client's Anthropic SSE bytes."""
+
+    usage: Usage
+
+    def convert(self, event: ServerSentEvent) -> bytes: ...
+
+    def finish(self) -> bytes:
+        """The upstream ended; raise a GatewayError if it ended too early."""
+        ...
+
+
+async def open_event_stream(
+    response: aiohttp.ClientResponse, provider: Provider, converter: EventConverter
+) -> EventStream:
+    """Read until the first client bytes exist, so a failure so far can still be failed over."""
+    events = _relay(response, provider, converter)
+    try:
+        async with asyncio.timeout(provider.timeouts.first_byte):
+            first = await anext(events)
+    except StopAsyncIteration:
+        raise UpstreamProtocolError(f"provider {provider.name!r} sent an empty stream") from None
+    except BaseException:
+        await events.aclose()
+        raise
+    _set_idle_timeout(response, provider.timeouts.idle)
+    return EventStream(
+        headers=relayed_headers(response.headers), first=first, rest=events, usage=converter.usage
+    )
+
+
+async def _relay(
+    response: aiohttp.ClientResponse, provider: Provider, converter: EventConverter
+) -> AsyncGenerator[bytes, None]:
+    """Yield the client bytes of each upstream chunk that completes at least one event."""
+    decoder = SSEDecoder()
+    try:
+        with upstream_errors(provider):
+            async for chunk in response.content.iter_any():
+                out = b"".join([converter.convert(e) for e in decoder.feed(chunk)])
+                if out:
+                    yield out
+        yield b"".join([converter.convert(e) for e in decoder.finish()]) + converter.finish()
+    finally:
+        response.close()
+
+
+def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float) -> None:
+    """After the first event the read timeout becomes the idle gap allowed between reads."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = idle

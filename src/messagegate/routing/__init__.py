@@ -1,0 +1,1 @@
+"""Choosing, ordering and failing over routes; provider health."""

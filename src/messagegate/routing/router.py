@@ -1,0 +1,263 @@
+"""Running a request over its eligible routes: retries, failover, model fallback, health records."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import stamina
+
+from messagegate.api.usage import Usage
+from messagegate.config import Config, Model, Route
+from messagegate.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
+from messagegate.routing.health import HealthBoard
+from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
+from messagegate.routing.policy import RoutingSettings, exclusion
+from messagegate.translate.token_count import count_request
+
+T = TypeVar("T")
+Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
+
+# Output length assumed when ordering by speed or cost (the real one is unknown in advance).
+ASSUMED_OUTPUT_TOKENS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverPolicy:
+    """Attempts per route before moving on, jittered exponential backoff between them."""
+
+    attempts_per_route: int = 2
+    backoff_initial: float = 0.25
+    backoff_max: float = 2.0
+    # A retry-after longer than this moves on to the next route instead of waiting.
+    max_retry_after: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    model: Model
+    body: Mapping[str, Any]
+    headers: Mapping[str, str]
+    settings: RoutingSettings
+
+
+@dataclass(slots=True)
+class Routed(Generic[T]):
+    """An answer and how it was reached."""
+
+    value: T
+    model: Model
+    route: Route
+    attempts: int
+    skipped: list[str]
+    started: float
+
+
+@dataclass(slots=True)
+class _Plan:
+    candidates: list[tuple[Model, Route]]
+    skipped: list[str] = field(default_factory=list)
+    attempts: int = 0
+    last_error: UpstreamError | None = None
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        clients: Mapping[str, UpstreamClient],
+        board: HealthBoard,
+        failover: FailoverPolicy,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.board = board
+        self.failover = failover
+        self.rng = rng or random.Random()
+        self._needs_count = any(r.max_context for m in config.models.values() for r in m.routes)
+
+    def model(self, name: str) -> Model:
+        model = self.config.models.get(name)
+        if model is None:
+            raise NotFound(f"model: {name}")
+        return model
+
+    async def complete(self, request: RouteRequest) -> Routed[Completion]:
+        return await self._run(request, lambda client, call: client.complete(call))
+
+    async def open_stream(self, request: RouteRequest) -> Routed[EventStream]:
+        return await self._run(request, lambda client, call: client.open_stream(call))
+
+    async def count_tokens(self, request: RouteRequest) -> Routed[int]:
+        return await self._run(request, lambda client, call: client.count_tokens(call))
+
+    def record_stream(self, routed: Routed[Any], usage: Usage, first_byte: float) -> None:
+        """A stream ended: its time to first event and its output rate feed the speed measure."""
+        now = self.board.clock()
+        health = self.board[routed.route.label]
+        health.measured(first_byte - routed.started, usage.output_tokens, now - first_byte)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [
+            {"model": model.name, "provider": route.provider.name, "upstream_model": route.model}
+            | self.board.describe(route.label)
+            for model in self.config.models.values()
+            for route in model.routes
+        ]
+
+    def plan(self, request: RouteRequest) -> _Plan:
+        """Every eligible (model, route) in the order to try them; 400 if the filters leave none."""
+        settings = request.settings
+        input_tokens = self._input_tokens(request)
+        candidates: list[tuple[Model, Route]] = []
+        excluded: list[str] = []
+        for model in self._models_to_try(request.model, settings):
+            eligible = []
+            for route in model.routes:
+                reason = exclusion(route, settings, input_tokens)
+                if reason is None:
+                    eligible.append(route)
+                else:
+                    excluded.append(f"{route.label} ({model.name}) excluded by {reason}")
+            ordered = self._order(eligible, settings, request, input_tokens)
+            candidates.extend((model, route) for route in ordered)
+        if not candidates:
+            raise InvalidRequest(
+                f"no route of model {request.model.name!r} is eligible: " + "; ".join(excluded)
+            )
+        return _Plan(candidates=candidates, skipped=excluded)
+
+    def _models_to_try(self, model: Model, settings: RoutingSettings) -> list[Model]:
+        models = [model]
+        if settings.enable_model_fallback:
+            for name in self._fallback_names(model):
+                models.append(self.config.models[name])
+        return models
+
+    def _fallback_names(self, model: Model) -> list[str]:
+        """Fallbacks in order, theirs after them, each model once."""
+        seen = {model.name}
+        order: list[str] = []
+        queue = list(model.fallbacks)
+        while queue:
+            name = queue.pop(0)
+            if name not in seen:
+                seen.add(name)
+                order.append(name)
+                queue.extend(self.config.models[name].fallbacks)
+        return order
+
+    def _input_tokens(self, request: RouteRequest) -> int | None:
+        wants_count = self._needs_count or request.settings.preference in ("cost", "balanced")
+        if not wants_count:
+            return None
+        return count_request(dict(request.body))
+
+    def _order(
+        self,
+        routes: Sequence[Route],
+        settings: RoutingSettings,
+        request: RouteRequest,
+        input_tokens: int | None,
+    ) -> list[Route]:
+        output = min(int(request.body.get("max_tokens") or 0), ASSUMED_OUTPUT_TOKENS)
+        output = output or ASSUMED_OUTPUT_TOKENS
+        if settings.preference == "speed":
+            return by_speed(routes, self.board, output)
+        if settings.preference == "cost":
+            return by_cost(routes, input_tokens or 0, output)
+        if settings.preference == "balanced":
+            return by_balance(routes, self.board, input_tokens or 0, output)
+        return by_config(routes, self.rng)
+
+    async def _run(self, request: RouteRequest, operation: Operation[T]) -> Routed[T]:
+        plan = self.plan(request)
+        for model, route in plan.candidates:
+            health = self.board[route.label]
+            if not health.admit(self.board.clock(), self.board.policy):
+                plan.skipped.append(f"{route.label} skipped: cooling down after failures")
+                continue
+            call = UpstreamCall(route, request.body, model.name, request.headers)
+            started = self.board.clock()
+            try:
+                value = await self._attempt(route, call, operation, plan)
+            except UpstreamError as error:
+                self._failed(route, error, plan)
+                continue
+            health.succeeded()
+            return Routed(value, model, route, plan.attempts, plan.skipped, started)
+        raise self._exhausted(request, plan)
+
+    async def _attempt(
+        self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
+    ) -> T:
+        client = self.clients[route.provider.name]
+        policy = self.failover
+        async for attempt in stamina.retry_context(
+            on=self._backoff,
+            attempts=policy.attempts_per_route,
+            timeout=None,
+            wait_initial=policy.backoff_initial,
+            wait_max=policy.backoff_max,
+            wait_jitter=policy.backoff_initial,
+        ):
+            with attempt:
+                plan.attempts += 1
+                return await operation(client, call)
+        raise AssertionError("stamina ended without an attempt")  # pragma: no cover
+
+    def _backoff(self, error: Exception) -> bool | float:
+        """Retry the same route? A float is the wait the upstream asked for (retry-after)."""
+        if not isinstance(error, UpstreamError) or not error.retryable:
+            return False
+        if isinstance(error, UpstreamStatusError):
+            if error.rate_limited:
+                return False
+            wait = _seconds(error.retry_after)
+            if wait is not None:
+                return wait if wait <= self.failover.max_retry_after else False
+        return True
+
+    def _failed(self, route: Route, error: UpstreamError, plan: _Plan) -> None:
+        if not error.retryable:
+            raise error
+        self.board[route.label].failed(self.board.clock(), self.board.policy)
+        plan.skipped.append(f"{route.label} failed: {error.message}")
+        plan.last_error = error
+
+    def _exhausted(self, request: RouteRequest, plan: _Plan) -> GatewayError:
+        if plan.last_error is not None:
+            plan.last_error.message = _with_summary(plan.last_error.message, plan)
+            return plan.last_error
+        return UpstreamStatusError(
+            f"every eligible route of model {request.model.name!r} is cooling down after failures",
+            status=529,
+            error_type="overloaded_error",
+            upstream_status=529,
+            retryable=True,
+        )
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    if retry_after is None:
+        return None
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        return None
+
+
+def _with_summary(message: str, plan: _Plan) -> str:
+    if plan.attempts <= 1:
+        return message
+    return f"{message} (after {plan.attempts} attempts)"

@@ -1,0 +1,1 @@
+"""The ASGI app: endpoints, auth, SSE writing and the request lifecycle."""

@@ -1,0 +1,151 @@
+"""The ASGI application: lifespan, dispatch by path, the error envelope, one access line each."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from messagegate.config import ApiKey, Config
+from messagegate.errors import GatewayError, NotFound
+from messagegate.providers.http import create_session
+from messagegate.providers.registry import create_clients
+from messagegate.routing.health import BreakerPolicy, HealthBoard
+from messagegate.routing.router import FailoverPolicy, Router
+from messagegate.server.auth import KeyChecker
+from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
+from messagegate.server.messages import MessagesEndpoint
+from messagegate.server.models import get_model, list_models
+
+access_log = logging.getLogger("messagegate.access")
+error_log = logging.getLogger("messagegate.error")
+
+_ROOT_BODY = b'{"service":"messagegate"}'
+
+
+class GatewayApp:
+    """Raw ASGI: no middleware stack between the socket and the handlers."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        failover: FailoverPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.keys = KeyChecker(config.keys)
+        self.board = HealthBoard(breaker or BreakerPolicy(), clock)
+        self.failover = failover or FailoverPolicy()
+        self.rng = rng
+        self.session: aiohttp.ClientSession | None = None
+        self.router: Router | None = None
+        self.messages: MessagesEndpoint | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.messages is not None
+
+    async def startup(self) -> None:
+        self.session = create_session()
+        clients = create_clients(self.session, self.config.providers.values())
+        self.router = Router(self.config, clients, self.board, self.failover, self.rng)
+        self.messages = MessagesEndpoint(self.config, self.router)
+
+    async def shutdown(self) -> None:
+        self.messages = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = Exchange(scope, receive, send)
+        started = time.perf_counter()
+        try:
+            await self._dispatch(exchange)
+        except GatewayError as error:
+            exchange.log_fields["error"] = error.error_type
+            if exchange.status == 0:
+                await exchange.respond_error(error)
+        except ClientDisconnected:
+            exchange.status = 499
+        except Exception:
+            error_log.exception("unhandled error in %s %s", exchange.method, exchange.path)
+            if exchange.status == 0:
+                await exchange.respond_error(GatewayError("internal gateway error"))
+        finally:
+            _log_access(exchange, time.perf_counter() - started)
+
+    async def _dispatch(self, exchange: Exchange) -> None:
+        path, method = exchange.path, exchange.method
+        if path in ("/", "") and method in ("GET", "HEAD"):
+            await exchange.respond(200, _ROOT_BODY)
+        elif path == "/health" and method == "GET":
+            await self._health(exchange)
+        elif path.startswith("/v1/"):
+            await self._api(exchange, self.keys.check(exchange.headers))
+        else:
+            raise NotFound(f"no endpoint {method} {path}")
+
+    async def _api(self, exchange: Exchange, key: ApiKey | None) -> None:
+        messages = self.messages
+        if messages is None:
+            raise GatewayError("the gateway is not ready")
+        path, method = exchange.path, exchange.method
+        if key is not None:
+            exchange.log_fields["key"] = key.name
+        if path == "/v1/messages" and method == "POST":
+            await messages.create(exchange, key)
+        elif path == "/v1/messages/count_tokens" and method == "POST":
+            await messages.count_tokens(exchange, key)
+        elif path == "/v1/models" and method == "GET":
+            await exchange.respond_json(list_models(self.config, exchange.query_params()))
+        elif path.startswith("/v1/models/") and method == "GET":
+            await exchange.respond_json(get_model(self.config, path.removeprefix("/v1/models/")))
+        elif path == "/v1/gateway/routes" and method == "GET":
+            await exchange.respond_json({"data": messages.router.snapshot()})
+        else:
+            raise NotFound(f"no endpoint {method} {path}")
+
+    async def _health(self, exchange: Exchange) -> None:
+        if self.ready:
+            await exchange.respond_json({"status": "ok"})
+        else:
+            await exchange.respond(503, b'{"status":"starting"}')
+
+
+def _log_access(exchange: Exchange, seconds: float) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = " ".join(f"{k}={v}" for k, v in exchange.log_fields.items())
+    access_log.info(
+        "%s %s %d %.1fms %s %s",
+        exchange.method,
+        exchange.path,
+        exchange.status,
+        seconds * 1000,
+        exchange.request_id,
+        fields,
+    )

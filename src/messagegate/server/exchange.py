@@ -1,0 +1,101 @@
+"""One HTTP exchange over raw ASGI: reading the body, sending JSON and error answers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from messagegate.api.envelope import error_body
+from messagegate.errors import GatewayError, RequestTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_HEADER = (b"content-type", b"application/json")
+
+
+class Exchange:
+    """The request as the handlers see it, and the answer they give."""
+
+    __slots__ = (
+        "headers",
+        "log_fields",
+        "method",
+        "path",
+        "query",
+        "receive",
+        "request_id",
+        "send",
+        "status",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.receive = receive
+        self.send = send
+        self.request_id = "req_" + secrets.token_hex(12)
+        self.status = 0
+        # What the access log line says beyond method, path and status (never prompt text).
+        self.log_fields: dict[str, str] = {}
+
+    def query_params(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(self.query.decode("latin-1")).items()}
+
+    async def read_body(self, limit: int) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        headers.append((b"request-id", self.request_id.encode()))
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def respond(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+        headers = [JSON_HEADER, *encode_headers(extra)]
+        await self.start(status, headers)
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def respond_json(self, payload: Any, extra: dict[str, str] | None = None) -> None:
+        await self.respond(200, orjson.dumps(payload), extra)
+
+    async def respond_error(self, error: GatewayError) -> None:
+        body = error.body or error_body(error.error_type, error.message)
+        await self.respond(error.status, body, error.headers)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request was read."""
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"request body is larger than the gateway's limit of {limit} bytes")
+
+
+def encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+    if not headers:
+        return []
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]

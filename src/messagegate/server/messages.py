@@ -1,0 +1,96 @@
+"""``POST /v1/messages`` and ``/v1/messages/count_tokens``: validate, route, answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from messagegate.api.schema import parse_count_tokens_request, parse_messages_request
+from messagegate.config import ApiKey, Config
+from messagegate.errors import InvalidRequest
+from messagegate.routing.policy import RoutingSettings
+from messagegate.routing.router import Routed, Router, RouteRequest
+from messagegate.server.exchange import Exchange, encode_headers
+from messagegate.server.streaming import relay
+
+_API_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+class MessagesEndpoint:
+    def __init__(self, config: Config, router: Router) -> None:
+        self.config = config
+        self.router = router
+
+    async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
+        data = await self._read_json(exchange)
+        request = parse_messages_request(data)
+        route_request = self._route_request(exchange, data, request.model, key)
+        if request.stream:
+            await self._stream(exchange, route_request)
+            return
+        routed = await self.router.complete(route_request)
+        self._log_route(exchange, routed)
+        headers = routed.value.headers | _route_headers(routed)
+        await exchange.respond(200, orjson.dumps(routed.value.body), headers)
+        exchange.log_fields["tokens"] = _tokens(routed.value.usage)
+
+    async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
+        data = await self._read_json(exchange)
+        request = parse_count_tokens_request(data)
+        routed = await self.router.count_tokens(
+            self._route_request(exchange, data, request.model, key)
+        )
+        self._log_route(exchange, routed)
+        await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
+
+    async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
+        routed = await self.router.open_stream(route_request)
+        first_byte = time.monotonic()
+        self._log_route(exchange, routed)
+        stream = routed.value
+        headers = encode_headers(stream.headers | _route_headers(routed))
+        completed = await relay(exchange, stream, headers, self.config.ping_interval)
+        if completed:
+            self.router.record_stream(routed, stream.usage, first_byte)
+        exchange.log_fields["tokens"] = _tokens(stream.usage)
+
+    async def _read_json(self, exchange: Exchange) -> Any:
+        body = await exchange.read_body(self.config.max_body_bytes)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+    def _route_request(
+        self, exchange: Exchange, data: dict[str, Any], model_name: str, key: ApiKey | None
+    ) -> RouteRequest:
+        exchange.log_fields["model"] = model_name
+        model = self.router.model(model_name)
+        key_defaults = key.routing.values if key is not None else {}
+        settings = RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
+        headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
+        return RouteRequest(model=model, body=data, headers=headers, settings=settings)
+
+    def _log_route(self, exchange: Exchange, routed: Routed[Any]) -> None:
+        exchange.log_fields["provider"] = routed.route.provider.name
+        exchange.log_fields["route"] = routed.route.label
+        exchange.log_fields["attempts"] = str(routed.attempts)
+        if routed.model.name != exchange.log_fields.get("model"):
+            exchange.log_fields["fallback_model"] = routed.model.name
+        if routed.skipped:
+            exchange.log_fields["skipped"] = " | ".join(routed.skipped)
+
+
+def _route_headers(routed: Routed[Any]) -> dict[str, str]:
+    return {
+        "x-messagegate-provider": routed.route.provider.name,
+        "x-messagegate-upstream-model": routed.route.model,
+        "x-messagegate-attempts": str(routed.attempts),
+    }
+
+
+def _tokens(usage: Any) -> str:
+    estimated = " (estimated)" if usage.estimated else ""
+    return f"in={usage.input_tokens} out={usage.output_tokens}{estimated}"

@@ -1,0 +1,81 @@
+"""Writing an event stream to the client: pings during silence, disconnects, late failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from messagegate.api.envelope import error_payload
+from messagegate.api.sse import PING, encode_event
+from messagegate.errors import GatewayError
+from messagegate.providers.base import EventStream
+from messagegate.server.exchange import Exchange, Receive, Send
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class _Writer:
+    """Serialises writes from the relay and the ping timer; remembers when it last wrote."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.lock = asyncio.Lock()
+        self.last_write = time.monotonic()
+        self.disconnected = False
+
+    async def write(self, data: bytes) -> None:
+        async with self.lock:
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        self.last_write = time.monotonic()
+
+
+async def relay(
+    exchange: Exchange, stream: EventStream, headers: list[tuple[bytes, bytes]], ping: float
+) -> bool:
+    """Send the stream to the client; True when it ended normally, False on error or disconnect."""
+    await exchange.start(200, [*SSE_HEADERS, *headers])
+    writer = _Writer(exchange.send)
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.create_task(_watch(exchange.receive, writer, ping, task))
+    completed = False
+    try:
+        await writer.write(stream.first)
+        async for chunk in stream.rest:
+            await writer.write(chunk)
+        completed = True
+    except GatewayError as error:
+        exchange.log_fields["stream_error"] = error.error_type
+        await writer.write(encode_event("error", error_payload(error.error_type, error.message)))
+    except asyncio.CancelledError:
+        if not writer.disconnected:
+            raise
+        task.uncancel()
+        exchange.log_fields["disconnected"] = "client"
+    finally:
+        watcher.cancel()
+        await stream.rest.aclose()
+    if not writer.disconnected:
+        await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
+    return completed
+
+
+async def _watch(receive: Receive, writer: _Writer, ping: float, relay: asyncio.Task[bool]) -> None:
+    """Ping the client after `ping` seconds of silence; cancel the relay if the client leaves."""
+    while True:
+        wait = max(0.001, writer.last_write + ping - time.monotonic())
+        try:
+            async with asyncio.timeout(wait):
+                message = await receive()
+        except TimeoutError:
+            if time.monotonic() - writer.last_write >= ping:
+                await writer.write(PING)
+            continue
+        if message["type"] == "http.disconnect":
+            writer.disconnected = True
+            relay.cancel()
+            return

@@ -1,0 +1,1 @@
+"""Pure translation between the Messages API and upstream dialects (no I/O)."""

@@ -1,0 +1,134 @@
+"""The Anthropic-native dialect: the upstream body, and the relay of its event stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from messagegate.api.schema import ROUTING_FIELDS
+from messagegate.api.sse import encode_raw_event
+from messagegate.api.usage import Usage
+from messagegate.errors import UpstreamProtocolError, UpstreamStatusError
+from messagegate.translate.signatures import is_gateway_signature
+from messagegate.translate.sse_decoder import ServerSentEvent
+
+
+def to_anthropic_body(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
+    """The client's body with the upstream model, minus routing fields and foreign thinking."""
+    out = {k: v for k, v in body.items() if k not in ROUTING_FIELDS}
+    out["model"] = upstream_model
+    messages = body.get("messages")
+    if isinstance(messages, list) and any(_has_foreign_thinking(m) for m in messages):
+        out["messages"] = [_without_foreign_thinking(m) for m in messages]
+    return out
+
+
+def _is_foreign_thinking(block: Any) -> bool:
+    """Thinking Anthropic did not sign (another provider's reasoning) would be rejected by it."""
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not signature or is_gateway_signature(signature)
+
+
+def _has_foreign_thinking(message: Any) -> bool:
+    content = message.get("content") if isinstance(message, dict) else None
+    return isinstance(content, list) and any(_is_foreign_thinking(b) for b in content)
+
+
+def _without_foreign_thinking(message: dict[str, Any]) -> dict[str, Any]:
+    if not _has_foreign_thinking(message):
+        return message
+    return {**message, "content": [b for b in message["content"] if not _is_foreign_thinking(b)]}
+
+
+def with_client_model(raw: bytes, client_model: str) -> dict[str, Any]:
+    """A non-streaming answer, naming the model the client asked for."""
+    message: dict[str, Any] = orjson.loads(raw)
+    message["model"] = client_model
+    return message
+
+
+class AnthropicEventRelay:
+    """Passes Anthropic events through unchanged, but for the model name; records usage."""
+
+    def __init__(self, client_model: str) -> None:
+        self.client_model = client_model
+        self.usage = Usage()
+        self._finished = False
+
+    def convert(self, event: ServerSentEvent) -> bytes:
+        name = event.event
+        if name == "message_start":
+            return self._message_start(event.data)
+        if name == "message_delta":
+            self._record_usage(orjson.loads(event.data).get("usage"))
+        elif name in ("message_stop", "error"):
+            self._finished = True
+        return encode_raw_event(name, event.data)
+
+    def finish(self) -> bytes:
+        if not self._finished:
+            raise UpstreamProtocolError("the upstream stream ended before message_stop")
+        return b""
+
+    def _message_start(self, data: str) -> bytes:
+        payload = orjson.loads(data)
+        message = payload.get("message")
+        if isinstance(message, dict):
+            message["model"] = self.client_model
+            self._record_usage(message.get("usage"))
+        return b"event: message_start\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+    def _record_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.usage.update(usage)
+
+
+def classify_anthropic_error(
+    status: int, body: bytes, retry_after: str | None, provider: str
+) -> UpstreamStatusError:
+    """An Anthropic error answer: relayed as it is, but for statuses the client must not see."""
+    if status in (401, 403):
+        return UpstreamStatusError(
+            f"provider {provider!r} rejected the gateway's credentials",
+            status=502,
+            error_type="api_error",
+            upstream_status=status,
+            retryable=True,
+        )
+    error_type, message = _error_fields(body)
+    client_status = 529 if status == 503 else status
+    if status == 503:
+        error_type = "overloaded_error"
+    error = UpstreamStatusError(
+        message or f"provider {provider!r} answered HTTP {status}",
+        status=client_status,
+        error_type=error_type or "api_error",
+        upstream_status=status,
+        retryable=status in _RETRYABLE or status >= 500,
+        retry_after=retry_after,
+    )
+    if status != 503 and error_type:
+        error.body = body
+    return error
+
+
+_RETRYABLE = frozenset({408, 429, 529})
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    error_type, message = error.get("type"), error.get("message")
+    return (
+        error_type if isinstance(error_type, str) else None,
+        message if isinstance(message, str) else None,
+    )

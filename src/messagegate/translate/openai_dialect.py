@@ -1,0 +1,57 @@
+"""Per-provider quirks of OpenAI-compatible servers, and the presets for well-known providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+ToolCallIdFormat = Literal["any", "alnum9"]
+SystemMessages = Literal["anywhere", "leading_only"]
+ReasoningField = Literal["none", "reasoning_content", "reasoning"]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIDialect:
+    """What one OpenAI-compatible server accepts; each field is a config switch of that name."""
+
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    supports_stream_options: bool = True
+    supports_parallel_tool_calls: bool = True
+    supports_tool_choice: bool = True
+    supports_top_k: bool = False
+    system_messages: SystemMessages = "anywhere"
+    tool_call_id_format: ToolCallIdFormat = "any"
+    max_tool_name_length: int = 64
+    # Where earlier assistant thinking is sent back (DeepSeek needs reasoning_content with tools).
+    send_reasoning_as: ReasoningField = "none"
+
+
+PRESETS: dict[str, OpenAIDialect] = {
+    "openai": OpenAIDialect(max_tokens_field="max_completion_tokens"),
+    "mistral": OpenAIDialect(
+        supports_stream_options=False,
+        system_messages="leading_only",
+        tool_call_id_format="alnum9",
+    ),
+    "deepseek": OpenAIDialect(
+        supports_parallel_tool_calls=False, send_reasoning_as="reasoning_content"
+    ),
+    "groq": OpenAIDialect(max_tokens_field="max_completion_tokens"),
+    "together": OpenAIDialect(supports_top_k=True),
+    "scaleway": OpenAIDialect(),
+    "vllm": OpenAIDialect(supports_top_k=True, system_messages="leading_only"),
+    "ollama": OpenAIDialect(supports_parallel_tool_calls=False, system_messages="leading_only"),
+    "llamacpp": OpenAIDialect(
+        supports_top_k=True,
+        supports_parallel_tool_calls=False,
+        system_messages="leading_only",
+    ),
+}
+
+DIALECT_FIELDS = frozenset(f.name for f in fields(OpenAIDialect))
+
+
+def dialect_for(preset: str | None, overrides: dict[str, Any]) -> OpenAIDialect:
+    """The preset's dialect (plain defaults without one) with the config's switches applied."""
+    base = PRESETS[preset] if preset is not None else OpenAIDialect()
+    return replace(base, **overrides)

@@ -1,0 +1,342 @@
+"""OpenAI chat.completion.chunk stream -> Anthropic Messages stream events (a pure state machine).
+
+Anthropic content blocks cannot interleave; OpenAI tool calls can (by index). So one block is
+open and streams live, and content for anything else waits in a queue in order of first
+appearance. An open text or thinking block gives way as soon as something else is queued. An
+open tool call keeps its block until its arguments form a complete JSON object (nothing more can
+be added to it) or the answer finishes; then the queue is flushed in order, each queued block
+sent whole. In the usual upstream order (reasoning, text, tool 0, tool 1, ...) everything
+streams live. No delta ever follows a block's ``content_block_stop``, and indexes are
+consecutive. Arguments pass through ``JsonPrefix``, so the client only accumulates JSON that
+parses, and the same input a non-streaming answer would carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from messagegate.api.envelope import error_payload
+from messagegate.api.sse import Event
+from messagegate.api.usage import Usage
+from messagegate.errors import GatewayError, UpstreamProtocolError
+from messagegate.translate.openai_errors import classify_stream_error
+from messagegate.translate.openai_request import OpenAIRequest
+from messagegate.translate.openai_response import (
+    FAILED_FINISH_REASON,
+    Block,
+    JsonPrefix,
+    estimate_output_tokens,
+    load_arguments,
+    message_texts,
+    message_tool_calls,
+    new_message_id,
+    reported_usage,
+    stop_reason_for,
+)
+from messagegate.translate.signatures import gateway_signature
+from messagegate.translate.tool_ids import client_tool_id
+
+BlockKind = Literal["thinking", "text", "tool_use"]
+
+
+@dataclass(slots=True, eq=False)
+class _ToolCall:
+    upstream_id: str | None
+    client_id: str
+    name: str | None = None
+    arguments: JsonPrefix = field(default_factory=JsonPrefix)
+
+
+@dataclass(slots=True, eq=False)
+class _Block:
+    """One Anthropic content block: queued, then open (with an index), then closed."""
+
+    kind: BlockKind
+    texts: list[str] = field(default_factory=list)
+    tool: _ToolCall | None = None
+    state: Literal["new", "queued", "open", "closed"] = "new"
+    index: int = -1
+
+    def can_yield(self) -> bool:
+        """Whether closing now loses nothing: a tool call only once its JSON is complete."""
+        return self.tool is None or self.tool.arguments.complete
+
+
+class OpenAIStreamTranslator:
+    """Feed parsed OpenAI SSE chunks in, get Anthropic events out; ``finish`` when it ends.
+
+    ``usage`` holds the final counts (``usage.estimated`` when the upstream reported none) and
+    ``error`` the failure an ``error`` event reported, if any.
+    """
+
+    def __init__(self, *, model: str, request: OpenAIRequest, input_tokens: int) -> None:
+        self.model = model
+        self.usage = Usage(input_tokens=max(input_tokens, 1))
+        self.usage_reported = False
+        self.error: GatewayError | None = None
+        self._request = request
+        self._started = False
+        self._ended = False
+        self._finish_reason: str | None = None
+        self._matched_stop: Any = None
+        self._open: _Block | None = None
+        self._queue: list[_Block] = []
+        self._next_index = 0
+        self._content: list[Block] = []
+        self._tools_by_index: dict[Any, tuple[_Block, _ToolCall]] = {}
+        self._tools_by_id: dict[str, tuple[_Block, _ToolCall]] = {}
+        self._last_tool: tuple[_Block, _ToolCall] | None = None
+
+    # --- the interface ---------------------------------------------------------------------
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        """Events for one ``data:`` chunk of the upstream stream."""
+        if self._ended:
+            return []
+        if chunk.get("error") or chunk.get("object") == "error":
+            return self._fail(classify_stream_error(chunk))
+        self._record_usage(chunk)
+        events = [] if self._started else [self._message_start()]
+        self._started = True
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                events += self._choice(choice)
+        return events
+
+    def finish(self, *, saw_done: bool) -> list[Event]:
+        """The upstream stream ended; ``saw_done`` says whether it sent ``[DONE]``."""
+        if self._ended:
+            return []
+        if self._finish_reason is None:
+            return self._fail(UpstreamProtocolError(_unfinished_message(self._started, saw_done)))
+        self._ended = True
+        if not self.usage_reported:
+            self.usage.output_tokens = estimate_output_tokens(self._content)
+            self.usage.estimated = True
+        return [self._message_delta(), ("message_stop", {"type": "message_stop"})]
+
+    @property
+    def content(self) -> list[Block]:
+        """The content blocks closed so far, as a non-streaming answer would hold them."""
+        return list(self._content)
+
+    # --- chunks --------------------------------------------------------------------------------
+
+    def _choice(self, choice: dict[str, Any]) -> list[Event]:
+        if self._finish_reason is not None:
+            return []  # nothing may follow the blocks' stops
+        delta = choice.get("delta") or {}
+        reasoning, text = message_texts(delta)
+        events = self._add_text("thinking", reasoning) + self._add_text("text", text)
+        for call in message_tool_calls(delta):
+            events += self._add_tool_delta(call)
+        finish_reason = choice.get("finish_reason")
+        if finish_reason == FAILED_FINISH_REASON:
+            return events + self._fail(UpstreamProtocolError(_FAILED_MESSAGE))
+        if finish_reason:
+            self._finish_reason = str(finish_reason)
+            self._matched_stop = choice.get("stop_reason")
+            events += self._advance(final=True)
+        return events
+
+    def _record_usage(self, chunk: dict[str, Any]) -> None:
+        usage = reported_usage(chunk)
+        if usage is not None:
+            self.usage.update(usage)
+            self.usage_reported = True
+
+    def _add_text(self, kind: BlockKind, text: str) -> list[Event]:
+        if not text:
+            return []  # no block is ever started for, or sent, an empty text
+        if self._open is not None and self._open.kind == kind:
+            self._open.texts.append(text)
+            return [_delta(self._open, text)]
+        last = self._queue[-1] if self._queue else None
+        if last is not None and last.kind == kind:
+            last.texts.append(text)
+        else:
+            self._enqueue(_Block(kind, [text]))
+        return self._advance()
+
+    def _add_tool_delta(self, call: dict[str, Any]) -> list[Event]:
+        block, tool = self._tool_block(call)
+        function = call.get("function") or {}
+        name = function.get("name")
+        if name and isinstance(name, str) and tool.name is None:
+            tool.name = self._request.tool_names.client(name)
+        arguments = function.get("arguments")
+        released = tool.arguments.feed(arguments) if isinstance(arguments, str) else ""
+        events: list[Event] = []
+        if released and block.state != "closed":
+            block.texts.append(released)
+            if block.state == "open":
+                events.append(_delta(block, released))
+        if block.state == "new":
+            self._enqueue(block)
+        return events + self._advance()
+
+    def _tool_block(self, call: dict[str, Any]) -> tuple[_Block, _ToolCall]:
+        """The block a tool-call delta belongs to; a new id at a known index is a new call."""
+        index, upstream_id = call.get("index"), call.get("id") or None
+        known = self._tools_by_id.get(upstream_id) if upstream_id is not None else None
+        if known is None:
+            known = self._tools_by_index.get(index) if index is not None else self._last_tool
+            # Ollama reuses an index for the next call; only a new id tells them apart.
+            if known is not None and upstream_id is not None and known[1].upstream_id:
+                known = None
+        return known or self._new_tool(index, upstream_id)
+
+    def _new_tool(self, index: Any, upstream_id: str | None) -> tuple[_Block, _ToolCall]:
+        tool = _ToolCall(upstream_id, client_tool_id(upstream_id))
+        entry = (_Block("tool_use", tool=tool), tool)
+        self._tools_by_index[index] = entry
+        if upstream_id is not None:
+            self._tools_by_id[upstream_id] = entry
+        self._last_tool = entry
+        return entry
+
+    # --- blocks --------------------------------------------------------------------------------
+
+    def _enqueue(self, block: _Block) -> None:
+        block.state = "queued"
+        self._queue.append(block)
+
+    def _advance(self, *, final: bool = False) -> list[Event]:
+        """Start queued blocks while the open one can give way; on ``final`` close them all."""
+        events: list[Event] = []
+        while self._queue:
+            head = self._queue[0]
+            if self._open is not None and not (final or self._open.can_yield()):
+                break
+            if head.tool is not None and head.tool.name is None and not final:
+                break  # a tool_use block cannot start before its name is known
+            events += self._close_open()
+            events += self._start(self._queue.pop(0))
+        if final:
+            events += self._close_open()
+        return events
+
+    def _start(self, block: _Block) -> list[Event]:
+        block.state, block.index = "open", self._next_index
+        self._next_index += 1
+        self._open = block
+        start = {
+            "type": "content_block_start",
+            "index": block.index,
+            "content_block": _empty_block(block),
+        }
+        events: list[Event] = [("content_block_start", start)]
+        if block.texts:
+            events.append(_delta(block, "".join(block.texts)))
+        return events
+
+    def _close_open(self) -> list[Event]:
+        block, self._open = self._open, None
+        if block is None:
+            return []
+        events: list[Event] = []
+        final = _final_block(block)
+        if block.kind == "thinking":
+            final["signature"] = gateway_signature()
+            events.append(_signature_delta(block.index, final["signature"]))
+        elif block.tool is not None and block.texts:
+            completion = block.tool.arguments.completion()
+            if completion:
+                block.texts.append(completion)
+                events.append(_delta(block, completion))
+            final["input"] = load_arguments("".join(block.texts))
+        block.state = "closed"
+        self._content.append(final)
+        stop = {"type": "content_block_stop", "index": block.index}
+        return [*events, ("content_block_stop", stop)]
+
+    # --- message events ------------------------------------------------------------------------
+
+    def _message_start(self) -> Event:
+        message: dict[str, Any] = {
+            "id": new_message_id(),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": self.usage.cache_read_input_tokens,
+            },
+        }
+        return ("message_start", {"type": "message_start", "message": message})
+
+    def _message_delta(self) -> Event:
+        stop_reason, stop_sequence = stop_reason_for(
+            self._finish_reason,
+            matched=self._matched_stop,
+            text="".join(b["text"] for b in self._content if b["type"] == "text"),
+            has_tool_use=any(b["type"] == "tool_use" for b in self._content),
+            stop_sequences=self._request.stop_sequences,
+        )
+        usage = {
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cache_read_input_tokens": self.usage.cache_read_input_tokens,
+            "cache_creation_input_tokens": self.usage.cache_creation_input_tokens,
+        }
+        delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+        return ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+
+    def _fail(self, error: GatewayError) -> list[Event]:
+        """End with an ``error`` event: never a made-up end_turn or message_stop."""
+        self._ended = True
+        self.error = error
+        return [("error", error_payload(error.error_type, error.message))]
+
+
+_FAILED_MESSAGE = "the upstream stopped generating with finish_reason 'error'"
+
+
+def _unfinished_message(started: bool, saw_done: bool) -> str:
+    if not started:
+        return "the upstream's stream ended without sending anything"
+    if saw_done:
+        return "the upstream's stream ended ([DONE]) without a finish_reason"
+    return "the upstream's stream ended before the answer finished"
+
+
+def _empty_block(block: _Block) -> dict[str, Any]:
+    if block.kind == "thinking":
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    if block.tool is not None:
+        tool = block.tool
+        return {"type": "tool_use", "id": tool.client_id, "name": tool.name or "", "input": {}}
+    return {"type": "text", "text": ""}
+
+
+def _final_block(block: _Block) -> Block:
+    final = _empty_block(block)
+    if block.kind == "text":
+        final["text"] = "".join(block.texts)
+    elif block.kind == "thinking":
+        final["thinking"] = "".join(block.texts)
+    return final
+
+
+def _delta(block: _Block, text: str) -> Event:
+    if block.kind == "thinking":
+        delta = {"type": "thinking_delta", "thinking": text}
+    elif block.kind == "text":
+        delta = {"type": "text_delta", "text": text}
+    else:
+        delta = {"type": "input_json_delta", "partial_json": text}
+    return (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": block.index, "delta": delta},
+    )
+
+
+def _signature_delta(index: int, signature: str) -> Event:
+    delta = {"type": "signature_delta", "signature": signature}
+    return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})

@@ -1,0 +1,51 @@
+"""Shared fixtures: fake upstreams, the gateway under test, the official Anthropic SDK client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from fakes.upstream import FakeUpstream
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures" / "claude-code"
+GATEWAY_KEY = "mg-test-key-0123456789"
+PROVIDER_KEY = "sk-provider-secret-abcdef"
+
+
+def claude_code_fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def claude_code_headers(name: str) -> dict[str, str]:
+    captured = json.loads((FIXTURES / "requests.json").read_text())[name]["headers"]
+    return {k: v for k, v in captured.items() if k not in ("x-api-key", "content-length")}
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def second_upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def sdk() -> Callable[[str], anthropic.AsyncAnthropic]:
+    def make(base_url: str, key: str = GATEWAY_KEY) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(base_url=base_url, api_key=key, max_retries=0, timeout=20)
+
+    return make

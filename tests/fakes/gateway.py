@@ -1,0 +1,61 @@
+"""Running the real gateway app under uvicorn on a free loopback port, in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+from messagegate.config import Config, parse_config
+from messagegate.routing.health import BreakerPolicy
+from messagegate.routing.router import FailoverPolicy
+from messagegate.server.app import GatewayApp
+
+# Tests must never wait on real backoff: retries happen at once.
+FAST_FAILOVER = FailoverPolicy(attempts_per_route=2, backoff_initial=0.0, backoff_max=0.0)
+
+
+def build_config(raw: dict[str, Any], environ: dict[str, str] | None = None) -> Config:
+    return parse_config(raw, source="test.yaml", environ=environ or {})
+
+
+@asynccontextmanager
+async def running_gateway(
+    config: Config,
+    *,
+    failover: FailoverPolicy = FAST_FAILOVER,
+    breaker: BreakerPolicy | None = None,
+    clock: Any = None,
+) -> AsyncIterator[tuple[str, GatewayApp]]:
+    kwargs: dict[str, Any] = {"failover": failover, "breaker": breaker, "rng": random.Random(7)}
+    if clock is not None:
+        kwargs["clock"] = clock
+    app = GatewayApp(config, **kwargs)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert server.started, "gateway did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)

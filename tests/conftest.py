@@ -44,8 +44,16 @@ async def second_upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-def sdk() -> Callable[[str], anthropic.AsyncAnthropic]:
-    def make(base_url: str, key: str = GATEWAY_KEY) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(base_url=base_url, api_key=key, max_retries=0, timeout=20)
+async def sdk() -> AsyncIterator[Callable[..., anthropic.AsyncAnthropic]]:
+    """Makes official SDK clients (no retries) for a gateway URL; closes them after the test."""
+    clients: list[anthropic.AsyncAnthropic] = []
 
-    return make
+    def make(base_url: str, key: str = GATEWAY_KEY, **kwargs: Any) -> anthropic.AsyncAnthropic:
+        options: dict[str, Any] = {"max_retries": 0, "timeout": 20, **kwargs}
+        client = anthropic.AsyncAnthropic(base_url=base_url, api_key=key, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

@@ -59,7 +59,7 @@ class FakeModel:
         self.dialect = dialect
         self.plans = dict(plans)
         self.turns: list[Turn] = []
-        # Streamed answers still to cut off half-way (the connection drops).
+        # Streamed answers still to cut off mid-way, before any content block is complete.
         self.streams_to_break = 0
         # When set, every message request is rejected with this status (an invalid request).
         self.reject_status: int | None = None
@@ -83,7 +83,7 @@ class FakeModel:
         reply = self._render(turn, self.answer(turn))
         if turn.stream and self.streams_to_break > 0:
             self.streams_to_break -= 1
-            reply.drop_after = len(reply.chunks or []) // 2
+            reply.drop_after = _break_point(reply.chunks or [], self.dialect)
         return reply
 
     def answer(self, turn: Turn) -> Answer:
@@ -105,6 +105,16 @@ class FakeModel:
         if self.dialect == "openai":
             return _openai_reply(turn, answer, f"call_e2e_{number:02d}")
         return _anthropic_reply(turn, answer, f"toolu_e2e_{number:02d}")
+
+
+def _break_point(chunks: list[bytes], dialect: Dialect) -> int:
+    """Where to drop a stream: after its first text delta, before any block is complete.
+
+    Claude Code falls back to a non-streaming request only when no content block was complete
+    when the stream failed; after that it keeps the partial answer and reports the error.
+    """
+    marker = b"event: content_block_delta" if dialect == "anthropic" else b'"delta":{"content":"I'
+    return next(i for i, chunk in enumerate(chunks) if marker in chunk) + 1
 
 
 def read_turn(body: dict[str, Any], dialect: Dialect) -> Turn:

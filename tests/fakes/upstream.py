@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class Reply:
     # Wait for this event before sending the chunks after `hold_after` (silence on demand).
     hold: asyncio.Event | None = None
     hold_after: int = 0
+    # Called when the request arrives (e.g. to advance a test clock by this upstream's latency).
+    on_request: Callable[[], None] | None = None
 
 
 @dataclass
@@ -90,6 +93,8 @@ class FakeUpstream:
         reply = self._reply_for(received)
         if reply is None:
             return web.json_response({"error": "no scripted reply"}, status=599)
+        if reply.on_request is not None:
+            reply.on_request()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.chunks is None:

@@ -60,6 +60,8 @@ class Routed(Generic[T]):
     attempts: int
     skipped: list[str]
     started: float
+    # When the first answer arrived: the whole body, or a stream's first event.
+    answered: float = 0.0
 
 
 @dataclass(slots=True)
@@ -93,7 +95,10 @@ class Router:
         return model
 
     async def complete(self, request: RouteRequest) -> Routed[Completion]:
-        return await self._run(request, lambda client, call: client.complete(call))
+        """A whole answer; its total time is what the speed measure learns from it."""
+        routed = await self._run(request, lambda client, call: client.complete(call))
+        self.board[routed.route.label].measured(routed.answered - routed.started, 0, 0.0)
+        return routed
 
     async def open_stream(self, request: RouteRequest) -> Routed[EventStream]:
         return await self._run(request, lambda client, call: client.open_stream(call))
@@ -101,11 +106,15 @@ class Router:
     async def count_tokens(self, request: RouteRequest) -> Routed[int]:
         return await self._run(request, lambda client, call: client.count_tokens(call))
 
-    def record_stream(self, routed: Routed[Any], usage: Usage, first_byte: float) -> None:
+    def record_stream(self, routed: Routed[Any], usage: Usage) -> None:
         """A stream ended: its time to first event and its output rate feed the speed measure."""
-        now = self.board.clock()
+        generation = self.board.clock() - routed.answered
         health = self.board[routed.route.label]
-        health.measured(first_byte - routed.started, usage.output_tokens, now - first_byte)
+        health.measured(routed.answered - routed.started, usage.output_tokens, generation)
+
+    def record_failure(self, routed: Routed[Any]) -> None:
+        """A stream failed after it started: too late to fail over, but the route's health knows."""
+        self.board[routed.route.label].failed(self.board.clock(), self.board.policy)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
@@ -195,7 +204,8 @@ class Router:
                 self._failed(route, error, plan)
                 continue
             health.succeeded()
-            return Routed(value, model, route, plan.attempts, plan.skipped, started)
+            answered = self.board.clock()
+            return Routed(value, model, route, plan.attempts, plan.skipped, started, answered)
         raise self._exhausted(request, plan)
 
     async def _attempt(

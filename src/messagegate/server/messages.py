@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -13,7 +12,7 @@ from messagegate.errors import InvalidRequest
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
-from messagegate.server.streaming import relay
+from messagegate.server.streaming import StreamOutcome, relay
 
 _API_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -47,13 +46,14 @@ class MessagesEndpoint:
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
         routed = await self.router.open_stream(route_request)
-        first_byte = time.monotonic()
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed))
-        completed = await relay(exchange, stream, headers, self.config.ping_interval)
-        if completed:
-            self.router.record_stream(routed, stream.usage, first_byte)
+        outcome = await relay(exchange, stream, headers, self.config.ping_interval)
+        if outcome is StreamOutcome.COMPLETED:
+            self.router.record_stream(routed, stream.usage)
+        elif outcome is StreamOutcome.FAILED:
+            self.router.record_failure(routed)
         exchange.log_fields["tokens"] = _tokens(stream.usage)
 
     async def _read_json(self, exchange: Exchange) -> Any:

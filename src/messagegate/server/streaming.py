@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
+from typing import Any
 
 from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
@@ -16,6 +18,12 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+class StreamOutcome(enum.Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DISCONNECTED = "disconnected"
 
 
 class _Writer:
@@ -35,36 +43,37 @@ class _Writer:
 
 async def relay(
     exchange: Exchange, stream: EventStream, headers: list[tuple[bytes, bytes]], ping: float
-) -> bool:
-    """Send the stream to the client; True when it ended normally, False on error or disconnect."""
+) -> StreamOutcome:
+    """Send the stream to the client, pinging during silence; say how it ended."""
     await exchange.start(200, [*SSE_HEADERS, *headers])
     writer = _Writer(exchange.send)
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.create_task(_watch(exchange.receive, writer, ping, task))
-    completed = False
+    outcome = StreamOutcome.COMPLETED
     try:
         await writer.write(stream.first)
         async for chunk in stream.rest:
             await writer.write(chunk)
-        completed = True
     except GatewayError as error:
+        outcome = StreamOutcome.FAILED
         exchange.log_fields["stream_error"] = error.error_type
         await writer.write(encode_event("error", error_payload(error.error_type, error.message)))
     except asyncio.CancelledError:
         if not writer.disconnected:
             raise
         task.uncancel()
+        outcome = StreamOutcome.DISCONNECTED
         exchange.log_fields["disconnected"] = "client"
     finally:
         watcher.cancel()
         await stream.rest.aclose()
     if not writer.disconnected:
         await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
-    return completed
+    return outcome
 
 
-async def _watch(receive: Receive, writer: _Writer, ping: float, relay: asyncio.Task[bool]) -> None:
+async def _watch(receive: Receive, writer: _Writer, ping: float, relay: asyncio.Task[Any]) -> None:
     """Ping the client after `ping` seconds of silence; cancel the relay if the client leaves."""
     while True:
         wait = max(0.001, writer.last_write + ping - time.monotonic())

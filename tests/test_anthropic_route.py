@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import fakes.anthropic_script as script
 from conftest import PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
-from helpers import anthropic_config, sse_events, post
+from helpers import anthropic_config
 
 HELLO = [{"role": "user", "content": "Hello"}]
 

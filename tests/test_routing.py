@@ -16,7 +16,7 @@ from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import envelope, get, post, sse_events
-from messagegate.routing.health import BreakerPolicy
+from messagegate.config import BreakerPolicy
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ROUTING_FIELDS = {
@@ -277,9 +277,11 @@ async def test_stream_failing_before_its_first_event_fails_over(
     msg = script.message([{"type": "text", "text": "from q"}])
     fleet["us"].default = Reply(chunks=script.events(msg), drop_after=0)
     fleet["q"].default = script.stream_reply(msg)
-    async with gateway(fleet_config(fleet)) as (_, client):
-        async with client.messages.stream(model="m", max_tokens=5, messages=HELLO) as stream:
-            final = await stream.get_final_message()
+    async with (
+        gateway(fleet_config(fleet)) as (_, client),
+        client.messages.stream(model="m", max_tokens=5, messages=HELLO) as stream,
+    ):
+        final = await stream.get_final_message()
     assert final.content[0].text == "from q"  # type: ignore[union-attr]
     assert served(fleet) == {"us": 2, "q": 1, "eu": 0}
 

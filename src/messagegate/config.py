@@ -41,6 +41,25 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class FailoverPolicy:
+    """Attempts per route before moving on, jittered exponential backoff between them."""
+
+    attempts_per_route: int = 2
+    backoff_initial: float = 0.25
+    backoff_max: float = 2.0
+    # A retry-after longer than this moves on to the next route instead of waiting.
+    max_retry_after: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """A route is skipped for `cooldown` seconds after `failures_to_open` failures in a row."""
+
+    failures_to_open: int = 5
+    cooldown: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: Literal["anthropic", "openai"]
@@ -114,6 +133,8 @@ class Config:
     routing_defaults: RoutingDefaults = field(default_factory=RoutingDefaults)
     shutdown_grace: float = 30.0
     ping_interval: float = 15.0
+    failover: FailoverPolicy = field(default_factory=FailoverPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     source: str = "<config>"
 
 
@@ -214,8 +235,33 @@ class _Reader:
             routing_defaults=self.routing(top.get("routing_defaults"), "routing_defaults"),
             shutdown_grace=self.positive(top, "shutdown_grace", "", 30.0),
             ping_interval=self.positive(top, "ping_interval", "", 15.0),
+            failover=self.failover(top.get("failover")),
+            breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
         )
+
+    def failover(self, raw: object) -> FailoverPolicy:
+        if raw is None:
+            return FailoverPolicy()
+        data = self.mapping(raw, "failover", frozenset(FailoverPolicy.__dataclass_fields__))
+        defaults = FailoverPolicy()
+        values: dict[str, Any] = {}
+        for key in data:
+            default = getattr(defaults, key)
+            values[key] = self.get(data, key, "failover", type(default), default)
+            if values[key] < (1 if key == "attempts_per_route" else 0):
+                raise self.fail(f"failover.{key}", "is out of range")
+        return FailoverPolicy(**values)
+
+    def breaker(self, raw: object) -> BreakerPolicy:
+        if raw is None:
+            return BreakerPolicy()
+        data = self.mapping(raw, "circuit_breaker", frozenset(BreakerPolicy.__dataclass_fields__))
+        failures = self.get(data, "failures_to_open", "circuit_breaker", int, 5)
+        if failures < 1:
+            raise self.fail("circuit_breaker.failures_to_open", "must be at least 1")
+        cooldown = self.positive(data, "cooldown", "circuit_breaker", 30.0)
+        return BreakerPolicy(failures_to_open=failures, cooldown=cooldown)
 
     def listen(self, value: str) -> tuple[str, int]:
         host, sep, port = value.rpartition(":")
@@ -400,6 +446,8 @@ _TOP_KEYS = frozenset(
         "routing_defaults",
         "shutdown_grace",
         "ping_interval",
+        "failover",
+        "circuit_breaker",
     }
 )
 _PROVIDER_KEYS = frozenset(

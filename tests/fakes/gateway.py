@@ -10,9 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from messagegate.config import Config, parse_config
-from messagegate.routing.health import BreakerPolicy
-from messagegate.routing.router import FailoverPolicy
+from messagegate.config import BreakerPolicy, Config, FailoverPolicy, parse_config
 from messagegate.server.app import GatewayApp
 
 # Tests must never wait on real backoff: retries happen at once.

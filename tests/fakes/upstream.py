@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -186,7 +186,10 @@ def test_system_turns_stay_in_place_by_default() -> None:
 def test_leading_only_merges_leading_system_turns() -> None:
     messages = [{"role": "system", "content": [text("extra")]}, user("hi")]
     out = payload(body_with(messages, system="main"), LEADING_ONLY)["messages"]
-    assert out == [{"role": "system", "content": "main\n\nextra"}, {"role": "user", "content": "hi"}]
+    assert out == [
+        {"role": "system", "content": "main\n\nextra"},
+        {"role": "user", "content": "hi"},
+    ]
 
 
 def test_leading_only_folds_a_later_system_turn_into_the_next_user_message() -> None:
@@ -215,7 +218,10 @@ def test_leading_only_trailing_system_turn_after_assistant() -> None:
 
 
 def test_leading_only_folds_into_a_user_message_with_parts() -> None:
-    messages = [user([text("look"), {"type": "image", "source": PNG}]), {"role": "system", "content": "s"}]
+    messages = [
+        user([text("look"), {"type": "image", "source": PNG}]),
+        {"role": "system", "content": "s"},
+    ]
     out = payload(body_with(messages), LEADING_ONLY)["messages"]
     assert out[-1]["content"][-1] == {"type": "text", "text": "<system>\ns\n</system>"}
 
@@ -230,7 +236,11 @@ def test_text_blocks_become_one_string_and_empty_text_is_skipped() -> None:
 
 def test_images_become_image_url_parts() -> None:
     url_source = {"type": "url", "url": "https://example.com/cat.jpg"}
-    content = [text("what?"), {"type": "image", "source": PNG}, {"type": "image", "source": url_source}]
+    content = [
+        text("what?"),
+        {"type": "image", "source": PNG},
+        {"type": "image", "source": url_source},
+    ]
     parts = payload(body_with([user(content)]))["messages"][0]["content"]
     assert parts == [
         {"type": "text", "text": "what?"},
@@ -240,7 +250,11 @@ def test_images_become_image_url_parts() -> None:
 
 
 def test_text_documents_become_text() -> None:
-    doc = {"type": "document", "title": "notes.txt", "source": {"type": "text", "media_type": "text/plain", "data": "hello"}}
+    doc = {
+        "type": "document",
+        "title": "notes.txt",
+        "source": {"type": "text", "media_type": "text/plain", "data": "hello"},
+    }
     out = payload(body_with([user([doc])]))
     assert out["messages"][0]["content"] == "notes.txt\n\nhello"
 
@@ -265,7 +279,9 @@ def test_pdf_documents_become_a_clear_placeholder() -> None:
 def test_assistant_tool_use_becomes_tool_calls_with_compact_json() -> None:
     messages = [
         user("weather?"),
-        assistant([text("Checking."), tool_use("toolu_1", "get_weather", {"city": "Paris", "n": [1, 2]})]),
+        assistant(
+            [text("Checking."), tool_use("toolu_1", "get_weather", {"city": "Paris", "n": [1, 2]})]
+        ),
         user([tool_result("toolu_1", "sunny")]),
     ]
     out = payload(body_with(messages, tools=[WEATHER_TOOL]))["messages"]
@@ -291,7 +307,11 @@ def test_tool_only_assistant_turn_has_null_content() -> None:
 
 def test_encoded_tool_ids_go_back_to_the_upstream_original() -> None:
     client_id = client_tool_id("functions.Bash:0")
-    messages = [user("go"), assistant([tool_use(client_id, "Bash", {})]), user([tool_result(client_id, "ok")])]
+    messages = [
+        user("go"),
+        assistant([tool_use(client_id, "Bash", {})]),
+        user([tool_result(client_id, "ok")]),
+    ]
     out = payload(body_with(messages))["messages"]
     assert out[1]["tool_calls"][0]["id"] == "functions.Bash:0"
     assert out[2]["tool_call_id"] == "functions.Bash:0"
@@ -316,7 +336,11 @@ def test_thinking_only_turn_is_dropped_by_default() -> None:
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_thinking_is_sent_as_reasoning_where_the_provider_wants_it(field: Any) -> None:
     dialect = replace(PLAIN, send_reasoning_as=field)
-    messages = [user("q"), assistant([THINKING, REDACTED, tool_use("t", "Bash", {})]), user([tool_result("t", "x")])]
+    messages = [
+        user("q"),
+        assistant([THINKING, REDACTED, tool_use("t", "Bash", {})]),
+        user([tool_result("t", "x")]),
+    ]
     out = payload(body_with(messages), dialect)["messages"]
     assert out[1][field] == "Let me think."
     assert out[1]["content"] is None
@@ -336,7 +360,13 @@ def test_tool_results_come_before_the_remaining_user_text() -> None:
     messages = [
         user("go"),
         assistant([tool_use("a", "Bash", {}), tool_use("b", "Bash", {})]),
-        user([text("thanks"), tool_result("a", "one"), tool_result("b", [text("two"), text("lines")])]),
+        user(
+            [
+                text("thanks"),
+                tool_result("a", "one"),
+                tool_result("b", [text("two"), text("lines")]),
+            ]
+        ),
     ]
     out = payload(body_with(messages))["messages"]
     assert out[2:] == [
@@ -347,7 +377,11 @@ def test_tool_results_come_before_the_remaining_user_text() -> None:
 
 
 def test_tool_result_errors_are_visible() -> None:
-    messages = [user("go"), assistant([tool_use("a", "Bash", {})]), user([tool_result("a", "boom", is_error=True)])]
+    messages = [
+        user("go"),
+        assistant([tool_use("a", "Bash", {})]),
+        user([tool_result("a", "boom", is_error=True)]),
+    ]
     out = payload(body_with(messages))["messages"]
     assert out[2]["content"] == "Error: boom"
 
@@ -365,7 +399,11 @@ def test_empty_tool_results_are_not_empty_strings() -> None:
 
 def test_tool_result_images_follow_in_a_user_message() -> None:
     result = tool_result("a", [text("screenshot:"), {"type": "image", "source": PNG}])
-    messages = [user("go"), assistant([tool_use("a", "Screenshot", {})]), user([result, text("now?")])]
+    messages = [
+        user("go"),
+        assistant([tool_use("a", "Screenshot", {})]),
+        user([result, text("now?")]),
+    ]
     out = payload(body_with(messages))["messages"]
     assert out[2] == {"role": "tool", "tool_call_id": "a", "content": "screenshot:"}
     assert out[3]["role"] == "user"
@@ -390,7 +428,11 @@ def test_image_only_tool_result_points_at_the_attachment() -> None:
 def test_tools_keep_their_schema_and_server_tools_are_dropped() -> None:
     tools = [
         WEATHER_TOOL,
-        {"name": "no_description", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}},
+        {
+            "name": "no_description",
+            "input_schema": {"type": "object"},
+            "cache_control": {"type": "ephemeral"},
+        },
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
         {"type": "custom", "name": "typed", "input_schema": {"type": "object"}},
     ]
@@ -405,7 +447,11 @@ def test_tools_keep_their_schema_and_server_tools_are_dropped() -> None:
 def test_long_tool_names_are_shortened_and_mapped_back() -> None:
     long_name = "mcp__" + "server_" * 10 + "tool"
     tools = [{"name": long_name, "input_schema": {"type": "object"}}]
-    messages = [user("go"), assistant([tool_use("a", long_name, {})]), user([tool_result("a", "ok")])]
+    messages = [
+        user("go"),
+        assistant([tool_use("a", long_name, {})]),
+        user([tool_result("a", "ok")]),
+    ]
     body = body_with(messages, tools=tools, tool_choice={"type": "tool", "name": long_name})
     request = translate(body)
     short = request.payload["tools"][0]["function"]["name"]
@@ -428,7 +474,10 @@ def test_only_server_tools_means_no_tools() -> None:
         ({"type": "auto"}, "auto"),
         ({"type": "any"}, "required"),
         ({"type": "none"}, "none"),
-        ({"type": "tool", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+        (
+            {"type": "tool", "name": "get_weather"},
+            {"type": "function", "function": {"name": "get_weather"}},
+        ),
     ],
 )
 def test_tool_choice_mapping(choice: dict[str, Any], expected: Any) -> None:
@@ -445,7 +494,9 @@ def test_tool_choice_is_dropped_without_tools() -> None:
 
 def test_tool_choice_is_dropped_where_unsupported() -> None:
     dialect = replace(PLAIN, supports_tool_choice=False)
-    out = payload(body_with([user("hi")], tools=[WEATHER_TOOL], tool_choice={"type": "any"}), dialect)
+    out = payload(
+        body_with([user("hi")], tools=[WEATHER_TOOL], tool_choice={"type": "any"}), dialect
+    )
     assert "tool_choice" not in out
     assert out["tools"]
 
@@ -506,7 +557,9 @@ def test_routing_and_anthropic_only_fields_never_reach_the_upstream() -> None:
         "metadata": {"user_id": "u"},
     }
     routing = {"allowed_providers": ["a"], "eu_native": True, "preference": "cost"}
-    body = body_with([user([text("hi", cache_control={"type": "ephemeral"})])], **anthropic_only, **routing)
+    body = body_with(
+        [user([text("hi", cache_control={"type": "ephemeral"})])], **anthropic_only, **routing
+    )
     out = payload(body)
     assert set(out) <= ALLOWED_KEYS
     assert not ROUTING_FIELDS & set(out)

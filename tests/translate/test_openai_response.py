@@ -27,7 +27,9 @@ REQUEST = OpenAIRequest(payload={}, tool_names=ToolNames())
 CLIENT_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
-def completion(message: dict[str, Any], finish: str | None = "stop", **extra: Any) -> dict[str, Any]:
+def completion(
+    message: dict[str, Any], finish: str | None = "stop", **extra: Any
+) -> dict[str, Any]:
     """An OpenAI chat.completion as the API returns it."""
     return {
         "id": "chatcmpl-BLq0Zs8WkXnRk2u5x3UaVYbq1dE4T",
@@ -52,7 +54,9 @@ def call(id_: str | None, name: str, arguments: Any) -> dict[str, Any]:
     return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def translate(response: dict[str, Any], request: OpenAIRequest = REQUEST, **kw: Any) -> dict[str, Any]:
+def translate(
+    response: dict[str, Any], request: OpenAIRequest = REQUEST, **kw: Any
+) -> dict[str, Any]:
     return to_anthropic_message(response, model="claude-sonnet-4-5", request=request, **kw)
 
 
@@ -120,7 +124,12 @@ def test_tool_call_ids_and_names_are_mapped_for_the_client() -> None:
     long_name = "mcp__" + "x" * 70
     names = ToolNames.for_tools([long_name], 64)
     request = OpenAIRequest(payload={}, tool_names=names)
-    message = {"tool_calls": [call("functions.Bash:0", names.upstream(long_name), "{}"), call(None, "Bash", "{}")]}
+    message = {
+        "tool_calls": [
+            call("functions.Bash:0", names.upstream(long_name), "{}"),
+            call(None, "Bash", "{}"),
+        ]
+    }
     content = translate(completion(message, "tool_calls"), request)["content"]
     assert content[0]["name"] == long_name
     assert CLIENT_ID.match(content[0]["id"])
@@ -143,7 +152,10 @@ def test_mistral_content_parts() -> None:
         {"type": "text", "text": "!"},
     ]
     content = translate(completion({"content": parts}))["content"]
-    assert [(b["type"], b.get("thinking") or b.get("text")) for b in content] == [("thinking", "Hmm."), ("text", "Hi!")]
+    assert [(b["type"], b.get("thinking") or b.get("text")) for b in content] == [
+        ("thinking", "Hmm."),
+        ("text", "Hi!"),
+    ]
 
 
 def test_refusal_text_is_kept() -> None:
@@ -211,7 +223,13 @@ def test_json_prefix_releases_valid_json_exactly(
 
 @pytest.mark.parametrize(
     ("finish", "stop_reason"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal"), (None, "end_turn"), ("eos", "end_turn")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        (None, "end_turn"),
+        ("eos", "end_turn"),
+    ],
 )
 def test_finish_reasons(finish: str | None, stop_reason: str) -> None:
     assert translate(completion({"content": "x"}, finish))["stop_reason"] == stop_reason
@@ -259,13 +277,25 @@ def test_no_choices_or_an_error_body_raise_gateway_errors() -> None:
 
 def test_deepseek_cache_hits() -> None:
     response = completion({"content": "x"})
-    response["usage"] = {"prompt_tokens": 120, "completion_tokens": 30, "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 56}
+    response["usage"] = {
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "prompt_cache_hit_tokens": 64,
+        "prompt_cache_miss_tokens": 56,
+    }
     usage = translate(response)["usage"]
-    assert usage == {"input_tokens": 56, "output_tokens": 30, "cache_read_input_tokens": 64, "cache_creation_input_tokens": 0}
+    assert usage == {
+        "input_tokens": 56,
+        "output_tokens": 30,
+        "cache_read_input_tokens": 64,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 def test_missing_usage_is_estimated() -> None:
-    response = completion({"content": "Hello there, friend.", "tool_calls": [call("c", "Bash", '{"a":1}')]})
+    response = completion(
+        {"content": "Hello there, friend.", "tool_calls": [call("c", "Bash", '{"a":1}')]}
+    )
     del response["usage"]
     usage = translate(response, input_tokens=321)["usage"]
     assert usage["input_tokens"] == 321
@@ -277,7 +307,9 @@ def test_missing_usage_is_estimated() -> None:
 
 
 def openai_error(message: str, type_: str = "invalid_request_error", code: Any = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+    return json.dumps(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    ).encode()
 
 
 @pytest.mark.parametrize(
@@ -301,18 +333,26 @@ def openai_error(message: str, type_: str = "invalid_request_error", code: Any =
 )
 def test_error_statuses(status: int, client_status: int, error_type: str, retryable: bool) -> None:
     error = classify_openai_error(status, openai_error("upstream says no"), None)
-    assert (error.status, error.error_type, error.retryable) == (client_status, error_type, retryable)
+    assert (error.status, error.error_type, error.retryable) == (
+        client_status,
+        error_type,
+        retryable,
+    )
     assert error.upstream_status == status
 
 
 def test_400_keeps_the_upstream_message() -> None:
-    body = openai_error("This model's maximum context length is 128000 tokens.", code="context_length_exceeded")
+    body = openai_error(
+        "This model's maximum context length is 128000 tokens.", code="context_length_exceeded"
+    )
     error = classify_openai_error(400, body, None)
     assert error.message == "This model's maximum context length is 128000 tokens."
 
 
 def test_401_never_shows_the_key() -> None:
-    body = openai_error("Incorrect API key provided: sk-proj-abc***************wxyz.", code="invalid_api_key")
+    body = openai_error(
+        "Incorrect API key provided: sk-proj-abc***************wxyz.", code="invalid_api_key"
+    )
     error = classify_openai_error(401, body, None)
     assert "sk-" not in error.message
     assert "wxyz" not in error.message
@@ -320,7 +360,9 @@ def test_401_never_shows_the_key() -> None:
 
 
 def test_404_model_not_found() -> None:
-    body = openai_error("The model `gpt-9` does not exist or you do not have access to it.", code="model_not_found")
+    body = openai_error(
+        "The model `gpt-9` does not exist or you do not have access to it.", code="model_not_found"
+    )
     error = classify_openai_error(404, body, None)
     assert (error.status, error.error_type) == (404, "not_found_error")
     assert "gpt-9" in error.message
@@ -347,13 +389,19 @@ def test_plain_text_error_body_is_truncated() -> None:
 
 
 def test_empty_error_body() -> None:
-    assert classify_openai_error(500, b"", None).message == "the upstream provider answered HTTP 500"
+    assert (
+        classify_openai_error(500, b"", None).message == "the upstream provider answered HTTP 500"
+    )
 
 
 def test_stream_error_objects() -> None:
-    vllm = classify_stream_error({"object": "error", "message": "out of memory", "type": "InternalServerError", "code": 503})
+    vllm = classify_stream_error(
+        {"object": "error", "message": "out of memory", "type": "InternalServerError", "code": 503}
+    )
     assert (vllm.error_type, vllm.message) == ("overloaded_error", "out of memory")
-    openai = classify_stream_error({"error": {"message": "server had an error", "type": "server_error", "code": None}})
+    openai = classify_stream_error(
+        {"error": {"message": "server had an error", "type": "server_error", "code": None}}
+    )
     assert (openai.error_type, openai.status, openai.retryable) == ("api_error", 502, True)
 
 

@@ -43,7 +43,11 @@ def test_valid_id_with_the_reserved_prefix_is_encoded_so_it_round_trips() -> Non
 
 
 def test_ids_the_gateway_never_encoded_come_back_unchanged() -> None:
-    for foreign in ("toolu_01A09q90qw90lq917835lq9", ENCODED_ID_PREFIX + "@@", ENCODED_ID_PREFIX + "x"):
+    for foreign in (
+        "toolu_01A09q90qw90lq917835lq9",
+        ENCODED_ID_PREFIX + "@@",
+        ENCODED_ID_PREFIX + "x",
+    ):
         assert original_tool_id(foreign) == foreign
 
 

@@ -6,13 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from messagegate.config import BreakerPolicy
+
 EWMA_WEIGHT = 0.3
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    failures_to_open: int = 5
-    cooldown: float = 30.0
 
 
 @dataclass(slots=True)

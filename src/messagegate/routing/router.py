@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import stamina
 
 from messagegate.api.usage import Usage
-from messagegate.config import Config, Model, Route
+from messagegate.config import Config, FailoverPolicy, Model, Route
 from messagegate.errors import (
     GatewayError,
     InvalidRequest,
@@ -29,17 +29,6 @@ Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
 
 # Output length assumed when ordering by speed or cost (the real one is unknown in advance).
 ASSUMED_OUTPUT_TOKENS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class FailoverPolicy:
-    """Attempts per route before moving on, jittered exponential backoff between them."""
-
-    attempts_per_route: int = 2
-    backoff_initial: float = 0.25
-    backoff_max: float = 2.0
-    # A retry-after longer than this moves on to the next route instead of waiting.
-    max_retry_after: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import aiohttp
 
-from messagegate.config import ApiKey, Config
+from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
 from messagegate.errors import GatewayError, NotFound
 from messagegate.providers.http import create_session
 from messagegate.providers.registry import create_clients
-from messagegate.routing.health import BreakerPolicy, HealthBoard
-from messagegate.routing.router import FailoverPolicy, Router
+from messagegate.routing.health import HealthBoard
+from messagegate.routing.router import Router
 from messagegate.server.auth import KeyChecker
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
@@ -40,8 +40,8 @@ class GatewayApp:
     ) -> None:
         self.config = config
         self.keys = KeyChecker(config.keys)
-        self.board = HealthBoard(breaker or BreakerPolicy(), clock)
-        self.failover = failover or FailoverPolicy()
+        self.board = HealthBoard(breaker or config.breaker, clock)
+        self.failover = failover or config.failover
         self.rng = rng
         self.session: aiohttp.ClientSession | None = None
         self.router: Router | None = None

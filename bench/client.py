@@ -145,7 +145,9 @@ async def _worker(
             connection.close()
 
 
-def _record(tally: Tally, latency: float, ttft: float | None, complete: bool, in_time: bool) -> None:
+def _record(
+    tally: Tally, latency: float, ttft: float | None, complete: bool, in_time: bool
+) -> None:
     if not in_time:
         return
     if not complete:

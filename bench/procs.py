@@ -38,10 +38,8 @@ class Child:
     def stop(self, grace: float = 5.0) -> None:
         if self.alive():
             _signal_group(self.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         # Whatever is left of the group (helpers, workers) goes too.
         _signal_group(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -98,7 +96,9 @@ def wait_port(child: Child, port: int, timeout: float) -> None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
-    raise ProcessFailed(f"{child.name} did not listen on port {port} in {timeout:.0f}s:\n{child.tail()}")
+    raise ProcessFailed(
+        f"{child.name} did not listen on port {port} in {timeout:.0f}s:\n{child.tail()}"
+    )
 
 
 def port_free(port: int) -> bool:

@@ -137,7 +137,11 @@ def _anthropic_events(tokens: int) -> list[list[bytes]]:
     """The Messages stream grammar: start, block start, ping, deltas, block stop, delta, stop."""
     start = _anthropic_message(0) | {"content": [], "stop_reason": None}
     start["usage"] = {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}
-    block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
     groups = [[_delta(token(i))] for i in range(tokens)]
     groups[0][:0] = [
         _sse({"type": "message_start", "message": start}, "message_start"),
@@ -147,12 +151,19 @@ def _anthropic_events(tokens: int) -> list[list[bytes]]:
     end = {"stop_reason": "end_turn", "stop_sequence": None}
     groups[-1] += [
         _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        _sse({"type": "message_delta", "delta": end, "usage": {"output_tokens": tokens}}, "message_delta"),
+        _sse(
+            {"type": "message_delta", "delta": end, "usage": {"output_tokens": tokens}},
+            "message_delta",
+        ),
         _sse({"type": "message_stop"}, "message_stop"),
     ]
     return groups
 
 
 def _delta(value: str) -> bytes:
-    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": value}}
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": value},
+    }
     return _sse(delta, "content_block_delta")

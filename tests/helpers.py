@@ -60,9 +60,15 @@ async def post(
 
 
 async def get(
-    base_url: str, path: str, key: str | None = GATEWAY_KEY, method: str = "GET"
+    base_url: str,
+    path: str,
+    key: str | None = GATEWAY_KEY,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    headers = {"x-api-key": key} if key is not None else {}
+    headers = dict(headers or {})
+    if key is not None:
+        headers["x-api-key"] = key
     async with (
         aiohttp.ClientSession() as session,
         session.request(method, base_url + path, headers=headers) as response,

@@ -65,6 +65,8 @@ def _install(prefix: Path) -> None:
     except subprocess.TimeoutExpired:
         shutil.rmtree(staging, ignore_errors=True)
         raise InstallError(f"`{' '.join(command)}` took over {INSTALL_TIMEOUT:.0f}s") from None
+    if done.returncode == 0 and not _works(binary_in(staging)):
+        _run_postinstall(staging)
     if done.returncode != 0 or not _works(binary_in(staging)):
         shutil.rmtree(staging, ignore_errors=True)
         raise InstallError(f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}")
@@ -73,6 +75,18 @@ def _install(prefix: Path) -> None:
         return
     shutil.rmtree(prefix, ignore_errors=True)
     staging.rename(prefix)
+
+
+def _run_postinstall(prefix: Path) -> None:
+    """Put the native binary in place when npm skipped install scripts (ignore-scripts=true)."""
+    script = prefix / "node_modules" / "@anthropic-ai" / "claude-code" / "install.cjs"
+    subprocess.run(
+        [_required_tool("node"), str(script)],
+        cwd=script.parent,
+        capture_output=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
 
 
 def _required_tool(name: str) -> str:

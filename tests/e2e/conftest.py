@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def claude() -> Path:
     try:
         return ensure_claude()
     except InstallError as error:
-        pytest.fail(f"cannot install Claude Code: {error}", pytrace=False)
+        problem = str(error)
+    pytest.fail(f"cannot install Claude Code: {problem}", pytrace=False)
 
 
 @pytest.fixture
@@ -34,3 +36,10 @@ def workspace(tmp_path: Path) -> Workspace:
     home.mkdir()
     workdir.mkdir()
     return Workspace(home=home, workdir=workdir, target=workdir / "notes" / "hello.txt")
+
+
+@pytest.fixture(autouse=True)
+def access_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The gateway's access lines, shown with any failure (what Claude Code was answered)."""
+    caplog.set_level(logging.INFO, logger="messagegate")
+    return caplog

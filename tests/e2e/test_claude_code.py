@@ -1,4 +1,4 @@
-"""Claude Code, unchanged, completes a tool-using task through messagegate on either upstream kind."""
+"""Claude Code, unchanged, does a tool-using task through messagegate on either kind of upstream."""
 
 from __future__ import annotations
 

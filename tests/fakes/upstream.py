@@ -39,6 +39,8 @@ class Received:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    # The client's (gateway's) source port: equal ports mean a reused pooled connection.
+    peer_port: int = 0
 
     @property
     def json(self) -> Any:
@@ -87,6 +89,7 @@ class FakeUpstream:
             dict(request.query),
             {k.lower(): v for k, v in request.headers.items()},
             body,
+            _peer_port(request),
         )
         self.received.append(received)
         reply = self._reply_for(received)
@@ -133,3 +136,8 @@ class FakeUpstream:
         finally:
             self.closed_streams += 1
         return response
+
+
+def _peer_port(request: web.Request) -> int:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return int(peer[1]) if peer else 0

@@ -20,9 +20,21 @@ CLAUDE_CODE = Path("/work/shared/fixtures/claude-code")
 PLAIN = OpenAIDialect()
 LEADING_ONLY = replace(PLAIN, system_messages="leading_only")
 ALLOWED_KEYS = {
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
-    "stop", "user", "tools", "tool_choice", "parallel_tool_calls", "stream", "stream_options",
-}  # fmt: skip
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "stream",
+    "stream_options",
+}
 
 
 def claude_code(name: str) -> dict[str, Any]:
@@ -438,10 +450,20 @@ def test_tools_keep_their_schema_and_server_tools_are_dropped() -> None:
     ]
     out = payload(body_with([user("hi")], tools=tools))
     assert out["tools"] == [
-        {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": WEATHER_TOOL["input_schema"]}},
-        {"type": "function", "function": {"name": "no_description", "parameters": {"type": "object"}}},
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": WEATHER_TOOL["input_schema"],
+            },
+        },
+        {
+            "type": "function",
+            "function": {"name": "no_description", "parameters": {"type": "object"}},
+        },
         {"type": "function", "function": {"name": "typed", "parameters": {"type": "object"}}},
-    ]  # fmt: skip
+    ]
 
 
 def test_long_tool_names_are_shortened_and_mapped_back() -> None:

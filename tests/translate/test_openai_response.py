@@ -37,7 +37,13 @@ def completion(
         "created": 1763775600,
         "model": "gpt-4.1-2025-04-14",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", **message}, "logprobs": None, "finish_reason": finish, **extra}
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "logprobs": None,
+                "finish_reason": finish,
+                **extra,
+            }
         ],
         "usage": {
             "prompt_tokens": 100,
@@ -47,7 +53,7 @@ def completion(
         },
         "service_tier": "default",
         "system_fingerprint": "fp_b3f1157249",
-    }  # fmt: skip
+    }
 
 
 def call(id_: str | None, name: str, arguments: Any) -> dict[str, Any]:
@@ -193,10 +199,16 @@ def test_arguments_best_effort(arguments: Any, expected: dict[str, Any]) -> None
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
-)  # fmt: skip
+)
 json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=4)
 
 
@@ -376,7 +388,10 @@ def test_429_carries_retry_after() -> None:
 
 
 def test_mistral_validation_error_message() -> None:
-    body = b'{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","user"],"msg":"Extra inputs are not permitted"}]},"type":"invalid_request_error","param":null,"code":null}'
+    detail = [{"type": "extra_forbidden", "loc": ["body", "user"], "msg": "Extra inputs..."}]
+    body = json.dumps(
+        {"object": "error", "message": {"detail": detail}, "type": "invalid_request_error"}
+    ).encode()
     error = classify_openai_error(422, body, None)
     assert error.status == 400
     assert "extra_forbidden" in error.message

@@ -27,6 +27,9 @@ from messagegate.translate.anthropic import (
 
 _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 _DEFAULT_VERSION = "2023-06-01"
+# The client's ``?beta=true`` travels with its API headers under this pseudo-header (no real
+# header name starts with ':'), so the upstream serves the beta API the client asked for.
+BETA_QUERY = ":beta"
 
 
 class AnthropicClient:
@@ -83,6 +86,8 @@ class AnthropicClient:
             if value is not None:
                 headers[name] = value
         headers.setdefault("anthropic-version", _DEFAULT_VERSION)
+        if call.headers.get(BETA_QUERY) == "true":
+            url += "?beta=true"
         payload = orjson.dumps(to_anthropic_body(call.body, call.route.model))
         return self.session.post(url, data=payload, headers=headers, timeout=timeout)
 

@@ -30,11 +30,9 @@ def completion_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
 
 
 def stream_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """A backstop only: the stream reader enforces first_byte and idle exactly."""
+    """Reads wait up to first_byte until the first event; the stream reader then sets idle."""
     return aiohttp.ClientTimeout(
-        total=timeouts.total,
-        sock_connect=timeouts.connect,
-        sock_read=max(timeouts.first_byte, timeouts.idle),
+        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
     )
 
 

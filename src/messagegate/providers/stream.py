@@ -34,8 +34,9 @@ async def open_event_stream(
     """Read until the first client bytes exist, so a failure so far can still be failed over."""
     events = _relay(response, provider, converter)
     try:
-        async with asyncio.timeout(provider.timeouts.first_byte):
-            first = await anext(events)
+        with upstream_errors(provider):
+            async with asyncio.timeout(provider.timeouts.first_byte):
+                first = await anext(events)
     except StopAsyncIteration:
         raise UpstreamProtocolError(f"provider {provider.name!r} sent an empty stream") from None
     except BaseException:
@@ -68,3 +69,5 @@ def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float) -> None:
     connection = response.connection
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = idle
+        # Restart the timer now: the events read so far may all have come in one read.
+        connection.protocol.start_timeout()

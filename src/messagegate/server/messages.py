@@ -9,6 +9,7 @@ import orjson
 from messagegate.api.schema import parse_count_tokens_request, parse_messages_request
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest
+from messagegate.providers.anthropic import BETA_QUERY
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
@@ -71,6 +72,8 @@ class MessagesEndpoint:
         key_defaults = key.routing.values if key is not None else {}
         settings = RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
+        if exchange.query_params().get("beta") == "true":
+            headers[BETA_QUERY] = "true"
         return RouteRequest(model=model, body=data, headers=headers, settings=settings)
 
     def _log_route(self, exchange: Exchange, routed: Routed[Any]) -> None:

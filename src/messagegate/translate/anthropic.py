@@ -60,6 +60,14 @@ class AnthropicEventRelay:
         self._finished = False
 
     def convert(self, event: ServerSentEvent) -> bytes:
+        try:
+            return self._convert(event)
+        except (orjson.JSONDecodeError, AttributeError):
+            raise UpstreamProtocolError(
+                f"the upstream sent an unreadable {event.event!r} event"
+            ) from None
+
+    def _convert(self, event: ServerSentEvent) -> bytes:
         name = event.event
         if name == "message_start":
             return self._message_start(event.data)

@@ -47,7 +47,8 @@ def to_anthropic_message(
     Raises a GatewayError only when the answer holds no answer at all (no choices, or an error).
     """
     choice = _first_choice(response)
-    message = choice.get("message") or {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
     reasoning, text = message_texts(message)
     calls = [tool_use_block(call, request.tool_names) for call in message_tool_calls(message)]
     content = [*reasoning_blocks(reasoning), *([text_block(text)] if text else []), *calls]
@@ -142,7 +143,8 @@ def message_tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def tool_use_block(call: dict[str, Any], names: ToolNames) -> Block:
-    function = call.get("function") or {}
+    function = call.get("function")
+    function = function if isinstance(function, dict) else {}
     return {
         "type": "tool_use",
         "id": client_tool_id(call.get("id")),
@@ -184,7 +186,8 @@ def _matched_stop_sequence(matched: Any, text: str, stop_sequences: tuple[str, .
 
 def reported_usage(answer: dict[str, Any]) -> dict[str, int] | None:
     """The Anthropic usage of an answer or chunk, if it reports one (Groq: under ``x_groq``)."""
-    usage = answer.get("usage") or (answer.get("x_groq") or {}).get("usage")
+    groq = answer.get("x_groq")
+    usage = answer.get("usage") or (groq.get("usage") if isinstance(groq, dict) else None)
     if isinstance(usage, dict) and usage.get("prompt_tokens"):
         return anthropic_usage(usage)
     return None
@@ -256,7 +259,7 @@ def load_arguments(text: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text) if text else {}
     except orjson.JSONDecodeError:
-        return {}  # only a lone surrogate escape gets here
+        return {}  # defensive: JsonPrefix releases only text that parses
     return value if isinstance(value, dict) else {}
 
 
@@ -268,7 +271,7 @@ _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _NUMBER_PREFIX = re.compile(r"-?(?:(?:0|[1-9]\d*)(?:\.\d*)?(?:(?<=\d)[eE][+-]?\d*)?)?")
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _WHITESPACE = frozenset(" \t\n\r")
-_STRING_STATES = frozenset({"string", "string_escape", "string_unicode"})
+_STRING_STATES = frozenset({"string", "escape", "unicode", "low"})
 
 
 class JsonPrefix:
@@ -276,8 +279,9 @@ class JsonPrefix:
 
     ``feed`` returns the part of its input that is safe to pass on: with ``completion()``
     appended, everything released so far parses. What is not settled yet is held back (a
-    member's key until its value starts, a comma until what follows it, half an escape, number
-    or literal); after the object closes, or once the text stops being JSON, input is ignored.
+    member's key until its value starts, a comma until what follows it, half an escape or
+    surrogate pair, number or literal); after the object closes, or once the text stops being
+    JSON, input is ignored. A lone surrogate escape counts as not JSON: most parsers refuse it.
     """
 
     _STEPS: ClassVar[dict[str, Callable[[JsonPrefix, str], None]]] = {}
@@ -286,8 +290,9 @@ class JsonPrefix:
         self._state = "start"
         self._closers: list[str] = []
         self._held = ""
-        self._token = ""  # the number or literal being read
-        self._hex_left = 0
+        self._in_key = False
+        self._token = ""  # the number, literal or \u escape being read
+        self._high_surrogate = False
         self._dead = False
         self._out: list[str] = []
 
@@ -299,10 +304,10 @@ class JsonPrefix:
     def feed(self, text: str) -> str:
         pos = 0
         while pos < len(text) and not self._dead and self._state != "done":
-            if self._state in ("string", "key"):
+            if self._state == "string":
                 run = _PLAIN_RUN.match(text, pos)
                 if run is not None:
-                    self._take(run.group())
+                    self._emit(run.group())
                     pos = run.end()
                     continue
             self._STEPS[self._state](self, text[pos])
@@ -312,14 +317,15 @@ class JsonPrefix:
 
     def completion(self) -> str:
         """What closes the released text: an open string's quote and the open brackets."""
-        quote = '"' if self._state in _STRING_STATES else ""
-        return quote + "".join(reversed(self._closers))
+        in_value_string = self._state in _STRING_STATES and not self._in_key
+        return ('"' if in_value_string else "") + "".join(reversed(self._closers))
 
-    def _take(self, text: str) -> None:
-        if self._state == "string":
-            self._release(text)
-        else:
+    def _emit(self, text: str) -> None:
+        """String content: a key's waits for its value, a value's goes out (with what's held)."""
+        if self._in_key:
             self._held += text
+        else:
+            self._release(text)
 
     def _release(self, text: str) -> None:
         self._out.append(self._held + text)
@@ -362,33 +368,56 @@ class JsonPrefix:
             self._held += ch
         elif ch == '"':
             self._held += ch
-            self._state = "key"
+            self._in_key, self._state = True, "string"
         else:
             self._die()
 
-    def _key(self, ch: str) -> None:
-        self._held += _escaped_control(ch)
+    def _string(self, ch: str) -> None:
         if ch == '"':
-            self._state = "colon"
+            self._emit(ch)
+            self._state = "colon" if self._in_key else "after_value"
         elif ch == "\\":
-            self._state = "key_escape"
+            self._held += ch
+            self._state = "escape"
+        else:
+            self._emit(_escaped_control(ch))
 
-    def _key_escape(self, ch: str) -> None:
-        if ch not in _ESCAPABLE:
+    def _escape(self, ch: str) -> None:
+        if ch not in _ESCAPABLE or (self._high_surrogate and ch != "u"):
             self._die()
-            return
-        self._held += ch
-        self._hex_left = 4 if ch == "u" else 0
-        self._state = "key_unicode" if ch == "u" else "key"
+        elif ch == "u":
+            self._held += ch
+            self._token, self._state = "", "unicode"
+        else:
+            self._emit(ch)
+            self._state = "string"
 
-    def _key_unicode(self, ch: str) -> None:
+    def _unicode(self, ch: str) -> None:
         if ch not in _HEX_DIGITS:
             self._die()
             return
         self._held += ch
-        self._hex_left -= 1
-        if not self._hex_left:
-            self._state = "key"
+        self._token += ch
+        if len(self._token) == 4:
+            self._surrogates(int(self._token, 16))
+
+    def _surrogates(self, code: int) -> None:
+        high, low = 0xD800 <= code <= 0xDBFF, 0xDC00 <= code <= 0xDFFF
+        if high and not self._high_surrogate:
+            self._high_surrogate, self._state = True, "low"  # hold it until its other half
+        elif low != self._high_surrogate:
+            self._die()
+        else:
+            self._high_surrogate = False
+            self._emit("")
+            self._state = "string"
+
+    def _low(self, ch: str) -> None:
+        if ch != "\\":
+            self._die()
+            return
+        self._held += ch
+        self._state = "escape"
 
     def _colon(self, ch: str) -> None:
         if ch in _WHITESPACE or ch == ":":
@@ -402,19 +431,17 @@ class JsonPrefix:
             self._held += ch
         elif ch == '"':
             self._release(ch)
-            self._state = "string"
+            self._in_key, self._state = False, "string"
         elif ch == "{":
             self._open(ch, "}", "object_first")
         elif ch == "[":
             self._open(ch, "]", "array_first")
         elif ch == "-" or ch.isdigit():
-            self._token = ""
-            self._state = "number"
+            self._token, self._state = "", "number"
             self._number(ch)
         elif ch in _LITERALS:
-            self._token = ch
+            self._token, self._state = ch, "literal"
             self._held += ch
-            self._state = "literal"
         else:
             self._die()
 
@@ -423,37 +450,6 @@ class JsonPrefix:
             self._close(ch)
         else:
             self._value(ch)
-
-    def _string(self, ch: str) -> None:
-        if ch == '"':
-            self._release(ch)
-            self._state = "after_value"
-        elif ch == "\\":
-            self._held += ch
-            self._state = "string_escape"
-        else:
-            self._release(_escaped_control(ch))
-
-    def _string_escape(self, ch: str) -> None:
-        if ch not in _ESCAPABLE:
-            self._die()
-        elif ch == "u":
-            self._held += ch
-            self._hex_left = 4
-            self._state = "string_unicode"
-        else:
-            self._release(ch)
-            self._state = "string"
-
-    def _string_unicode(self, ch: str) -> None:
-        if ch not in _HEX_DIGITS:
-            self._die()
-            return
-        self._held += ch
-        self._hex_left -= 1
-        if not self._hex_left:
-            self._release("")
-            self._state = "string"
 
     def _number(self, ch: str) -> None:
         candidate = self._token + ch
@@ -502,15 +498,13 @@ JsonPrefix._STEPS.update(
         "start": JsonPrefix._start,
         "object_first": JsonPrefix._object_first,
         "object_next": JsonPrefix._object_next,
-        "key": JsonPrefix._key,
-        "key_escape": JsonPrefix._key_escape,
-        "key_unicode": JsonPrefix._key_unicode,
+        "string": JsonPrefix._string,
+        "escape": JsonPrefix._escape,
+        "unicode": JsonPrefix._unicode,
+        "low": JsonPrefix._low,
         "colon": JsonPrefix._colon,
         "value": JsonPrefix._value,
         "array_first": JsonPrefix._array_first,
-        "string": JsonPrefix._string,
-        "string_escape": JsonPrefix._string_escape,
-        "string_unicode": JsonPrefix._string_unicode,
         "number": JsonPrefix._number,
         "literal": JsonPrefix._literal,
         "after_value": JsonPrefix._after_value,

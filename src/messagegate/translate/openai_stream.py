@@ -35,7 +35,7 @@ from messagegate.translate.openai_response import (
     stop_reason_for,
 )
 from messagegate.translate.signatures import gateway_signature
-from messagegate.translate.tool_ids import client_tool_id
+from messagegate.translate.tool_ids import ToolNames, client_tool_id
 
 BlockKind = Literal["thinking", "text", "tool_use"]
 
@@ -46,6 +46,14 @@ class _ToolCall:
     client_id: str
     name: str | None = None
     arguments: JsonPrefix = field(default_factory=JsonPrefix)
+
+    def take(self, function: dict[str, Any], names: ToolNames) -> str:
+        """Record a delta's name (the first one wins); return the arguments JSON released."""
+        name = function.get("name")
+        if name and isinstance(name, str) and self.name is None:
+            self.name = names.client(name)
+        arguments = function.get("arguments")
+        return self.arguments.feed(arguments) if isinstance(arguments, str) else ""
 
 
 @dataclass(slots=True, eq=False)
@@ -94,6 +102,10 @@ class OpenAIStreamTranslator:
         """Events for one ``data:`` chunk of the upstream stream."""
         if self._ended:
             return []
+        if not isinstance(chunk, dict):
+            return self._fail(
+                UpstreamProtocolError("the upstream sent a chunk that is not an object")
+            )
         if chunk.get("error") or chunk.get("object") == "error":
             return self._fail(classify_stream_error(chunk))
         self._record_usage(chunk)
@@ -126,19 +138,24 @@ class OpenAIStreamTranslator:
     def _choice(self, choice: dict[str, Any]) -> list[Event]:
         if self._finish_reason is not None:
             return []  # nothing may follow the blocks' stops
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
         reasoning, text = message_texts(delta)
         events = self._add_text("thinking", reasoning) + self._add_text("text", text)
         for call in message_tool_calls(delta):
             events += self._add_tool_delta(call)
+        return events + self._choice_finished(choice)
+
+    def _choice_finished(self, choice: dict[str, Any]) -> list[Event]:
         finish_reason = choice.get("finish_reason")
         if finish_reason == FAILED_FINISH_REASON:
-            return events + self._fail(UpstreamProtocolError(_FAILED_MESSAGE))
-        if finish_reason:
-            self._finish_reason = str(finish_reason)
-            self._matched_stop = choice.get("stop_reason")
-            events += self._advance(final=True)
-        return events
+            return self._fail(UpstreamProtocolError(_FAILED_MESSAGE))
+        if not finish_reason:
+            return []
+        self._finish_reason = str(finish_reason)
+        self._matched_stop = choice.get("stop_reason")  # vLLM: the stop string that matched
+        return self._advance(final=True)
 
     def _record_usage(self, chunk: dict[str, Any]) -> None:
         usage = reported_usage(chunk)
@@ -161,12 +178,10 @@ class OpenAIStreamTranslator:
 
     def _add_tool_delta(self, call: dict[str, Any]) -> list[Event]:
         block, tool = self._tool_block(call)
-        function = call.get("function") or {}
-        name = function.get("name")
-        if name and isinstance(name, str) and tool.name is None:
-            tool.name = self._request.tool_names.client(name)
-        arguments = function.get("arguments")
-        released = tool.arguments.feed(arguments) if isinstance(arguments, str) else ""
+        function = call.get("function")
+        released = tool.take(
+            function if isinstance(function, dict) else {}, self._request.tool_names
+        )
         events: list[Event] = []
         if released and block.state != "closed":
             block.texts.append(released)
@@ -235,17 +250,8 @@ class OpenAIStreamTranslator:
         block, self._open = self._open, None
         if block is None:
             return []
-        events: list[Event] = []
         final = _final_block(block)
-        if block.kind == "thinking":
-            final["signature"] = gateway_signature()
-            events.append(_signature_delta(block.index, final["signature"]))
-        elif block.tool is not None and block.texts:
-            completion = block.tool.arguments.completion()
-            if completion:
-                block.texts.append(completion)
-                events.append(_delta(block, completion))
-            final["input"] = load_arguments("".join(block.texts))
+        events = _last_deltas(block, final)
         block.state = "closed"
         self._content.append(final)
         stop = {"type": "content_block_stop", "index": block.index}
@@ -262,12 +268,7 @@ class OpenAIStreamTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": self.usage.input_tokens,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": self.usage.cache_read_input_tokens,
-            },
+            "usage": self._usage_fields() | {"output_tokens": 1},
         }
         return ("message_start", {"type": "message_start", "message": message})
 
@@ -279,14 +280,17 @@ class OpenAIStreamTranslator:
             has_tool_use=any(b["type"] == "tool_use" for b in self._content),
             stop_sequences=self._request.stop_sequences,
         )
-        usage = {
+        delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+        usage = self._usage_fields()
+        return ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+
+    def _usage_fields(self) -> dict[str, int]:
+        return {
             "input_tokens": self.usage.input_tokens,
             "output_tokens": self.usage.output_tokens,
             "cache_read_input_tokens": self.usage.cache_read_input_tokens,
             "cache_creation_input_tokens": self.usage.cache_creation_input_tokens,
         }
-        delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
-        return ("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
 
     def _fail(self, error: GatewayError) -> list[Event]:
         """End with an ``error`` event: never a made-up end_turn or message_stop."""
@@ -313,6 +317,20 @@ def _empty_block(block: _Block) -> dict[str, Any]:
         tool = block.tool
         return {"type": "tool_use", "id": tool.client_id, "name": tool.name or "", "input": {}}
     return {"type": "text", "text": ""}
+
+
+def _last_deltas(block: _Block, final: Block) -> list[Event]:
+    """A thinking block's signature; what closes a tool call's JSON (and its parsed input)."""
+    if block.kind == "thinking":
+        final["signature"] = gateway_signature()
+        return [_signature_delta(block.index, final["signature"])]
+    if block.tool is None or not block.texts:
+        return []
+    completion = block.tool.arguments.completion()
+    if completion:
+        block.texts.append(completion)
+    final["input"] = load_arguments("".join(block.texts))
+    return [_delta(block, completion)] if completion else []
 
 
 def _final_block(block: _Block) -> Block:

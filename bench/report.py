@@ -1,0 +1,237 @@
+"""The results as tables: every row, ours against each competitor, and issue 6's targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from bench.measure import Row
+from bench.memory import MemoryRow
+from bench.profiling import Profile
+from bench.targets import ROUTES
+
+OURS = "messagegate"
+COMPETITORS = ("litellm", "ccr")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One target of issue 6, as measured."""
+
+    what: str
+    measured: str
+    limit: str
+    met: bool
+    note: str = ""
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:+,.{digits}f}"
+
+
+def markdown_table(header: list[str], lines: Iterable[list[str]]) -> str:
+    align = ["---" if i == 0 or header[i] == "target" else "---:" for i in range(len(header))]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+ROW_HEADER = [
+    "scenario",
+    "target",
+    "req/s",
+    "x DIRECT",
+    "p50 ms",
+    "p99 ms",
+    "+p50 ms",
+    "+p99 ms",
+    "TTFT p50 ms",
+    "+TTFT ms",
+    "CPU ms/req",
+    "peak RSS MB",
+    "errors",
+]
+
+
+def row_cells(row: Row) -> list[str]:
+    return [
+        row.scenario,
+        row.target,
+        _num(row.rps, 0),
+        _num(row.x_direct, 3),
+        _num(row.p50_ms),
+        _num(row.p99_ms),
+        _signed(row.added_p50_ms),
+        _signed(row.added_p99_ms),
+        _num(row.ttft_p50_ms),
+        _signed(row.added_ttft_ms),
+        _num(row.cpu_ms, 3),
+        _num(row.peak_rss_mb, 0),
+        str(row.errors),
+    ]
+
+
+def rows_table(rows: list[Row]) -> str:
+    return markdown_table(ROW_HEADER, (row_cells(r) for r in rows))
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:,.1f}x"
+
+
+def versus_table(rows: list[Row], competitors: list[str]) -> str:
+    """Per scenario: req/s and CPU of ours and each competitor, and our ratio to each."""
+    by = {(r.scenario, r.target): r for r in rows}
+    header = ["scenario", "ours req/s"]
+    for name in competitors:
+        header += [f"{name} req/s", f"ours/{name}"]
+    header.append("ours CPU ms")
+    for name in competitors:
+        header += [f"{name} CPU ms", f"{name}/ours CPU"]
+    lines = []
+    for scenario in dict.fromkeys(r.scenario for r in rows):
+        ours = by.get((scenario, OURS))
+        if ours is None:
+            continue
+        line = [scenario, _num(ours.rps, 0)]
+        for name in competitors:
+            other = by.get((scenario, name))
+            line += [
+                _num(other.rps if other else None, 0),
+                _ratio(ours.rps, other.rps if other else None),
+            ]
+        line.append(_num(ours.cpu_ms, 3))
+        for name in competitors:
+            other = by.get((scenario, name))
+            cpu = other.cpu_ms if other else None
+            line += [_num(cpu, 2), _ratio(cpu, ours.cpu_ms)]
+        lines.append(line)
+    return markdown_table(header, lines)
+
+
+def memory_table(rows: list[MemoryRow]) -> str:
+    header = ["target", "idle MB", "256 open: peak MB", "seen open", "1000 open: peak MB"]
+    header += ["seen open", "RSS after 1k / 10k streams MB", "drift", "errors"]
+    lines = []
+    for m in rows:
+        soak = f"{m.soak[0][1]:.0f} / {m.soak[-1][1]:.0f}" if len(m.soak) >= 2 else "not run"
+        lines.append(
+            [
+                m.target,
+                _num(m.idle_mb, 0),
+                _num(m.peak_mb.get(256), 0),
+                str(m.open_seen.get(256, 0)),
+                _num(m.peak_mb.get(1000), 0),
+                str(m.open_seen.get(1000, 0)),
+                soak,
+                _signed(m.soak_drift_pct, 1) + "%" if m.soak_drift_pct is not None else "-",
+                str(m.errors),
+            ]
+        )
+    return markdown_table(header, lines)
+
+
+def checks_table(checks: list[Check]) -> str:
+    header = ["target (issue 6)", "measured", "limit", "met", "by how much"]
+    lines = [[c.what, c.measured, c.limit, "yes" if c.met else "**no**", c.note] for c in checks]
+    return markdown_table(header, lines)
+
+
+def profile_table(profile: Profile) -> str:
+    header = ["function (inclusive)", "total %", "self %"]
+    lines = [[h.function, _num(h.total_pct, 1), _num(h.self_pct, 1)] for h in profile.by_total]
+    own = ["function (self)", "self %", "total %"]
+    own_lines = [[h.function, _num(h.self_pct, 1), _num(h.total_pct, 1)] for h in profile.by_self]
+    return markdown_table(header, lines) + "\n\n" + markdown_table(own, own_lines)
+
+
+def _find(rows: list[Row], scenario: str) -> Row | None:
+    return next((r for r in rows if r.scenario == scenario and r.target == OURS), None)
+
+
+def _check(
+    what: str, value: float | None, limit: float, unit: str, ok: Callable[[float, float], bool]
+) -> Check | None:
+    if value is None:
+        return None
+    met = ok(value, limit)
+    miss = abs(value - limit)
+    pct = f" ({miss / limit * 100:.0f}%)" if limit else ""
+    note = "" if met else f"missed by {miss:,.2f} {unit}{pct}"
+    return Check(what, f"{value:,.3f} {unit}", f"{limit:,} {unit}", met, note)
+
+
+def _at_least(v: float, lim: float) -> bool:
+    return v >= lim
+
+
+def _below(v: float, lim: float) -> bool:
+    return v < lim
+
+
+def _at_most(v: float, lim: float) -> bool:
+    return v <= lim
+
+
+def checks(rows: list[Row], memory: list[MemoryRow]) -> list[Check]:
+    found: list[Check | None] = []
+    c64 = _find(rows, "zero/json/openai/c64")
+    if c64 is not None:
+        found.append(_check("zero/json/openai/c64 throughput", c64.rps, 5000, "req/s", _at_least))
+        found.append(
+            _check("zero/json/openai/c64 gateway CPU", c64.cpu_ms, 0.2, "ms/req", _at_most)
+        )
+    for route in ROUTES:
+        found += _route_checks(rows, route)
+    found += _memory_checks(memory)
+    return [c for c in found if c is not None]
+
+
+def _route_checks(rows: list[Row], route: str) -> list[Check | None]:
+    out: list[Check | None] = []
+    c1 = _find(rows, f"zero/json/{route}/c1")
+    if c1 is not None:
+        out.append(_check(f"zero/json/{route}/c1 added p50", c1.added_p50_ms, 0.3, "ms", _below))
+        out.append(_check(f"zero/json/{route}/c1 added p99", c1.added_p99_ms, 1.0, "ms", _below))
+    s1 = _find(rows, f"zero/stream/{route}/c1")
+    if s1 is not None:
+        out.append(
+            _check(f"zero/stream/{route}/c1 added TTFT", s1.added_ttft_ms, 0.3, "ms", _below)
+        )
+    s64 = _find(rows, f"zero/stream/{route}/c64")
+    if s64 is not None:
+        out.append(
+            _check(f"zero/stream/{route}/c64 throughput", s64.rps, 3000, "streams/s", _at_least)
+        )
+        out.append(
+            _check(f"zero/stream/{route}/c64 gateway CPU", s64.cpu_ms, 2.5, "ms/stream", _at_most)
+        )
+    for kind, floor in (("stream", 0.95), ("json", 0.98)):
+        r256 = _find(rows, f"realistic/{kind}/{route}/c256")
+        if r256 is not None:
+            name = f"realistic/{kind}/{route}/c256"
+            out.append(_check(f"{name} vs DIRECT", r256.x_direct, floor, "x", _at_least))
+            out.append(_check(f"{name} added p50", r256.added_p50_ms, 5.0, "ms", _below))
+    return out
+
+
+def _memory_checks(memory: list[MemoryRow]) -> list[Check | None]:
+    ours = next((m for m in memory if m.target == OURS), None)
+    if ours is None:
+        return []
+    out = [
+        _check("RSS with 256 open streams", ours.peak_mb.get(256), 100, "MB", _below),
+        _check("RSS with 1000 open streams", ours.peak_mb.get(1000), 250, "MB", _below),
+    ]
+    drift = ours.soak_drift_pct
+    if drift is not None:
+        out.append(_check("RSS drift over 10,000 streams", abs(drift), 10, "%", _at_most))
+    return out

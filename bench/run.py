@@ -1,0 +1,340 @@
+"""The one bench command: every scenario against DIRECT, messagegate and the competitors.
+
+python -m bench.run                  # full run (~15 min), writes bench/RESULTS.md
+python -m bench.run --quick          # a few seconds: 4 scenarios, no competitors
+python -m bench.run --scenarios 'zero/json/*/c64,memory' --no-competitors
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import install, measure, memory, procs, record, report, scenarios
+from bench.install import Tool
+from bench.targets import UPSTREAMS, ClaudeCodeRouter, Direct, LiteLLM, Messagegate, Target
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+_IN_NETNS = "MG_BENCH_IN_NETNS"
+_START_TIMEOUT = 60.0
+_NETNS_TIMEOUT = 45 * 60
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
+    parser.add_argument(
+        "--scenarios", help="comma-separated globs, e.g. 'zero/*/openai/c64,memory'"
+    )
+    parser.add_argument(
+        "--competitors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run LiteLLM and claude-code-router (default: on, off with --quick)",
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 5)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up before each (default 1)")
+    parser.add_argument(
+        "--loadgen",
+        choices=["wrk", "asyncio"],
+        default="wrk",
+        help="non-streaming load generator (streams always use the asyncio client)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the gateway on key scenarios"
+    )
+    parser.add_argument("--hold", type=float, default=4.0, help="seconds each memory level is held")
+    parser.add_argument(
+        "--soak",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="10,000 streams for the memory drift check",
+    )
+    parser.add_argument(
+        "--results", type=Path, help="write this results file (full runs: RESULTS.md)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the run as JSON here")
+    parser.add_argument(
+        "--netns",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run inside a fresh loopback-only network namespace",
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gateway on CPU 0; upstream and load generator on CPU 1",
+    )
+    return parser
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    matrix: list[scenarios.Scenario]
+    memory: bool
+    competitors: bool
+    settings: measure.Settings
+    gateway_cpus: str | None
+    results: Path | None
+    profile: bool
+    soak: bool
+    hold: float
+
+
+def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
+    matrix = scenarios.quick_matrix() if args.quick else scenarios.full_matrix()
+    pin = args.pin and (os.cpu_count() or 1) >= 2
+    duration = args.duration or (0.5 if args.quick else 5.0)
+    warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 1.0)
+    use_wrk = args.loadgen == "wrk" and wrk.ok
+    settings = measure.Settings(
+        duration, warmup, wrk.command[0] if use_wrk else None, "1" if pin else None
+    )
+    full = not args.quick and not args.scenarios
+    return Plan(
+        matrix=scenarios.select(matrix, args.scenarios),
+        memory=scenarios.wants_memory(args.scenarios) and not args.quick,
+        competitors=args.competitors if args.competitors is not None else not args.quick,
+        settings=settings,
+        gateway_cpus="0" if pin else None,
+        results=args.results or (RESULTS if full else None),
+        profile=args.profile,
+        soak=args.soak,
+        hold=args.hold,
+    )
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def netns_available() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def rerun_in_netns(argv: Sequence[str]) -> int:
+    """Run this same command in a new network namespace that has only loopback."""
+    env = os.environ | {_IN_NETNS: "1", install.NO_INSTALL: "1"}
+    inner = 'ip link set lo up && exec "$@"'
+    command = ["unshare", "--net", "--", "sh", "-c", inner, "sh", sys.executable, "-m", "bench.run"]
+    log("bench: running inside a fresh loopback-only network namespace")
+    try:
+        return subprocess.run(
+            [*command, *argv], env=env, timeout=_NETNS_TIMEOUT, check=False
+        ).returncode
+    except subprocess.TimeoutExpired:
+        log("bench: gave up after the time limit")
+        return 1
+
+
+class Bench:
+    """Starts upstreams and targets, runs the plan interleaved, always stops what it started."""
+
+    def __init__(self, plan: Plan, tools: dict[str, Tool], argv: Sequence[str]) -> None:
+        self.plan = plan
+        self.tools = tools
+        self.run_dir = install.CACHE / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        self.children: list[procs.Child] = []
+        self.targets: list[tuple[Target, procs.Child | None]] = []
+        tool_versions = {t.name: t.version or f"missing: {t.missing[:80]}" for t in tools.values()}
+        self.record = record.RunRecord(
+            date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            command="python -m bench.run " + shlex.join(argv),
+            layout=_layout(plan),
+            duration=plan.settings.duration,
+            warmup=plan.settings.warmup,
+            versions=record.versions(tool_versions),
+        )
+
+    def run(self) -> record.RunRecord:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log(f"bench: logs in {self.run_dir}")
+        with procs.running(self.children):
+            self._start_upstreams()
+            self._start_targets()
+            if self.plan.settings.load_cpus is not None:
+                os.sched_setaffinity(0, {int(self.plan.settings.load_cpus)})
+            self._run_matrix()
+            if self.plan.memory:
+                self._run_memory()
+            self._run_profiles()
+        measure.compare(self.record.rows)
+        return self.record
+
+    def _start_upstreams(self) -> None:
+        for upstream in UPSTREAMS.values():
+            _claim(upstream.port)
+            child = procs.start(
+                f"upstream-{upstream.name}",
+                upstream.command(),
+                self.run_dir,
+                cpus=self.plan.settings.load_cpus,
+                cwd=_repo(),
+            )
+            self.children.append(child)
+            procs.wait_port(child, upstream.port, _START_TIMEOUT)
+
+    def _start_targets(self) -> None:
+        targets: list[Target] = [Direct(), Messagegate(self.record.versions["messagegate"])]
+        if self.plan.competitors:
+            targets += self._competitors()
+        for target in targets:
+            try:
+                if target.port:
+                    _claim(target.port)
+                child = target.start(self.run_dir, self.plan.gateway_cpus)
+                if child is not None:
+                    self.children.append(child)
+                    procs.wait_port(child, target.port, _START_TIMEOUT)
+            except (procs.ProcessFailed, OSError) as exc:
+                if target.name == "messagegate":
+                    raise
+                self.record.notes.append(f"{target.name} could not be started: {exc}")
+                continue
+            self.targets.append((target, child))
+
+    def _competitors(self) -> list[Target]:
+        found: list[Target] = []
+        for name, make in (("litellm", LiteLLM), ("ccr", ClaudeCodeRouter)):
+            tool = self.tools[name]
+            if tool.ok:
+                found.append(make(tool))
+            else:
+                self.record.notes.append(f"{name} was not run: {tool.missing}")
+        return found
+
+    def _run_matrix(self) -> None:
+        for scenario in self.plan.matrix:
+            for target, child in self.targets:
+                if child is not None and not child.alive():
+                    self._note_dead(target, child)
+                    continue
+                row = measure.measure(scenario, target, child, self.plan.settings)
+                self.record.rows.append(row)
+                log(_progress(row))
+
+    def _note_dead(self, target: Target, child: procs.Child) -> None:
+        note = f"{target.name} exited during the run; its log ends:\n{child.tail(5)}"
+        if note not in self.record.notes:
+            self.record.notes.append(note)
+
+    def _run_memory(self) -> None:
+        for target, child in self.targets:
+            if child is None or not child.alive():
+                continue
+            soak = self.plan.soak and target.name == report.OURS
+            row = memory.measure_memory(target, child, self.plan.hold, soak)
+            self.record.memory.append(row)
+            log(f"memory {target.name}: {row.peak_mb} MB peak, soak {row.soak[-1:]} ")
+
+    def _run_profiles(self) -> None:
+        from bench import profiling
+
+        if not self.plan.profile or not self.tools["py-spy"].ok:
+            return
+        ours = next(((t, c) for t, c in self.targets if t.name == report.OURS), None)
+        if ours is None or ours[1] is None:
+            return
+        target, child = ours
+        for name in _PROFILED:
+            scenario = next((s for s in scenarios.full_matrix() if s.name == name), None)
+            if scenario is None:
+                continue
+            out = self.run_dir / f"profile-{name.replace('/', '_')}.txt"
+            spy = profiling.start_recording(
+                self.tools["py-spy"].command[0], child.pid, self.plan.settings.duration, out
+            )
+            measure.run_load(scenario, target, self.plan.settings, self.plan.settings.duration)
+            spy.wait(self.plan.settings.duration + 30)
+            if out.exists():
+                self.record.profiles.append(profiling.summarize(name, out.read_text()))
+
+
+_PROFILED = (
+    "zero/json/openai/c64",
+    "zero/stream/openai/c64",
+    "zero/json/anthropic/c64",
+    "realistic/stream/openai/c256",
+)
+
+
+def _claim(port: int) -> None:
+    if not procs.port_free(port):
+        raise procs.ProcessFailed(
+            f"port {port} is in use: is another bench running?"
+            " (MG_BENCH_PORT_OFFSET moves all ports)"
+        )
+
+
+def _repo() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _layout(plan: Plan) -> str:
+    if plan.gateway_cpus is None:
+        return "no CPU pinning"
+    return (
+        f"gateways (messagegate, LiteLLM, ccr) pinned to CPU {plan.gateway_cpus} with taskset; "
+        f"fake upstreams, wrk and the asyncio client pinned to CPU {plan.settings.load_cpus}; "
+        "every request and stream over loopback"
+    )
+
+
+def _progress(row: measure.Row) -> str:
+    cpu = f"{row.cpu_ms:.3f} ms CPU/req" if row.cpu_ms is not None else ""
+    ttft = f"ttft {row.ttft_p50_ms:.2f} ms" if row.ttft_p50_ms is not None else ""
+    return (
+        f"{row.scenario:28} {row.target:12} {row.rps:9,.0f} req/s  p50 {row.p50_ms:7.2f} ms  "
+        f"p99 {row.p99_ms:7.2f} ms  {ttft}  {cpu}  errors {row.errors}"
+    )
+
+
+def gather_tools(args: argparse.Namespace, competitors: bool) -> dict[str, Tool]:
+    tools = {
+        "wrk": install.wrk() if args.loadgen == "wrk" else Tool("wrk", missing="not asked for")
+    }
+    if competitors:
+        tools["litellm"] = install.litellm()
+        tools["ccr"] = install.ccr()
+    tools["py-spy"] = install.py_spy() if args.profile else Tool("py-spy", missing="not asked for")
+    return tools
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    competitors = args.competitors if args.competitors is not None else not args.quick
+    tools = gather_tools(args, competitors)
+    inside = bool(os.environ.get(_IN_NETNS))
+    if not inside and (args.netns == "on" or (args.netns == "auto" and netns_available())):
+        return rerun_in_netns(argv)
+    the_plan = plan(args, tools["wrk"])
+    run = Bench(the_plan, tools, argv).run()
+    print(record.to_markdown(run))
+    if args.json is not None:
+        args.json.write_text(record.to_json(run))
+    if the_plan.results is not None:
+        record.write_results(the_plan.results, run)
+        log(f"bench: wrote {the_plan.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -28,9 +28,9 @@ class Profile:
 
 
 def start_recording(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """Sample the process without pausing it (--nonblocking); raw collapsed stacks to ``out``."""
+    """Sample the process (pausing it briefly, for whole stacks) into raw collapsed stacks."""
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
-    command += ["--rate", str(_RATE), "--nonblocking", "--format", "raw", "--output", str(out)]
+    command += ["--rate", str(_RATE), "--format", "raw", "--output", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bench.measure import Row
+from bench.measure import NOISY_CORES, Row
 from bench.memory import MemoryRow
 from bench.profiling import Profile
 from bench.targets import ROUTES
@@ -56,6 +56,7 @@ ROW_HEADER = [
     "CPU ms/req",
     "peak RSS MB",
     "errors",
+    "noise",
 ]
 
 
@@ -74,6 +75,7 @@ def row_cells(row: Row) -> list[str]:
         _num(row.cpu_ms, 3),
         _num(row.peak_rss_mb, 0),
         str(row.errors),
+        _num(row.noise_cores, 2) + (" !" if row.noise_cores > NOISY_CORES else ""),
     ]
 
 

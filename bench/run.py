@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--results", type=Path, help="write this results file (full runs: RESULTS.md)"
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds, over the whole run, to wait out other work on the machine before"
+        " measuring a disturbed run again (default 300; 0 with --quick)",
+    )
     parser.add_argument("--json", type=Path, help="also write the run as JSON here")
     parser.add_argument(
         "--netns",
@@ -93,6 +99,7 @@ class Plan:
     profile: bool
     soak: bool
     hold: float
+    quiet_budget: float
 
 
 def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
@@ -115,6 +122,7 @@ def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
         profile=args.profile,
         soak=args.soak,
         hold=args.hold,
+        quiet_budget=args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 300),
     )
 
 
@@ -153,6 +161,7 @@ class Bench:
         self.run_dir = install.CACHE / "runs" / time.strftime("%Y%m%d-%H%M%S")
         self.children: list[procs.Child] = []
         self.targets: list[tuple[Target, procs.Child | None]] = []
+        self.meter = measure.Meter([os.getpid()], plan.quiet_budget)
         tool_versions = {t.name: t.version or f"missing: {t.missing[:80]}" for t in tools.values()}
         self.record = record.RunRecord(
             date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -169,6 +178,7 @@ class Bench:
         with procs.running(self.children):
             self._start_upstreams()
             self._start_targets()
+            self.meter.roots += [child.pid for child in self.children]
             if self.plan.settings.load_cpus is not None:
                 os.sched_setaffinity(0, {int(self.plan.settings.load_cpus)})
             self._run_matrix()
@@ -226,7 +236,7 @@ class Bench:
                 if child is not None and not child.alive():
                     self._note_dead(target, child)
                     continue
-                row = measure.measure(scenario, target, child, self.plan.settings)
+                row = measure.measure(scenario, target, child, self.plan.settings, self.meter)
                 self.record.rows.append(row)
                 log(_progress(row))
 
@@ -302,7 +312,7 @@ def _progress(row: measure.Row) -> str:
     ttft = f"ttft {row.ttft_p50_ms:.2f} ms" if row.ttft_p50_ms is not None else ""
     return (
         f"{row.scenario:28} {row.target:12} {row.rps:9,.0f} req/s  p50 {row.p50_ms:7.2f} ms  "
-        f"p99 {row.p99_ms:7.2f} ms  {ttft}  {cpu}  errors {row.errors}"
+        f"p99 {row.p99_ms:7.2f} ms  {ttft}  {cpu}  errors {row.errors}  noise {row.noise_cores:.2f}"
     )
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 import anthropic
 import pytest
 
 import fakes.anthropic_script as script
+from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
-from helpers import anthropic_config, envelope, post, sse_events
+from helpers import anthropic_config, envelope, get, post, sse_events
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hello there, how are you?"}])
@@ -145,3 +148,73 @@ async def test_total_timeout_mid_stream_ends_with_an_error_event(upstream: FakeU
     assert events[0][0] == "message_start"
     assert events[-1][0] == "error"
     assert events[-1][1]["error"]["type"] == "timeout_error"
+
+
+ACCESS_LINE = re.compile(r"^(GET|POST|HEAD) (\S+) (\d{3}) (\d+\.\d+)ms (req_[0-9a-f]+) ?(.*)$")
+
+
+async def test_one_access_line_per_request_without_prompt_or_keys(
+    upstream: FakeUpstream, sdk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="messagegate.access")
+    prompt = [{"role": "user", "content": "the secret plan is 4417"}]
+    upstream.script(script.reply(ANSWER), script.stream_reply(ANSWER))
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        client = sdk(url)
+        created = await client.messages.with_raw_response.create(
+            model="claude-test", max_tokens=10, messages=prompt
+        )
+        async with client.messages.stream(
+            model="claude-test", max_tokens=10, messages=prompt
+        ) as stream:
+            await stream.get_final_message()
+            stream_id = stream.response.headers["request-id"]
+        with pytest.raises(anthropic.NotFoundError):
+            await client.messages.create(model="claude-nope", max_tokens=10, messages=prompt)
+        with pytest.raises(anthropic.AuthenticationError):
+            await sdk(url, key="wrong").models.list()
+    records = [r for r in caplog.records if r.name == "messagegate.access"]
+    lines = [ACCESS_LINE.match(r.getMessage()) for r in records]
+    assert all(lines), [r.getMessage() for r in records]
+    fields = [(m[1], m[2], m[3]) for m in lines if m]
+    assert fields == [
+        ("POST", "/v1/messages", "200"),
+        ("POST", "/v1/messages", "200"),
+        ("POST", "/v1/messages", "404"),
+        ("GET", "/v1/models", "401"),
+    ]
+    plain, streamed, unknown, _ = [m[6] for m in lines if m]
+    for rest in (plain, streamed):
+        assert "model=claude-test" in rest
+        assert "provider=anth" in rest
+        assert "tokens=in=11 out=7" in rest
+    assert "model=claude-nope" in unknown
+    ids = [m[5] for m in lines if m]
+    assert ids[:2] == [created.headers["request-id"], stream_id]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "4417" not in text
+    assert GATEWAY_KEY not in text
+    assert PROVIDER_KEY not in text
+
+
+async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream) -> None:
+    upstream.script(script.reply(ANSWER), Reply(chunks=script.events(ANSWER)))
+    upstream.default = script.error_reply(529, "overloaded_error", "Overloaded")
+    body = {"model": "claude-test", "max_tokens": 10, "messages": HELLO}
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        answers = [
+            await post(url, "/v1/messages", body),
+            await post(url, "/v1/messages", {**body, "stream": True}),
+            await post(url, "/v1/messages", body),
+            await post(url, "/v1/messages", b"{"),
+            await post(url, "/v1/messages", body, key="wrong"),
+            await get(url, "/v1/models/none"),
+            await get(url, "/missing", key=None),
+            await get(url, "/", key=None, method="HEAD"),
+            await get(url, "/health", key=None),
+        ]
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200, 200, 529, 400, 401, 404, 404, 200, 200]
+    ids = [headers["request-id"] for _, headers, _ in answers]
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
+    assert len(set(ids)) == len(ids)

@@ -455,3 +455,22 @@ async def test_access_log_names_the_route_and_why_others_were_skipped(
     assert "route=eu/m-eu" in line
     assert "q/m-q (m) excluded by allow_quantization" in line
     assert "us/m-us failed" in line
+
+
+async def test_a_prompt_no_route_can_hold_is_worded_like_anthropics_overflow(
+    fleet: dict[str, FakeUpstream],
+) -> None:
+    config = fleet_config(fleet)
+    config["models"]["backup"]["routes"][0]["max_context"] = 50
+    for route in config["models"]["m"]["routes"]:
+        route["max_context"] = 40
+    long_prompt = [{"role": "user", "content": "word " * 500}]
+    async with gateway(config) as (url, _):
+        body = {"model": "m", "max_tokens": 5, "messages": long_prompt}
+        status, _, raw = await post(url, "/v1/messages", body)
+    assert status == 400
+    kind, message = envelope(raw)
+    assert kind == "invalid_request_error"
+    assert message.startswith("prompt is too long: ")
+    assert "tokens > 40 maximum" in message
+    assert sum(served(fleet).values()) == 0

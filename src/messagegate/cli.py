@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -53,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def serve(config: Config, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # After its graceful shutdown uvicorn re-raises SIGTERM/SIGINT for the handler it found;
+    # with Python's defaults the process would then die by the signal instead of exiting 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     options: dict[str, Any] = {
         "host": args.host or config.host,
         "port": args.port or config.port,
@@ -75,6 +81,10 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     else:
         uvicorn.run(GatewayApp(config), **options)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def app_from_environment() -> GatewayApp:

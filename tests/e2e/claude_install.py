@@ -40,6 +40,7 @@ def ensure_claude() -> Path:
 
 
 def _works(binary: Path) -> bool:
+    """Does `binary --version` name the pinned version?"""
     if not binary.exists():
         return False
     try:

@@ -32,6 +32,7 @@ def claude() -> Path:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
+    """Fresh directories for one run; the target file does not exist yet."""
     home, workdir = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     workdir.mkdir()

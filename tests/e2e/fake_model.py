@@ -39,6 +39,8 @@ class Turn:
     stream: bool
     tools: frozenset[str]
     after_tool_result: bool
+    # An OpenAI stream ends with a usage chunk only when the request asks for one.
+    usage_chunk: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ def read_turn(body: dict[str, Any], dialect: Dialect) -> Turn:
     else:
         tools = frozenset(t["name"] for t in body.get("tools") or ())
         after = any(_has_tool_result(m) for m in _since_assistant(messages))
-    return Turn(str(body.get("model")), bool(body.get("stream")), tools, after)
+    usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return Turn(str(body.get("model")), bool(body.get("stream")), tools, after, usage)
 
 
 def _since_assistant(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,5 +161,7 @@ def _openai_reply(turn: Turn, answer: Answer, call_id: str) -> Reply:
     if answer.call is not None:
         calls.append(openai_script.tool_call(call_id, answer.call.name, answer.call.input))
     if turn.stream:
-        return Reply(chunks=openai_script.chunks(turn.model, answer.text, calls, usage=True))
+        return Reply(
+            chunks=openai_script.chunks(turn.model, answer.text, calls, usage=turn.usage_chunk)
+        )
     return Reply(json=openai_script.completion(turn.model, answer.text, calls))

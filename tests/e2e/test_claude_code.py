@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from e2e.conftest import Workspace
 from e2e.fake_model import FINAL_TEXT, Dialect, FakeModel, ToolCall, Turn
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
+from messagegate.config import Config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def _provider(dialect: Dialect, fake: FakeUpstream) -> dict[str, Any]:
     return {"kind": dialect, "base_url": base_url, "api_key": PROVIDER_KEY}
 
 
-def _config(main: tuple[Dialect, FakeUpstream], small: tuple[Dialect, FakeUpstream]) -> Any:
+def _config(main: tuple[Dialect, FakeUpstream], small: tuple[Dialect, FakeUpstream]) -> Config:
     """The gateway: Claude Code's main model on provider `main`, its small model on `small`."""
     providers = {"main": _provider(*main)}
     if small[1] is not main[1]:
@@ -54,7 +54,11 @@ def _write(workspace: Workspace) -> ToolCall:
 
 
 async def _run(
-    claude: Path, config: Any, workspace: Workspace, auth: Auth = "x-api-key", tools: str = "Write"
+    claude: Path,
+    config: Config,
+    workspace: Workspace,
+    auth: Auth = "x-api-key",
+    tools: str = "Write",
 ) -> ClaudeRun:
     """One `claude -p` run against a gateway that lives for just that run."""
     async with running_gateway(config) as (url, _app):
@@ -123,7 +127,6 @@ async def test_a_subagent_on_the_small_model_uses_its_own_route(
     second_upstream: FakeUpstream,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="messagegate.access")
     delegate = ToolCall(
         "Agent",
         {"description": "Write the greeting", "prompt": TASK, "subagent_type": "general-purpose"}

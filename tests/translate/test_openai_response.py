@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messagegate.errors import UpstreamProtocolError, UpstreamStatusError
-from messagegate.translate.openai_errors import classify_openai_error, classify_stream_error
+from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_response import (
     JsonPrefix,
@@ -185,6 +185,9 @@ def test_refusal_text_is_kept() -> None:
         ('{"a": 1,', {"a": 1}),
         ('{"a": tru', {}),
         ('{"a": "x\\', {"a": "x"}),  # half an escape
+        ('{"a": "\\ud83d', {"a": ""}),  # cut between the halves of a surrogate pair
+        ('{"a": "\\ud83d\\ude00"}', {"a": "\U0001f600"}),
+        ('{"a": "\\udc00"}', {"a": ""}),  # a lone low surrogate: most parsers refuse it
         ('{"a": "line\nbreak"}', {"a": "line\nbreak"}),  # raw control character
         ('{"a": 1}{"a": 2}', {"a": 1}),  # sent twice
         ("{'a': 1}", {}),  # not JSON at all
@@ -410,11 +413,11 @@ def test_empty_error_body() -> None:
 
 
 def test_stream_error_objects() -> None:
-    vllm = classify_stream_error(
+    vllm = classify_error_object(
         {"object": "error", "message": "out of memory", "type": "InternalServerError", "code": 503}
     )
     assert (vllm.error_type, vllm.message) == ("overloaded_error", "out of memory")
-    openai = classify_stream_error(
+    openai = classify_error_object(
         {"error": {"message": "server had an error", "type": "server_error", "code": None}}
     )
     assert (openai.error_type, openai.status, openai.retryable) == ("api_error", 502, True)

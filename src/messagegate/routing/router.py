@@ -130,9 +130,7 @@ class Router:
             ordered = self._order(eligible, settings, request, input_tokens)
             candidates.extend((model, route) for route in ordered)
         if not candidates:
-            raise InvalidRequest(
-                f"no route of model {request.model.name!r} is eligible: " + "; ".join(excluded)
-            )
+            raise InvalidRequest(_no_route_message(request, excluded, input_tokens))
         return _Plan(candidates=candidates, skipped=excluded)
 
     def _models_to_try(self, model: Model, settings: RoutingSettings) -> list[Model]:
@@ -245,6 +243,16 @@ class Router:
             upstream_status=529,
             retryable=True,
         )
+
+
+def _no_route_message(request: RouteRequest, excluded: list[str], input_tokens: int | None) -> str:
+    """Why nothing is eligible; a context overflow is worded as Anthropic does, so that clients
+    (Claude Code compacts its context on it) recognise it."""
+    details = f"no route of model {request.model.name!r} is eligible: " + "; ".join(excluded)
+    contexts = [r.max_context for r in request.model.routes if r.max_context is not None]
+    if input_tokens is not None and contexts and input_tokens > max(contexts):
+        return f"prompt is too long: {input_tokens} tokens > {max(contexts)} maximum ({details})"
+    return details
 
 
 def _seconds(retry_after: str | None) -> float | None:

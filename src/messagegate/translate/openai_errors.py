@@ -46,8 +46,8 @@ def classify_openai_error(status: int, body: bytes, retry_after: str | None) -> 
     )
 
 
-def classify_stream_error(chunk: dict[str, Any]) -> UpstreamStatusError:
-    """The error an ``{"error": {...}}`` chunk in the middle of a stream stands for."""
+def classify_error_object(chunk: dict[str, Any]) -> UpstreamStatusError:
+    """The error an ``{"error": {...}}`` object (a stream chunk, or a 200 answer) stands for."""
     error = chunk.get("error")
     fields = error if isinstance(error, dict) else chunk
     status = _status_code(fields.get("code")) or _status_code(fields.get("status")) or 500

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import orjson
 
 from messagegate.errors import UpstreamProtocolError
-from messagegate.translate.openai_errors import classify_stream_error
+from messagegate.translate.openai_errors import classify_error_object
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.signatures import gateway_signature
 from messagegate.translate.token_count import count_text
@@ -76,7 +76,7 @@ def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
     choices = response.get("choices")
     if not choices or not isinstance(choices[0], dict):
         if response.get("error") or response.get("object") == "error":
-            raise classify_stream_error(response)
+            raise classify_error_object(response)
         raise UpstreamProtocolError("the upstream's answer has no choices")
     choice: dict[str, Any] = choices[0]
     if choice.get("finish_reason") == FAILED_FINISH_REASON:

@@ -20,7 +20,7 @@ from messagegate.api.envelope import error_payload
 from messagegate.api.sse import Event
 from messagegate.api.usage import Usage
 from messagegate.errors import GatewayError, UpstreamProtocolError
-from messagegate.translate.openai_errors import classify_stream_error
+from messagegate.translate.openai_errors import classify_error_object
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_response import (
     FAILED_FINISH_REASON,
@@ -107,7 +107,7 @@ class OpenAIStreamTranslator:
                 UpstreamProtocolError("the upstream sent a chunk that is not an object")
             )
         if chunk.get("error") or chunk.get("object") == "error":
-            return self._fail(classify_stream_error(chunk))
+            return self._fail(classify_error_object(chunk))
         self._record_usage(chunk)
         events = [] if self._started else [self._message_start()]
         self._started = True

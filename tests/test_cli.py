@@ -1,0 +1,234 @@
+"""The ``messagegate`` command in a real subprocess: check, serve, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+import fakes.anthropic_script as script
+from conftest import GATEWAY_KEY, PROVIDER_KEY
+from fakes.upstream import FakeUpstream, Reply
+
+COMMAND = str(Path(sys.executable).with_name("messagegate"))
+PROMPT = "a very private prompt 7f3a"
+ENV = {"MG_KEY": GATEWAY_KEY, "UPSTREAM_KEY": PROVIDER_KEY}
+ANSWER = script.message([{"type": "text", "text": "Goodbye, gracefully."}])
+
+
+def gateway_yaml(upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
+    return {
+        "listen": "127.0.0.1:1",
+        "keys": [{"key": "${MG_KEY}", "name": "alice"}],
+        "shutdown_grace": 20,
+        "providers": {
+            "anth": {
+                "kind": "anthropic",
+                "base_url": upstream.url,
+                "api_key": "${UPSTREAM_KEY}",
+                "region": "us",
+            }
+        },
+        "models": {
+            "claude-test": {"routes": [{"provider": "anth", "model": "claude-upstream-1"}]},
+            "claude-other": {"routes": [{"provider": "anth", "model": "claude-upstream-2"}]},
+        },
+        **extra,
+    }
+
+
+def write(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        COMMAND,
+        *args,
+        env={**_base_env(), **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _base_env() -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "VIRTUAL_ENV")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+async def test_check_prints_what_it_would_serve(tmp_path: Path, upstream: FakeUpstream) -> None:
+    path = write(tmp_path, gateway_yaml(upstream))
+    code, out, err = await run("check", "--config", str(path), env=ENV)
+    assert code == 0, err
+    assert str(path) in out
+    assert "claude-test -> anth/claude-upstream-1" in out
+    assert "claude-other -> anth/claude-upstream-2" in out
+    assert f"anth: anthropic {upstream.url}" in out
+    assert "1 key(s)" in out
+    assert GATEWAY_KEY not in out + err
+    assert PROVIDER_KEY not in out + err
+
+
+@pytest.mark.parametrize(
+    ("change", "env", "expected"),
+    [
+        ({}, {"MG_KEY": "k"}, "providers.anth.api_key: environment variable UPSTREAM_KEY is not set"),
+        ({"max_body_bytes": "large"}, ENV, "max_body_bytes: expected int, got str"),
+        ({"shutdown_grace": "soon"}, ENV, "shutdown_grace: expected float, got str"),
+    ],
+    ids=["missing-var", "wrong-type", "wrong-type-float"],
+)
+@pytest.mark.parametrize("command", ["check", "serve"])
+async def test_invalid_config_exits_non_zero_naming_file_and_key_path(
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    command: str,
+    change: dict[str, Any],
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    path = write(tmp_path, gateway_yaml(upstream, **change))
+    code, out, err = await run(command, "--config", str(path), env=env)
+    assert code != 0
+    assert f"{path}: {expected}" in err
+    assert out == ""
+
+
+async def test_check_of_a_missing_file_fails(tmp_path: Path) -> None:
+    code, _, err = await run("check", "--config", str(tmp_path / "nope.yaml"))
+    assert code != 0
+    assert "nope.yaml" in err
+
+
+class Lines:
+    """Collects a stream's lines; waits (boundedly) for one matching a pattern."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.lines: list[str] = []
+        self.changed = asyncio.Event()
+        self.task = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            self.lines.append(line.decode().rstrip("\n"))
+            self.changed.set()
+        self.changed.set()
+
+    async def wait_for(self, pattern: str, timeout: float = 10) -> str:
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines:
+                    if re.search(pattern, line):
+                        return line
+                assert not self.task.done(), "\n".join(self.lines)
+                self.changed.clear()
+                await self.changed.wait()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, upstream: FakeUpstream
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process, Lines]]:
+    path = write(tmp_path, gateway_yaml(upstream))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        COMMAND,
+        "serve",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+        env={**_base_env(), **ENV},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = Lines(process.stderr)
+    try:
+        await log.wait_for("Application startup complete")
+        yield f"http://127.0.0.1:{port}", process, log
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await log.task
+
+
+async def test_serve_answers_and_logs_one_line_per_request(served, upstream: FakeUpstream, sdk) -> None:
+    url, _, log = served
+    upstream.script(script.reply(ANSWER))
+    client = sdk(url)
+    message = await client.messages.create(
+        model="claude-test", max_tokens=10, messages=[{"role": "user", "content": PROMPT}]
+    )
+    models = await client.models.list()
+    assert message.content[0].text == "Goodbye, gracefully."
+    assert [m.id for m in models.data] == ["claude-test", "claude-other"]
+    line = await log.wait_for(r"POST /v1/messages 200")
+    assert re.search(r" \d+(\.\d+)?ms ", line)
+    assert "model=claude-test" in line
+    assert "provider=anth" in line
+    await log.wait_for(r"GET /v1/models 200")
+    assert PROMPT not in log.text
+    assert GATEWAY_KEY not in log.text
+    assert PROVIDER_KEY not in log.text
+
+
+async def test_sigterm_lets_an_open_stream_finish_then_exits_0(
+    served, upstream: FakeUpstream, sdk
+) -> None:
+    url, process, log = served
+    release = asyncio.Event()
+    upstream.script(Reply(chunks=script.events(ANSWER), hold=release, hold_after=2))
+    try:
+        async with sdk(url).messages.stream(
+            model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            events = aiter(stream)
+            first = await asyncio.wait_for(anext(events), timeout=10)
+            assert first.type == "message_start"
+            process.send_signal(signal.SIGTERM)
+            await log.wait_for("Waiting for connections to close")
+            # Shutting down: no new connections, while the open stream goes on.
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await session.get(url + "/health")
+            assert process.returncode is None
+            release.set()
+            rest = [event.type async for event in events]
+            final = await stream.get_final_message()
+    finally:
+        release.set()
+    assert rest[-1] == "message_stop"
+    assert final.content[0].type == "text"
+    assert final.content[0].text == "Goodbye, gracefully."
+    assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+    await log.task
+    assert re.search(r"POST /v1/messages 200 .* model=claude-test provider=anth", log.text)
+    assert "Traceback" not in log.text
+    assert "ERROR" not in log.text

@@ -97,6 +97,11 @@ def to_markdown(record: RunRecord) -> str:
         f"{record.warmup:g} s of warm-up.",
         f"Layout: {record.layout}",
         "Versions: " + "; ".join(f"{k} {v}" for k, v in record.versions.items()),
+        "Columns: `+p50`, `+p99` and `+TTFT` are differences from DIRECT in the same scenario; "
+        "CPU and peak RSS are the gateway process's (utime+stime from /proc, VmHWM reset before "
+        "each run); `noise` is the CPU, in cores, that processes other than the bench's used on "
+        "this shared machine during the run (`!` above 0.15: measured again after waiting for "
+        "quiet, the calmer of the two kept).",
     ]
     parts += [f"Note: {note}" for note in record.notes]
     parts += [

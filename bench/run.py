@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import install, measure, memory, procs, record, report, scenarios
+from bench import capacity, install, measure, memory, procs, record, report, scenarios
 from bench.install import Tool
 from bench.targets import UPSTREAMS, ClaudeCodeRouter, Direct, LiteLLM, Messagegate, Target
 
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 class Plan:
     matrix: list[scenarios.Scenario]
     memory: bool
+    capacity: bool
     competitors: bool
     settings: measure.Settings
     gateway_cpus: str | None
@@ -114,7 +115,8 @@ def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
     full = not args.quick and not args.scenarios
     return Plan(
         matrix=scenarios.select(matrix, args.scenarios),
-        memory=scenarios.wants_memory(args.scenarios) and not args.quick,
+        memory=scenarios.wants(args.scenarios, scenarios.MEMORY) and not args.quick,
+        capacity=scenarios.wants(args.scenarios, scenarios.CAPACITY) and not args.quick and use_wrk,
         competitors=args.competitors if args.competitors is not None else not args.quick,
         settings=settings,
         gateway_cpus="0" if pin else None,
@@ -181,6 +183,8 @@ class Bench:
             self.meter.roots += [child.pid for child in self.children]
             if self.plan.settings.load_cpus is not None:
                 os.sched_setaffinity(0, {int(self.plan.settings.load_cpus)})
+            if self.plan.capacity:
+                self._run_capacity()
             self._run_matrix()
             if self.plan.memory:
                 self._run_memory()
@@ -229,6 +233,16 @@ class Bench:
             else:
                 self.record.notes.append(f"{name} was not run: {tool.missing}")
         return found
+
+    def _run_capacity(self) -> None:
+        wrk = self.plan.settings.wrk
+        assert wrk is not None
+        found = capacity.measure_capacity(
+            wrk, self.run_dir, self.plan.settings.load_cpus, self.plan.gateway_cpus
+        )
+        self.record.capacity = found
+        for c in found:
+            log(f"capacity: {c.setup}: {c.rps:,.0f} req/s, p50 {c.p50_ms:.2f} ms")
 
     def _run_matrix(self) -> None:
         for scenario in self.plan.matrix:

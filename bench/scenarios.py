@@ -10,6 +10,7 @@ from bench.targets import ROUTES, Route
 ZERO_CONCURRENCY = (1, 16, 64)
 REALISTIC_CONCURRENCY = (1, 16, 64, 256)
 MEMORY = "memory"
+CAPACITY = "capacity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,5 +48,6 @@ def select(matrix: list[Scenario], patterns: str | None) -> list[Scenario]:
     return [s for s in matrix if any(fnmatch.fnmatchcase(s.name, g) for g in globs)]
 
 
-def wants_memory(patterns: str | None) -> bool:
-    return not patterns or any(p.strip() == MEMORY for p in patterns.split(","))
+def wants(patterns: str | None, extra: str) -> bool:
+    """Whether an extra part (``memory``, ``capacity``) is asked for; all are, without patterns."""
+    return not patterns or any(p.strip() == extra for p in patterns.split(","))

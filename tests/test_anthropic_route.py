@@ -44,7 +44,10 @@ ASSISTANT_TOOL_TURN = {
     "role": "assistant",
     "content": [
         {"type": "thinking", "thinking": "I should look.", "signature": "EqQBCkYIBRgCKkD=="},
-        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3"},
+        {
+            "type": "redacted_thinking",
+            "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3",
+        },
         {"type": "text", "text": "Looking."},
         {"type": "tool_use", "id": "toolu_01", "name": "read", "input": {"path": "/a"}},
     ],

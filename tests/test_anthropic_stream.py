@@ -71,16 +71,18 @@ async def test_raw_stream_is_the_upstreams_events_with_only_the_model_renamed(
 
 async def test_beta_stream_reaches_upstream_with_beta_query(upstream: FakeUpstream, sdk) -> None:
     upstream.script(Reply(chunks=script.events(RICH)))
-    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
-        async with sdk(url).beta.messages.stream(
+    async with (
+        running_gateway(build_config(anthropic_config(upstream))) as (url, _),
+        sdk(url).beta.messages.stream(
             model="claude-test",
             max_tokens=100,
             messages=HELLO,
             betas=["beta-x"],
             # This SDK's beta namespace no longer adds ?beta=true itself; Claude Code does.
             extra_query={"beta": "true"},
-        ) as stream:
-            final = await stream.get_final_message()
+        ) as stream,
+    ):
+        final = await stream.get_final_message()
     assert final.model == "claude-test"
     assert [block.type for block in final.content] == ["thinking", "text", "tool_use"]
     received = upstream.received[0]
@@ -116,16 +118,16 @@ async def test_first_events_reach_the_client_before_the_upstream_finishes(
 ) -> None:
     release = asyncio.Event()
     upstream.script(Reply(chunks=script.events(RICH), hold=release, hold_after=2))
-    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
-        async with sdk(url).messages.stream(
-            model="claude-test", max_tokens=100, messages=HELLO
-        ) as stream:
-            events = aiter(stream)
-            first = await asyncio.wait_for(anext(events), timeout=5)
-            assert first.type == "message_start"
-            assert first.message.model == "claude-test"
-            release.set()
-            rest = [event.type async for event in events]
+    async with (
+        running_gateway(build_config(anthropic_config(upstream))) as (url, _),
+        sdk(url).messages.stream(model="claude-test", max_tokens=100, messages=HELLO) as stream,
+    ):
+        events = aiter(stream)
+        first = await asyncio.wait_for(anext(events), timeout=5)
+        assert first.type == "message_start"
+        assert first.message.model == "claude-test"
+        release.set()
+        rest = [event.type async for event in events]
     assert rest[-1] == "message_stop"
 
 
@@ -197,16 +199,16 @@ async def test_garbled_upstream_event_mid_stream_ends_with_an_error_event(
     release = asyncio.Event()
     chunks = [*script.events(RICH)[:2], GARBLED]
     upstream.script(Reply(chunks=chunks, hold=release, hold_after=2))
-    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
-        async with sdk(url).messages.stream(
-            model="claude-test", max_tokens=100, messages=HELLO
-        ) as stream:
-            events = aiter(stream)
-            assert (await asyncio.wait_for(anext(events), timeout=5)).type == "message_start"
-            release.set()
-            with pytest.raises(anthropic.APIStatusError) as caught:
-                async for _ in events:
-                    pass
+    async with (
+        running_gateway(build_config(anthropic_config(upstream))) as (url, _),
+        sdk(url).messages.stream(model="claude-test", max_tokens=100, messages=HELLO) as stream,
+    ):
+        events = aiter(stream)
+        assert (await asyncio.wait_for(anext(events), timeout=5)).type == "message_start"
+        release.set()
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            async for _ in events:
+                pass
     assert caught.value.body["error"]["type"] == "api_error"
 
 

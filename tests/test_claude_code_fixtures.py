@@ -1,4 +1,4 @@
-"""The five captured Claude Code requests reach the Anthropic upstream unchanged but for model and key."""
+"""The five captured Claude Code requests reach the upstream as sent, but for model and key."""
 
 from __future__ import annotations
 
@@ -108,4 +108,3 @@ async def test_captured_count_tokens_request_passes_unchanged(
     assert status == 200, answer[:300]
     assert orjson.loads(answer) == {"input_tokens": tokens}
     check_upstream_request(upstream, name, orjson.loads(raw))
-

@@ -87,7 +87,11 @@ async def test_check_prints_what_it_would_serve(tmp_path: Path, upstream: FakeUp
 @pytest.mark.parametrize(
     ("change", "env", "expected"),
     [
-        ({}, {"MG_KEY": "k"}, "providers.anth.api_key: environment variable UPSTREAM_KEY is not set"),
+        (
+            {},
+            {"MG_KEY": "k"},
+            "providers.anth.api_key: environment variable UPSTREAM_KEY is not set",
+        ),
         ({"max_body_bytes": "large"}, ENV, "max_body_bytes: expected int, got str"),
         ({"shutdown_grace": "soon"}, ENV, "shutdown_grace: expected float, got str"),
     ],
@@ -129,8 +133,8 @@ class Lines:
             self.changed.set()
         self.changed.set()
 
-    async def wait_for(self, pattern: str, timeout: float = 10) -> str:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, pattern: str, within: float = 10) -> str:
+        async with asyncio.timeout(within):
             while True:
                 for line in self.lines:
                     if re.search(pattern, line):
@@ -179,7 +183,9 @@ async def served(
         await log.task
 
 
-async def test_serve_answers_and_logs_one_line_per_request(served, upstream: FakeUpstream, sdk) -> None:
+async def test_serve_answers_and_logs_one_line_per_request(
+    served, upstream: FakeUpstream, sdk
+) -> None:
     url, _, log = served
     upstream.script(script.reply(ANSWER))
     client = sdk(url)

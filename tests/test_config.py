@@ -1,4 +1,4 @@
-"""The YAML config: README's example is valid and served as written; errors name file and key path."""
+"""The YAML config: README's example is valid and served; errors name the file and key path."""
 
 from __future__ import annotations
 
@@ -82,7 +82,11 @@ async def test_readme_example_serves_its_models(tmp_path: Path, sdk) -> None:
     assert [m.id for m in page.data] == list(config.models)
     assert [m.id for m in retrieved] == list(config.models)
     assert all(m.type == "model" and m.display_name == m.id for m in page.data)
-    assert (page.first_id, page.last_id, page.has_more) == ("claude-sonnet-4-5", "cheap-model", False)
+    assert (page.first_id, page.last_id, page.has_more) == (
+        "claude-sonnet-4-5",
+        "cheap-model",
+        False,
+    )
 
 
 def test_secrets_never_show_in_reprs(tmp_path: Path) -> None:
@@ -124,18 +128,33 @@ INVALID = {
         "keys.0.key: environment variable MG_KEY_UNSET is not set",
     ),
     "timeout wrong type": (
-        {"providers": {"anth": {"kind": "anthropic", "base_url": "http://x", "timeouts": {"idle": "x"}}}},
+        {
+            "providers": {
+                "anth": {"kind": "anthropic", "base_url": "http://x", "timeouts": {"idle": "x"}}
+            }
+        },
         "providers.anth.timeouts.idle: expected float, got str",
     ),
     "timeout not positive": (
-        {"providers": {"anth": {"kind": "anthropic", "base_url": "http://x", "timeouts": {"total": 0}}}},
+        {
+            "providers": {
+                "anth": {"kind": "anthropic", "base_url": "http://x", "timeouts": {"total": 0}}
+            }
+        },
         "providers.anth.timeouts.total: must be a positive number",
     ),
     "unknown timeout": (
-        {"providers": {"anth": {"kind": "anthropic", "base_url": "http://x", "timeouts": {"read": 1}}}},
+        {
+            "providers": {
+                "anth": {"kind": "anthropic", "base_url": "http://x", "timeouts": {"read": 1}}
+            }
+        },
         "providers.anth.timeouts.read: unknown key",
     ),
-    "max_body_bytes wrong type": ({"max_body_bytes": "big"}, "max_body_bytes: expected int, got str"),
+    "max_body_bytes wrong type": (
+        {"max_body_bytes": "big"},
+        "max_body_bytes: expected int, got str",
+    ),
     "max_body_bytes zero": ({"max_body_bytes": 0}, "max_body_bytes: must be positive"),
     "bad listen": ({"listen": "localhost"}, "listen: expected HOST:PORT"),
     "unknown top key": ({"lissen": "x"}, "lissen: unknown key"),
@@ -143,7 +162,10 @@ INVALID = {
         {"providers": {"anth": {"kind": "gemini", "base_url": "http://x"}}},
         "providers.anth.kind: expected 'anthropic' or 'openai'",
     ),
-    "missing base_url": ({"providers": {"anth": {"kind": "anthropic"}}}, "providers.anth.base_url: is required"),
+    "missing base_url": (
+        {"providers": {"anth": {"kind": "anthropic"}}},
+        "providers.anth.base_url: is required",
+    ),
     "keys not a list": ({"keys": {"key": "k"}}, "keys: expected a list"),
     "key without name": ({"keys": [{"key": "k"}]}, "keys.0.name: is required"),
     "unknown route provider": (

@@ -14,6 +14,7 @@ from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, get, post
+from messagegate.server.app import GatewayApp
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hi"}])
@@ -228,3 +229,20 @@ async def test_count_tokens_validates_and_relays_upstream_errors(upstream: FakeU
     assert relayed[0] == 400
     assert envelope(relayed[2]) == ("invalid_request_error", "tools.0: bad")
     assert len(upstream.received) == 1
+
+
+async def test_health_is_503_until_the_gateway_has_started(upstream: FakeUpstream) -> None:
+    app = GatewayApp(build_config(anthropic_config(upstream)))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "method": "GET", "path": "/health", "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 503
+    assert (b"request-id", sent[0]["headers"][-1][1]) == sent[0]["headers"][-1]
+    assert sent[1]["body"] == b'{"status":"starting"}'

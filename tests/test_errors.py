@@ -161,9 +161,7 @@ async def _chunked(data: bytes) -> AsyncIterator[bytes]:
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-async def test_body_over_the_limit_is_413(
-    shared: tuple[str, FakeUpstream], chunked: bool
-) -> None:
+async def test_body_over_the_limit_is_413(shared: tuple[str, FakeUpstream], chunked: bool) -> None:
     url, upstream = shared
     raw = orjson.dumps(body(messages=[{"role": "user", "content": "x" * LIMIT}]))
     headers = {"x-api-key": GATEWAY_KEY, "content-type": "application/json"}
@@ -346,7 +344,9 @@ async def test_the_provider_key_appears_in_no_answer(upstream: FakeUpstream, sdk
         answers = [
             await post(url, "/v1/messages", body()),
             await post(url, "/v1/messages", body(stream=True)),
-            await post(url, "/v1/messages/count_tokens", {"model": "claude-test", "messages": HELLO}),
+            await post(
+                url, "/v1/messages/count_tokens", {"model": "claude-test", "messages": HELLO}
+            ),
             await get(url, "/v1/models"),
             await get(url, "/v1/gateway/routes"),
             await get(url, "/"),

@@ -595,3 +595,11 @@ def test_the_input_body_is_not_modified() -> None:
     before = orjson.dumps(body)
     translate(body, PRESETS["mistral"], max_output=100)
     assert orjson.dumps(body) == before
+
+
+def test_user_is_not_sent_where_the_server_forbids_unknown_fields() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [], "metadata": {"user_id": "u-1"}}
+    plain = to_openai_request(body, upstream_model="x", dialect=OpenAIDialect())
+    mistral = to_openai_request(body, upstream_model="x", dialect=PRESETS["mistral"])
+    assert plain.payload["user"] == "u-1"
+    assert "user" not in mistral.payload

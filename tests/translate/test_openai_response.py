@@ -332,14 +332,14 @@ def openai_error(message: str, type_: str = "invalid_request_error", code: Any =
     [
         (400, 400, "invalid_request_error", False),
         (422, 400, "invalid_request_error", False),
-        (401, 502, "api_error", False),
-        (403, 502, "api_error", False),
+        (401, 502, "api_error", True),
+        (403, 502, "api_error", True),
         (404, 404, "not_found_error", False),
         (408, 504, "timeout_error", True),
         (409, 400, "invalid_request_error", False),
         (413, 413, "request_too_large", False),
         (429, 429, "rate_limit_error", True),
-        (500, 502, "api_error", True),
+        (500, 500, "api_error", True),
         (502, 502, "api_error", True),
         (504, 502, "api_error", True),
         (503, 529, "overloaded_error", True),
@@ -420,7 +420,7 @@ def test_stream_error_objects() -> None:
     openai = classify_error_object(
         {"error": {"message": "server had an error", "type": "server_error", "code": None}}
     )
-    assert (openai.error_type, openai.status, openai.retryable) == ("api_error", 502, True)
+    assert (openai.error_type, openai.status, openai.retryable) == ("api_error", 500, True)
 
 
 # --- signatures ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from messagegate.providers.http import (
     upstream_errors,
 )
 from messagegate.providers.stream import open_event_stream
-from messagegate.translate.openai_errors import classify_openai_error
+from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
 from messagegate.translate.openai_response import to_anthropic_message
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
@@ -62,17 +62,20 @@ class OpenAIClient:
             ) from None
         if not isinstance(answer, dict) or not answer.get("choices"):
             raise UpstreamProtocolError(f"provider {self.provider.name!r} sent no choices")
-        message = to_anthropic_message(answer, model=call.client_model, request=request)
-        usage = Usage()
+        reported = isinstance(answer.get("usage"), dict)
+        # Counting locally costs CPU: only when the upstream reported no usage.
+        input_tokens = 0 if reported else self.count_locally(call)
+        message = to_anthropic_message(
+            answer, model=call.client_model, request=request, input_tokens=input_tokens
+        )
+        usage = Usage(estimated=not reported)
         usage.update(message["usage"])
-        usage.estimated = not isinstance(answer.get("usage"), dict)
         return Completion(body=message, headers=relayed_headers(response.headers), usage=usage)
 
     async def open_stream(self, call: UpstreamCall) -> EventStream:
         request = self._translate(call, stream=True)
-        input_tokens = count_request(dict(call.body), self.provider.token_encoding)
         translator = OpenAIStreamTranslator(
-            model=call.client_model, request=request, input_tokens=input_tokens
+            model=call.client_model, request=request, input_tokens=self.count_locally(call)
         )
         with upstream_errors(self.provider):
             response = await self._post(request, self.stream_timeout)
@@ -84,6 +87,9 @@ class OpenAIClient:
         return await open_event_stream(response, self.provider, converter)
 
     async def count_tokens(self, call: UpstreamCall) -> int:
+        return self.count_locally(call)
+
+    def count_locally(self, call: UpstreamCall) -> int:
         return count_request(dict(call.body), self.provider.token_encoding)
 
     def _post(self, request: OpenAIRequest, timeout: aiohttp.ClientTimeout) -> Any:
@@ -118,7 +124,7 @@ class OpenAIEventConverter:
             raise UpstreamProtocolError(f"provider {self.provider!r} sent invalid JSON") from None
         if self._chunks == 0 and isinstance(chunk, dict) and "error" in chunk:
             # Nothing reached the client yet, so this attempt can still fail over.
-            raise UpstreamProtocolError(f"provider {self.provider!r} failed: {_message(chunk)}")
+            raise classify_error_object(chunk)
         self._chunks += 1
         return self._encode(self.translator.feed(chunk))
 
@@ -129,10 +135,3 @@ class OpenAIEventConverter:
 
     def _encode(self, events: list[Event]) -> bytes:
         return b"".join([encode_event(name, data) for name, data in events])
-
-
-def _message(chunk: dict[str, Any]) -> str:
-    error = chunk.get("error")
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    return str(error)[:200]

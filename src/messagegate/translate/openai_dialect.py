@@ -19,6 +19,8 @@ class OpenAIDialect:
     supports_parallel_tool_calls: bool = True
     supports_tool_choice: bool = True
     supports_top_k: bool = False
+    # Servers that forbid unknown fields (Mistral answers 422) must not get `user`.
+    supports_user: bool = True
     system_messages: SystemMessages = "anywhere"
     tool_call_id_format: ToolCallIdFormat = "any"
     max_tool_name_length: int = 64
@@ -30,6 +32,7 @@ PRESETS: dict[str, OpenAIDialect] = {
     "openai": OpenAIDialect(max_tokens_field="max_completion_tokens"),
     "mistral": OpenAIDialect(
         supports_stream_options=False,
+        supports_user=False,
         system_messages="leading_only",
         tool_call_id_format="alnum9",
     ),

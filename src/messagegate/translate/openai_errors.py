@@ -14,13 +14,15 @@ MAX_MESSAGE_LENGTH = 500
 _BY_STATUS: dict[int, tuple[int, str, bool]] = {
     400: (400, "invalid_request_error", False),
     422: (400, "invalid_request_error", False),
-    401: (502, "api_error", False),
-    402: (502, "api_error", False),  # the gateway's account is out of credit, not the client's
-    403: (502, "api_error", False),
+    # The provider refused the gateway's own key or account: another provider may still serve.
+    401: (502, "api_error", True),
+    402: (502, "api_error", True),
+    403: (502, "api_error", True),
     404: (404, "not_found_error", False),
     408: (504, "timeout_error", True),
     413: (413, "request_too_large", False),
     429: (429, "rate_limit_error", True),
+    500: (500, "api_error", True),
     503: (529, "overloaded_error", True),
     529: (529, "overloaded_error", True),
 }

@@ -299,7 +299,7 @@ def _sampling(
     if body.get("stop_sequences"):
         out["stop"] = list(body["stop_sequences"])
     user_id = (body.get("metadata") or {}).get("user_id")
-    if user_id:
+    if user_id and dialect.supports_user:
         out["user"] = user_id
     return out
 

@@ -13,6 +13,9 @@ from bench.scenarios import Scenario
 from bench.targets import UPSTREAMS, Target, Upstream
 
 _SETTLE_TIMEOUT = 10.0
+_IDLE_TIMEOUT = 20.0
+_IDLE_WINDOW = 0.2
+_IDLE_CORES = 0.05
 # Other work on this shared machine (test suites, builds) above this many cores taints a run.
 NOISY_CORES = 0.15
 _QUIET_SAMPLE = 1.0
@@ -102,6 +105,17 @@ def settle(upstream: Upstream) -> None:
         time.sleep(0.1)
 
 
+def wait_idle(pids: list[int]) -> None:
+    """Wait (bounded) until a gateway has worked off requests its clients already gave up on,
+    so that its backlog does not run on the gateway CPU during the next target's measurement."""
+    deadline = time.monotonic() + _IDLE_TIMEOUT
+    while pids and time.monotonic() < deadline:
+        before = procs.cpu_seconds(pids)
+        time.sleep(_IDLE_WINDOW)
+        if procs.cpu_seconds(pids) - before <= _IDLE_CORES * _IDLE_WINDOW:
+            return
+
+
 def run_load(scenario: Scenario, target: Target, settings: Settings, duration: float) -> load.Load:
     request = target.request(scenario.route, UPSTREAMS[scenario.profile], scenario.stream)
     if settings.wrk is not None and not scenario.stream:
@@ -136,11 +150,12 @@ def _measure_once(
 ) -> Row:
     upstream = UPSTREAMS[scenario.profile]
     settle(upstream)
+    pids = procs.tree(child.pid) if child is not None else []
     if settings.warmup > 0:
         warm = Settings(settings.warmup, 0, None, settings.load_cpus)
         run_load(scenario, target, warm, settings.warmup)
         settle(upstream)
-    pids = procs.tree(child.pid) if child is not None else []
+        wait_idle(pids)
     procs.reset_peak(pids)
     before_cpu, before_up = procs.cpu_seconds(pids), upstream_stats(upstream)["requests"]
     meter.start()
@@ -150,6 +165,7 @@ def _measure_once(
     served = upstream_stats(upstream)["requests"] - before_up
     row = _row(scenario, target, result, pids, cpu, served)
     row.noise_cores = noise
+    wait_idle(pids)
     return row
 
 

@@ -12,6 +12,7 @@ import datetime
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import capacity, install, measure, memory, procs, record, report, scenarios
+from bench import (
+    capacity,
+    install,
+    measure,
+    memory,
+    procs,
+    profiling,
+    record,
+    report,
+    scenarios,
+)
 from bench.install import Tool
 from bench.targets import UPSTREAMS, ClaudeCodeRouter, Direct, LiteLLM, Messagegate, Target
 
@@ -70,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "--quiet-wait",
         type=float,
         help="seconds, over the whole run, to wait out other work on the machine before"
-        " measuring a disturbed run again (default 300; 0 with --quick)",
+        " measuring a disturbed run again (default 180; 0 with --quick)",
     )
     parser.add_argument("--json", type=Path, help="also write the run as JSON here")
     parser.add_argument(
@@ -124,7 +135,7 @@ def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
         profile=args.profile,
         soak=args.soak,
         hold=args.hold,
-        quiet_budget=args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 300),
+        quiet_budget=args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 180),
     )
 
 
@@ -145,13 +156,26 @@ def rerun_in_netns(argv: Sequence[str]) -> int:
     inner = 'ip link set lo up && exec "$@"'
     command = ["unshare", "--net", "--", "sh", "-c", inner, "sh", sys.executable, "-m", "bench.run"]
     log("bench: running inside a fresh loopback-only network namespace")
+    child = subprocess.Popen([*command, *argv], env=env)
     try:
-        return subprocess.run(
-            [*command, *argv], env=env, timeout=_NETNS_TIMEOUT, check=False
-        ).returncode
+        return child.wait(_NETNS_TIMEOUT)
     except subprocess.TimeoutExpired:
         log("bench: gave up after the time limit")
         return 1
+    finally:
+        # Interrupted or out of time: let the inner bench stop what it started, then make sure.
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every finally-block stops its processes."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 class Bench:
@@ -269,32 +293,37 @@ class Bench:
             log(f"memory {target.name}: {row.peak_mb} MB peak, soak {row.soak[-1:]} ")
 
     def _run_profiles(self) -> None:
-        from bench import profiling
-
-        if not self.plan.profile or not self.tools["py-spy"].ok:
-            return
+        spy = self.tools["py-spy"]
         ours = next(((t, c) for t, c in self.targets if t.name == report.OURS), None)
-        if ours is None or ours[1] is None:
+        if not self.plan.profile or not spy.ok or ours is None or ours[1] is None:
             return
-        target, child = ours
+        by_name = {s.name: s for s in scenarios.full_matrix()}
         for name in _PROFILED:
-            scenario = next((s for s in scenarios.full_matrix() if s.name == name), None)
-            if scenario is None:
-                continue
-            out = self.run_dir / f"profile-{name.replace('/', '_')}.txt"
-            spy = profiling.start_recording(
-                self.tools["py-spy"].command[0], child.pid, self.plan.settings.duration, out
-            )
-            measure.run_load(scenario, target, self.plan.settings, self.plan.settings.duration)
-            spy.wait(self.plan.settings.duration + 30)
-            if out.exists():
-                self.record.profiles.append(profiling.summarize(name, out.read_text()))
+            profile = self._profile(spy.command[0], by_name[name], ours[0], ours[1])
+            if profile is not None:
+                self.record.profiles.append(profile)
+
+    def _profile(
+        self, py_spy: str, scenario: scenarios.Scenario, target: Target, child: procs.Child
+    ) -> profiling.Profile | None:
+        seconds = self.plan.settings.duration
+        out = self.run_dir / f"profile-{scenario.name.replace('/', '_')}.txt"
+        recorder = profiling.start_recording(py_spy, child.pid, seconds, out)
+        try:
+            measure.run_load(scenario, target, self.plan.settings, seconds)
+            recorder.wait(seconds + 30)
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+                recorder.wait(5)
+        return profiling.summarize(scenario.name, out.read_text()) if out.exists() else None
 
 
 _PROFILED = (
     "zero/json/openai/c64",
-    "zero/stream/openai/c64",
     "zero/json/anthropic/c64",
+    "zero/stream/openai/c64",
+    "zero/stream/anthropic/c64",
     "realistic/stream/openai/c256",
 )
 
@@ -344,6 +373,7 @@ def gather_tools(args: argparse.Namespace, competitors: bool) -> dict[str, Tool]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    _exit_on_sigterm()
     competitors = args.competitors if args.competitors is not None else not args.quick
     tools = gather_tools(args, competitors)
     inside = bool(os.environ.get(_IN_NETNS))

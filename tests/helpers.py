@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -97,3 +99,14 @@ def envelope(raw: bytes) -> tuple[str, str]:
     assert payload["type"] == "error"
     assert set(payload["error"]) >= {"type", "message"}
     return payload["error"]["type"], payload["error"]["message"]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_yaml(name: str) -> str:
+    """The YAML between README.md's ``<!-- name:start -->`` and ``<!-- name:end -->`` markers."""
+    pattern = rf"<!-- {name}:start -->\s*```yaml\n(.*?)```\s*<!-- {name}:end -->"
+    match = re.search(pattern, README.read_text(), re.DOTALL)
+    assert match, f"README.md has no {name} block"
+    return match.group(1)

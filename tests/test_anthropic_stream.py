@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import anthropic
 import orjson
 import pytest
 
 import fakes.anthropic_script as script
-from conftest import PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, post, sse_events
@@ -219,3 +220,58 @@ async def test_error_status_before_the_stream_is_a_json_error(upstream: FakeUpst
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert orjson.loads(body)["error"]["message"] == "max_tokens: too large"
+
+
+async def test_the_gateway_pings_the_client_while_the_upstream_is_silent(
+    upstream: FakeUpstream,
+) -> None:
+    release = asyncio.Event()
+    chunks = script.events(RICH)
+    upstream.script(Reply(chunks=chunks, hold=release, hold_after=3))
+    config = build_config(anthropic_config(upstream, ping_interval=0.05))
+    ping = script.sse("ping", {"type": "ping"})
+    upstream_pings = chunks.count(ping)
+    headers = {"x-api-key": GATEWAY_KEY}
+    try:
+        async with (
+            running_gateway(config) as (url, _),
+            aiohttp.ClientSession() as session,
+            session.post(url + "/v1/messages", json=stream_body(), headers=headers) as response,
+        ):
+            seen = b""
+            async with asyncio.timeout(5):
+                # The upstream's first three events, and two pings of the gateway's own.
+                while b"content_block_start" not in seen or seen.count(ping) < upstream_pings + 2:
+                    seen += await response.content.readany()
+            release.set()
+            body = seen + await response.read()
+    finally:
+        release.set()
+    expected = as_client_sees(chunks, "claude-test").split(b"\n\n")
+    sent = body.split(b"\n\n")
+    ping = ping.removesuffix(b"\n\n")
+    # Every upstream event, in order; the only extra events are pings.
+    assert [c for c in sent if c != ping] == [c for c in expected if c != ping]
+    assert sent.count(ping) >= upstream_pings + 2
+
+
+async def test_multi_line_data_and_crlf_events_are_relayed_readably(
+    upstream: FakeUpstream, sdk
+) -> None:
+    """An upstream may split an event's JSON over several data lines or end lines with CRLF."""
+    chunks = script.events(RICH)
+    delta = next(c for c in chunks if c.startswith(b"event: content_block_delta"))
+    name, data = delta.rstrip(b"\n").split(b"\n")
+    split = name + b"\n" + data.replace(b',"delta":', b',\ndata: "delta":') + b"\n\n"
+    crlf = [c.replace(b"\n", b"\r\n") for c in chunks]
+    upstream.script(Reply(chunks=[split if c == delta else c for c in chunks]), Reply(chunks=crlf))
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        client = sdk(url)
+        finals = []
+        for _ in range(2):
+            async with client.messages.stream(
+                model="claude-test", max_tokens=100, messages=HELLO
+            ) as stream:
+                finals.append(await stream.get_final_message())
+    expected = anthropic.types.Message.model_validate({**RICH, "model": "claude-test"})
+    assert [final.model_dump() for final in finals] == [expected.model_dump()] * 2

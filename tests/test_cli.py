@@ -19,6 +19,7 @@ import yaml
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.upstream import FakeUpstream, Reply
+from helpers import readme_yaml
 
 COMMAND = str(Path(sys.executable).with_name("messagegate"))
 PROMPT = "a very private prompt 7f3a"
@@ -97,20 +98,41 @@ async def test_check_prints_what_it_would_serve(tmp_path: Path, upstream: FakeUp
     ],
     ids=["missing-var", "wrong-type", "wrong-type-float"],
 )
-@pytest.mark.parametrize("command", ["check", "serve"])
 async def test_invalid_config_exits_non_zero_naming_file_and_key_path(
     tmp_path: Path,
     upstream: FakeUpstream,
-    command: str,
     change: dict[str, Any],
     env: dict[str, str],
     expected: str,
 ) -> None:
     path = write(tmp_path, gateway_yaml(upstream, **change))
-    code, out, err = await run(command, "--config", str(path), env=env)
+    code, out, err = await run("check", "--config", str(path), env=env)
     assert code != 0
     assert f"{path}: {expected}" in err
     assert out == ""
+
+
+async def test_serve_refuses_to_start_on_an_invalid_config(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    path = write(tmp_path, gateway_yaml(upstream))
+    code, out, err = await run("serve", "--config", str(path), env={"MG_KEY": "k"})
+    assert code != 0
+    assert f"{path}: providers.anth.api_key: environment variable UPSTREAM_KEY is not set" in err
+    assert "Started server" not in err + out
+
+
+async def test_check_of_the_readme_example(tmp_path: Path) -> None:
+    path = tmp_path / "messagegate.yaml"
+    path.write_text(readme_yaml("config-example"))
+    env = {"MG_KEY": "k", "ANTHROPIC_API_KEY": "sk-a-secret", "MISTRAL_API_KEY": "m-secret"}
+    code, out, err = await run("check", "--config", str(path), env=env)
+    assert code == 0, err
+    assert (
+        "claude-sonnet-4-5 -> anthropic/claude-sonnet-4-5-20250929 (fallbacks: cheap-model)" in out
+    )
+    assert "cheap-model -> mistral/mistral-small-latest" in out
+    assert "secret" not in out
 
 
 async def test_check_of_a_missing_file_fails(tmp_path: Path) -> None:
@@ -205,8 +227,9 @@ async def test_serve_answers_and_logs_one_line_per_request(
     assert PROVIDER_KEY not in log.text
 
 
-async def test_sigterm_lets_an_open_stream_finish_then_exits_0(
-    served, upstream: FakeUpstream, sdk
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
+    served, upstream: FakeUpstream, sdk, signum: int
 ) -> None:
     url, process, log = served
     release = asyncio.Event()
@@ -218,7 +241,7 @@ async def test_sigterm_lets_an_open_stream_finish_then_exits_0(
             events = aiter(stream)
             first = await asyncio.wait_for(anext(events), timeout=10)
             assert first.type == "message_start"
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signum)
             await log.wait_for("Waiting for connections to close")
             # Shutting down: no new connections, while the open stream goes on.
             async with aiohttp.ClientSession() as session:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from fakes.gateway import running_gateway
+from helpers import readme_yaml
 from messagegate.config import (
     DEFAULT_MAX_BODY_BYTES,
     ConfigError,
@@ -18,21 +19,11 @@ from messagegate.config import (
     parse_config,
 )
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 README_ENV = {
     "MG_KEY": "mg-readme-key-1",
     "ANTHROPIC_API_KEY": "sk-ant-readme-secret",
     "MISTRAL_API_KEY": "mistral-readme-secret",
 }
-
-
-def readme_block(name: str) -> str:
-    text = README.read_text()
-    match = re.search(
-        rf"<!-- {name}:start -->\s*```yaml\n(.*?)```\s*<!-- {name}:end -->", text, re.DOTALL
-    )
-    assert match, f"README.md has no {name} block"
-    return match.group(1)
 
 
 def minimal(**extra: Any) -> dict[str, Any]:
@@ -51,7 +42,7 @@ def write(tmp_path: Path, raw: dict[str, Any] | str) -> Path:
 
 
 def test_readme_example_parses_as_documented(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, readme_block("config-example")), environ=README_ENV)
+    config = load_config(write(tmp_path, readme_yaml("config-example")), environ=README_ENV)
     assert (config.host, config.port) == ("127.0.0.1", 8080)
     assert config.max_body_bytes == 32 * 1024 * 1024 == DEFAULT_MAX_BODY_BYTES
     assert [k.name for k in config.keys] == ["alice"]
@@ -73,24 +64,24 @@ def test_readme_example_parses_as_documented(tmp_path: Path) -> None:
     assert sonnet.fallbacks == ("cheap-model",)
 
 
-async def test_readme_example_serves_its_models(tmp_path: Path, sdk) -> None:
-    config = load_config(write(tmp_path, readme_block("config-example")), environ=README_ENV)
+@pytest.mark.parametrize("block", ["config-example", "claude-code-config"])
+async def test_readme_configs_serve_their_models(tmp_path: Path, sdk, block: str) -> None:
+    text = readme_yaml(block)
+    written = yaml.safe_load(text)["models"]
+    config = load_config(write(tmp_path, text), environ=README_ENV)
     async with running_gateway(config) as (url, _):
         client = sdk(url, key=README_ENV["MG_KEY"])
         page = await client.models.list()
-        retrieved = [await client.models.retrieve(name) for name in config.models]
-    assert [m.id for m in page.data] == list(config.models)
-    assert [m.id for m in retrieved] == list(config.models)
+        retrieved = [await client.models.retrieve(name) for name in written]
+    assert [m.id for m in page.data] == list(written)
+    assert [m.id for m in retrieved] == list(written)
     assert all(m.type == "model" and m.display_name == m.id for m in page.data)
-    assert (page.first_id, page.last_id, page.has_more) == (
-        "claude-sonnet-4-5",
-        "cheap-model",
-        False,
-    )
+    names = list(written)
+    assert (page.first_id, page.last_id, page.has_more) == (names[0], names[-1], False)
 
 
 def test_secrets_never_show_in_reprs(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, readme_block("config-example")), environ=README_ENV)
+    config = load_config(write(tmp_path, readme_yaml("config-example")), environ=README_ENV)
     shown = repr(config)
     for secret in README_ENV.values():
         assert secret not in shown

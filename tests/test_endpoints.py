@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,9 +13,13 @@ import pytest
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
-from fakes.upstream import FakeUpstream, Reply
+from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import anthropic_config, envelope, get, post
+from messagegate.config import ApiKey, Secret
+from messagegate.errors import AuthenticationFailed
+from messagegate.server import auth
 from messagegate.server.app import GatewayApp
+from messagegate.server.auth import KeyChecker
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hi"}])
@@ -43,7 +48,7 @@ THREE_MODELS = {
 def answering(upstream: FakeUpstream) -> None:
     """Answer every upstream call by what it is, so any number of calls succeed."""
 
-    def respond(received: Any) -> Reply:
+    def respond(received: Received) -> Reply:
         if received.path.endswith("/count_tokens"):
             return Reply(json={"input_tokens": 5})
         if received.json.get("stream"):
@@ -246,3 +251,41 @@ async def test_health_is_503_until_the_gateway_has_started(upstream: FakeUpstrea
     assert sent[0]["status"] == 503
     assert (b"request-id", sent[0]["headers"][-1][1]) == sent[0]["headers"][-1]
     assert sent[1]["body"] == b'{"status":"starting"}'
+
+
+@pytest.mark.parametrize("presented", ["key-one", "key-three", "key-none"])
+def test_keys_are_compared_in_constant_time_against_every_key(
+    monkeypatch: pytest.MonkeyPatch, presented: str
+) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    keys = [ApiKey(key=Secret(f"key-{n}"), name=n) for n in ("one", "two", "three")]
+    checker = KeyChecker(keys)
+    monkeypatch.setattr(auth.hmac, "compare_digest", compare_digest)
+    if presented == "key-none":
+        with pytest.raises(AuthenticationFailed):
+            checker.check({"x-api-key": presented})
+    else:
+        assert checker.check({"x-api-key": presented}).key == presented
+    # Every key is compared, whichever matched, so timing does not tell which one did.
+    assert compared == [(k.key.encode(), presented.encode()) for k in keys]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(body=b"<html>hello</html>"), Reply(json=[1]), Reply(json={"tokens": 3})],
+    ids=["not-json", "not-an-object", "no-input_tokens"],
+)
+async def test_count_tokens_unusable_upstream_answer_is_502(
+    upstream: FakeUpstream, reply: Reply
+) -> None:
+    upstream.default = reply
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        status, _, raw = await post(url, "/v1/messages/count_tokens", COUNT)
+    assert status == 502
+    assert envelope(raw)[0] == "api_error"

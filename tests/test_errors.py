@@ -354,3 +354,13 @@ async def test_the_provider_key_appears_in_no_answer(upstream: FakeUpstream, sdk
     for status, headers, raw in answers:
         assert status == 200
         assert_no_key(headers, raw)
+
+
+@pytest.mark.parametrize("raw", [b"<html>ok</html>", b"[1, 2]"], ids=["not-json", "not-an-object"])
+async def test_unusable_upstream_answer_is_502(upstream: FakeUpstream, raw: bytes) -> None:
+    upstream.default = Reply(body=raw)
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        status, headers, answer = await post(url, "/v1/messages", body())
+    assert status == 502
+    assert envelope(answer)[0] == "api_error"
+    assert headers["request-id"].startswith("req_")

@@ -218,3 +218,20 @@ async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream
     ids = [headers["request-id"] for _, headers, _ in answers]
     assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_client_leaving_before_the_answer_starts_closes_the_upstream_request(
+    upstream: FakeUpstream, sdk, stream: bool
+) -> None:
+    arrived = asyncio.Event()
+    chunks = script.events(ANSWER) if stream else None
+    upstream.default = Reply(json=ANSWER, chunks=chunks, delay=FOREVER, on_request=arrived.set)
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        waiting = asyncio.create_task(
+            post(url, "/v1/messages", {**stream_body(), "stream": stream})
+        )
+        await asyncio.wait_for(arrived.wait(), timeout=5)
+        waiting.cancel()
+        await asyncio.wait_for(upstream.disconnected.wait(), timeout=5)
+    assert len(upstream.received) == 1

@@ -98,7 +98,12 @@ class FakeUpstream:
         if reply.on_request is not None:
             reply.on_request()
         if reply.delay:
-            await asyncio.sleep(reply.delay)
+            try:
+                await asyncio.sleep(reply.delay)
+            except asyncio.CancelledError:
+                # The client (the gateway) went away while this upstream was still "thinking".
+                self.disconnected.set()
+                raise
         if reply.chunks is None:
             raw = reply.body if reply.body is not None else orjson.dumps(reply.json)
             return web.Response(

@@ -15,6 +15,9 @@ def encode_event(name: str, data: dict[str, Any]) -> bytes:
 
 def encode_raw_event(name: str, data: str) -> bytes:
     """Frame an event whose JSON is already serialised, so relayed events keep their bytes."""
+    if "\n" in data:
+        # Data that came on several ``data:`` lines goes out on as many.
+        data = data.replace("\n", "\ndata: ")
     return b"event: " + name.encode() + b"\ndata: " + data.encode() + b"\n\n"
 
 

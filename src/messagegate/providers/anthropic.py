@@ -27,9 +27,6 @@ from messagegate.translate.anthropic import (
 
 _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 _DEFAULT_VERSION = "2023-06-01"
-# The client's ``?beta=true`` travels with its API headers under this pseudo-header (no real
-# header name starts with ':'), so the upstream serves the beta API the client asked for.
-BETA_QUERY = ":beta"
 
 
 class AnthropicClient:
@@ -74,7 +71,10 @@ class AnthropicClient:
             async with self._post(self.count_url, call, self.completion_timeout) as response:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
-        count = orjson.loads(raw).get("input_tokens")
+        try:
+            count = orjson.loads(raw).get("input_tokens")
+        except (orjson.JSONDecodeError, AttributeError):
+            count = None
         if not isinstance(count, int):
             raise UpstreamProtocolError(f"provider {self.provider.name!r} sent no input_tokens")
         return count
@@ -86,7 +86,7 @@ class AnthropicClient:
             if value is not None:
                 headers[name] = value
         headers.setdefault("anthropic-version", _DEFAULT_VERSION)
-        if call.headers.get(BETA_QUERY) == "true":
+        if call.beta:
             url += "?beta=true"
         payload = orjson.dumps(to_anthropic_body(call.body, call.route.model))
         return self.session.post(url, data=payload, headers=headers, timeout=timeout)

@@ -18,6 +18,8 @@ class UpstreamCall:
     body: Mapping[str, Any]
     client_model: str
     headers: Mapping[str, str]
+    # The client asked for the beta API (``?beta=true``); Anthropic upstreams get it too.
+    beta: bool = False
 
 
 @dataclass(slots=True)

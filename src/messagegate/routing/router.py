@@ -37,6 +37,7 @@ class RouteRequest:
     body: Mapping[str, Any]
     headers: Mapping[str, str]
     settings: RoutingSettings
+    beta: bool = False
 
 
 @dataclass(slots=True)
@@ -183,7 +184,7 @@ class Router:
             if not health.admit(self.board.clock(), self.board.policy):
                 plan.skipped.append(f"{route.label} skipped: cooling down after failures")
                 continue
-            call = UpstreamCall(route, request.body, model.name, request.headers)
+            call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
             started = self.board.clock()
             try:
                 value = await self._attempt(route, call, operation, plan)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -18,6 +19,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_HEADER = (b"content-type", b"application/json")
+T = TypeVar("T")
 
 
 class Exchange:
@@ -69,6 +71,26 @@ class Exchange:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
+    async def unless_client_leaves(self, work: Awaitable[T]) -> T:
+        """Await `work` (after the body was read); cancel it if the client disconnects first."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self._cancel_on_disconnect(task))
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise
+            task.uncancel()
+            raise ClientDisconnected from None
+        finally:
+            watcher.cancel()
+
+    async def _cancel_on_disconnect(self, task: asyncio.Task[Any]) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         headers.append((b"request-id", self.request_id.encode()))
@@ -88,7 +110,7 @@ class Exchange:
 
 
 class ClientDisconnected(Exception):
-    """The client went away before the request was read."""
+    """The client went away before it was answered."""
 
 
 def _too_large(limit: int) -> RequestTooLarge:

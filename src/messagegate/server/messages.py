@@ -9,7 +9,6 @@ import orjson
 from messagegate.api.schema import parse_count_tokens_request, parse_messages_request
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest
-from messagegate.providers.anthropic import BETA_QUERY
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
@@ -30,7 +29,7 @@ class MessagesEndpoint:
         if request.stream:
             await self._stream(exchange, route_request)
             return
-        routed = await self.router.complete(route_request)
+        routed = await exchange.unless_client_leaves(self.router.complete(route_request))
         self._log_route(exchange, routed)
         headers = routed.value.headers | _route_headers(routed)
         await exchange.respond(200, orjson.dumps(routed.value.body), headers)
@@ -46,7 +45,7 @@ class MessagesEndpoint:
         await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
-        routed = await self.router.open_stream(route_request)
+        routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed))
@@ -72,9 +71,8 @@ class MessagesEndpoint:
         key_defaults = key.routing.values if key is not None else {}
         settings = RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
-        if exchange.query_params().get("beta") == "true":
-            headers[BETA_QUERY] = "true"
-        return RouteRequest(model=model, body=data, headers=headers, settings=settings)
+        beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"
+        return RouteRequest(model=model, body=data, headers=headers, settings=settings, beta=beta)
 
     def _log_route(self, exchange: Exchange, routed: Routed[Any]) -> None:
         exchange.log_fields["provider"] = routed.route.provider.name

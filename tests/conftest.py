@@ -27,20 +27,15 @@ def claude_code_headers(name: str) -> dict[str, str]:
     return {k: v for k, v in captured.items() if k not in ("x-api-key", "content-length")}
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
+async def _running_upstream() -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream()
     await fake.start()
     yield fake
     await fake.stop()
 
 
-@pytest.fixture
-async def second_upstream() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.stop()
+upstream = pytest.fixture(_running_upstream, name="upstream")
+second_upstream = pytest.fixture(_running_upstream, name="second_upstream")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from conftest import GATEWAY_KEY, PROVIDER_KEY, claude_code_fixture, claude_code_headers
-from e2e import openai_script as oai
+from fakes import openai_script as oai
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import envelope, openai_config, post, sse_events

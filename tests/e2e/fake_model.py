@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from e2e import openai_script
-from fakes import anthropic_script
+from fakes import anthropic_script, openai_script
 from fakes.upstream import FakeUpstream, Received, Reply
 
 Dialect = Literal["anthropic", "openai"]

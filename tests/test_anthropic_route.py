@@ -12,6 +12,7 @@ from conftest import PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post, sse_events
+from messagegate.translate.signatures import gateway_signature
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -196,3 +197,22 @@ async def test_bearer_provider_auth_option(upstream: FakeUpstream, sdk) -> None:
     headers = upstream.received[0].headers
     assert headers["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert "x-api-key" not in headers
+
+
+async def test_thinking_anthropic_did_not_sign_is_dropped_before_an_anthropic_route(
+    upstream: FakeUpstream, sdk: Any
+) -> None:
+    upstream.script(script.reply(script.message([{"type": "text", "text": "ok"}])))
+    signed = {"type": "thinking", "thinking": "mine", "signature": "EqQBCkYIARgCKkB="}
+    foreign = {"type": "thinking", "thinking": "theirs", "signature": gateway_signature()}
+    history = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [signed, foreign, {"type": "text", "text": "Hello"}]},
+        {"role": "user", "content": "Again"},
+    ]
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=history)
+    sent = upstream.received[0].json["messages"]
+    assert sent[1]["content"] == [signed, {"type": "text", "text": "Hello"}]
+    assert sent[0] == history[0]
+    assert sent[2] == history[2]

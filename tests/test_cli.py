@@ -261,3 +261,37 @@ async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
     assert re.search(r"POST /v1/messages 200 .* model=claude-test provider=anth", log.text)
     assert "Traceback" not in log.text
     assert "ERROR" not in log.text
+
+
+async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sdk) -> None:
+    path = write(tmp_path, gateway_yaml(upstream))
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        COMMAND,
+        *("serve", "--config", str(path), "--port", str(port), "--workers", "2"),
+        env={**_base_env(), **ENV},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # so that a failure can kill the workers too
+    )
+    assert process.stderr is not None
+    log = Lines(process.stderr)
+    try:
+        await log.wait_for("Application startup complete", within=30)
+        upstream.default = script.reply(ANSWER)
+        client = sdk(f"http://127.0.0.1:{port}")
+        for _ in range(4):
+            message = await client.messages.create(
+                model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            )
+            assert message.model == "claude-test"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        await asyncio.wait_for(log.task, timeout=30)
+    assert len(upstream.received) == 4
+    assert len(re.findall(r"Started server process \[\d+\]", log.text)) == 2
+    assert len(re.findall(r"POST /v1/messages 200", log.text)) == 4

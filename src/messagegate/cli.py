@@ -16,10 +16,11 @@ import uvicorn
 
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
+    LOG_LEVEL_VARIABLE,
     Config,
     ConfigError,
-    config_from_environment,
     load_config,
+    worker_settings,
 )
 from messagegate.server.app import GatewayApp
 
@@ -53,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
 def serve(config: Config, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging(args.log_level)
     # After its graceful shutdown uvicorn re-raises SIGTERM/SIGINT for the handler it found;
     # with Python's defaults the process would then die by the signal instead of exiting 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,6 +77,7 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     if args.workers > 1:
         # Worker processes build their own app from the config file named in the environment.
         os.environ[CONFIG_PATH_VARIABLE] = str(Path(args.config).resolve())
+        os.environ[LOG_LEVEL_VARIABLE] = args.log_level
         uvicorn.run(
             "messagegate.cli:app_from_environment",
             factory=True,
@@ -88,8 +94,10 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def app_from_environment() -> GatewayApp:
-    """The app factory each worker process calls (``--workers N``)."""
-    return GatewayApp(config_from_environment())
+    """The app factory each worker process calls (``--workers N``); workers start afresh."""
+    config, log_level = worker_settings()
+    configure_logging(log_level)
+    return GatewayApp(config)
 
 
 def describe(config: Config) -> str:

@@ -139,14 +139,15 @@ class Config:
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
+LOG_LEVEL_VARIABLE = "MESSAGEGATE_LOG_LEVEL"
 
 
-def config_from_environment() -> Config:
-    """The config named by MESSAGEGATE_CONFIG (set by ``serve --workers N`` for its workers)."""
+def worker_settings() -> tuple[Config, str]:
+    """The config and log level ``serve --workers N`` hands its workers through the environment."""
     path = os.environ.get(CONFIG_PATH_VARIABLE)
     if not path:
         raise ConfigError(f"{CONFIG_PATH_VARIABLE} is not set")
-    return load_config(path)
+    return load_config(path), os.environ.get(LOG_LEVEL_VARIABLE, "info")
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

@@ -41,6 +41,7 @@ class Tally:
     ok: int = 0
     errors: int = 0
     incomplete: int = 0
+    late: int = 0
     elapsed: float = 0.0
 
 

@@ -30,6 +30,8 @@ class Load:
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
     loadgen: str
+    # Requests still in flight when the time was up (their latency exceeds the run).
+    unfinished: int = 0
 
     @property
     def rps(self) -> float:
@@ -56,6 +58,7 @@ def from_tally(tally: Tally) -> Load:
         ttft_p50_ms=percentile(ttft, 50) * 1000 if ttft else None,
         ttft_p99_ms=percentile(ttft, 99) * 1000 if ttft else None,
         loadgen="asyncio",
+        unfinished=max(0, tally.started - tally.ok - tally.errors - tally.incomplete - tally.late),
     )
 
 

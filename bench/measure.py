@@ -47,6 +47,8 @@ class Row:
     upstream_requests: int
     loadgen: str
     noise_cores: float = 0.0
+    upstream_cpu_ms: float | None = None
+    unfinished: int = 0
     added_p50_ms: float | None = None
     added_p99_ms: float | None = None
     added_ttft_ms: float | None = None
@@ -59,6 +61,8 @@ class Meter:
     def __init__(self, roots: list[int], quiet_budget: float) -> None:
         self.roots = roots
         self.quiet_budget = quiet_budget
+        # The fake upstream of each profile, whose CPU per request each row also reports.
+        self.upstream_pids: dict[str, int] = {}
         self._busy = self._ours = self._started = 0.0
 
     def _own_cpu(self) -> float:
@@ -157,14 +161,19 @@ def _measure_once(
         settle(upstream)
         wait_idle(pids)
     procs.reset_peak(pids)
+    upstream_pid = [meter.upstream_pids[scenario.profile]] if meter.upstream_pids else []
     before_cpu, before_up = procs.cpu_seconds(pids), upstream_stats(upstream)["requests"]
+    before_upstream_cpu = procs.cpu_seconds(upstream_pid)
     meter.start()
     result = run_load(scenario, target, settings, settings.duration)
     noise = meter.foreign_cores()
     cpu = procs.cpu_seconds(pids) - before_cpu
+    upstream_cpu = procs.cpu_seconds(upstream_pid) - before_upstream_cpu
     served = upstream_stats(upstream)["requests"] - before_up
     row = _row(scenario, target, result, pids, cpu, served)
     row.noise_cores = noise
+    if upstream_pid and result.ok:
+        row.upstream_cpu_ms = upstream_cpu * 1000 / result.ok
     wait_idle(pids)
     return row
 
@@ -187,6 +196,7 @@ def _row(
         errors=result.errors,
         upstream_requests=served,
         loadgen=result.loadgen,
+        unfinished=result.unfinished,
     )
 
 

@@ -1,4 +1,4 @@
-"""py-spy around a load run: where the gateway's CPU time goes, by function, self and inclusive."""
+"""py-spy around a load run: where the gateway's CPU time goes, by package and by function."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _RATE = 200
+_OURS = "messagegate/"
+# The frames every sample goes through (interpreter start, CLI, server, event loop) say nothing.
+_EVERYWHERE = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +26,9 @@ class Hotspot:
 class Profile:
     scenario: str
     samples: int
+    by_package: list[tuple[str, float]]
+    ours_by_total: list[Hotspot]
     by_self: list[Hotspot]
-    by_total: list[Hotspot]
 
 
 def start_recording(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -35,45 +39,65 @@ def start_recording(py_spy: str, pid: int, seconds: float, out: Path) -> subproc
 
 
 def frame_key(frame: str) -> str:
-    """``func (path/to/module.py:12)`` -> ``module.py:func``; other frames as they are."""
+    """``func (pkg/module.py:12)`` -> ``pkg/module.py:func``; other frames as they are."""
     match = _FRAME.match(frame.strip())
     if match is None:
         return frame.strip()
-    path = match["file"]
-    short = "/".join(path.split("/")[-2:]) if "/" in path else path
-    return f"{short}:{match['func']}"
+    return f"{match['file']}:{match['func']}"
+
+
+def package(key: str) -> str:
+    """``messagegate/server/app.py:f`` -> ``messagegate/server``; others by their top name."""
+    path = key.rpartition(":")[0] if ":" in key else key
+    parts = path.split("/")
+    if parts[0] == "messagegate" and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0] if len(parts) > 1 else path
+
+
+@dataclass(slots=True)
+class _Counts:
+    own: Counter[str]
+    total: Counter[str]
+    samples: int = 0
+
+    def add(self, frames: list[str], count: int) -> None:
+        self.samples += count
+        self.own[frames[-1]] += count
+        for key in set(frames):
+            self.total[key] += count
+
+    def pct(self, value: int) -> float:
+        return value * 100 / self.samples if self.samples else 0.0
+
+    def hotspot(self, key: str) -> Hotspot:
+        return Hotspot(key, self.pct(self.own[key]), self.pct(self.total[key]))
+
+
+def _parse(raw: str) -> _Counts:
+    counts = _Counts(Counter(), Counter())
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = [frame_key(f) for f in stack.split(";") if f.strip()]
+        if frames and count_text.isdigit():
+            counts.add(frames, int(count_text))
+    return counts
 
 
 def summarize(scenario: str, raw: str, top: int = 15) -> Profile:
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [frame_key(f) for f in stack.split(";") if f.strip()]
-        if not frames:
-            continue
-        samples += count
-        own[frames[-1]] += count
-        for key in set(frames):
-            total[key] += count
-    return Profile(
-        scenario,
-        samples,
-        _hot(own, total, samples, own, top),
-        _hot(own, total, samples, total, top),
-    )
-
-
-def _hot(
-    own: Counter[str], total: Counter[str], samples: int, order: Counter[str], top: int
-) -> list[Hotspot]:
-    if samples == 0:
-        return []
-    return [
-        Hotspot(key, own[key] * 100 / samples, total[key] * 100 / samples)
-        for key, _ in order.most_common(top)
+    counts = _parse(raw)
+    packages: Counter[str] = Counter()
+    for key, value in counts.own.items():
+        packages[package(key)] += value
+    ours = [
+        (key, value)
+        for key, value in counts.total.most_common()
+        if key.startswith(_OURS) and value < counts.samples * _EVERYWHERE
     ]
+    return Profile(
+        scenario=scenario,
+        samples=counts.samples,
+        by_package=[(name, counts.pct(v)) for name, v in packages.most_common(top)],
+        ours_by_total=[counts.hotspot(key) for key, _ in ours[:top]],
+        by_self=[counts.hotspot(key) for key, _ in counts.own.most_common(top)],
+    )

@@ -55,25 +55,33 @@ ROW_HEADER = [
     "+TTFT ms",
     "CPU ms/req",
     "peak RSS MB",
+    "upstream CPU ms/req",
     "errors",
     "noise",
 ]
 
 
+def _rate(value: float) -> str:
+    return _num(value, 0 if value >= 100 else 1)
+
+
 def row_cells(row: Row) -> list[str]:
+    done = row.ok > 0
+    unfinished = f" ({row.unfinished} unfinished)" if row.unfinished and not done else ""
     return [
         row.scenario,
         row.target,
-        _num(row.rps, 0),
+        _rate(row.rps) + unfinished,
         _num(row.x_direct, 3),
-        _num(row.p50_ms),
-        _num(row.p99_ms),
+        _num(row.p50_ms if done else None),
+        _num(row.p99_ms if done else None),
         _signed(row.added_p50_ms),
         _signed(row.added_p99_ms),
         _num(row.ttft_p50_ms),
         _signed(row.added_ttft_ms),
         _num(row.cpu_ms, 3),
         _num(row.peak_rss_mb, 0),
+        _num(row.upstream_cpu_ms, 3),
         str(row.errors),
         _num(row.noise_cores, 2) + (" !" if row.noise_cores > NOISY_CORES else ""),
     ]
@@ -90,33 +98,35 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def versus_table(rows: list[Row], competitors: list[str]) -> str:
-    """Per scenario: req/s and CPU of ours and each competitor, and our ratio to each."""
+    """Per scenario: throughput, added p50 and CPU of ours and of each competitor, with ratios."""
     by = {(r.scenario, r.target): r for r in rows}
-    header = ["scenario", "ours req/s"]
+    header = ["scenario", "ours req/s", "ours +p50 ms", "ours CPU ms"]
     for name in competitors:
-        header += [f"{name} req/s", f"ours/{name}"]
-    header.append("ours CPU ms")
-    for name in competitors:
-        header += [f"{name} CPU ms", f"{name}/ours CPU"]
+        header += [f"{name} req/s", f"ours/{name}", f"{name} +p50 ms", f"{name} CPU ms"]
+        header.append(f"{name}/ours CPU")
     lines = []
     for scenario in dict.fromkeys(r.scenario for r in rows):
         ours = by.get((scenario, OURS))
         if ours is None:
             continue
-        line = [scenario, _num(ours.rps, 0)]
+        line = [scenario, _rate(ours.rps), _signed(ours.added_p50_ms), _num(ours.cpu_ms, 3)]
         for name in competitors:
-            other = by.get((scenario, name))
-            line += [
-                _num(other.rps if other else None, 0),
-                _ratio(ours.rps, other.rps if other else None),
-            ]
-        line.append(_num(ours.cpu_ms, 3))
-        for name in competitors:
-            other = by.get((scenario, name))
-            cpu = other.cpu_ms if other else None
-            line += [_num(cpu, 2), _ratio(cpu, ours.cpu_ms)]
+            line += _versus_cells(ours, by.get((scenario, name)))
         lines.append(line)
     return markdown_table(header, lines)
+
+
+def _versus_cells(ours: Row, other: Row | None) -> list[str]:
+    if other is None:
+        return ["-"] * 5
+    added = other.added_p50_ms if other.ok else None
+    return [
+        _rate(other.rps),
+        _ratio(ours.rps, other.rps),
+        _signed(added),
+        _num(other.cpu_ms, 2),
+        _ratio(other.cpu_ms, ours.cpu_ms),
+    ]
 
 
 def memory_table(rows: list[MemoryRow]) -> str:
@@ -148,11 +158,19 @@ def checks_table(checks: list[Check]) -> str:
 
 
 def profile_table(profile: Profile) -> str:
-    header = ["function (inclusive)", "total %", "self %"]
-    lines = [[h.function, _num(h.total_pct, 1), _num(h.self_pct, 1)] for h in profile.by_total]
-    own = ["function (self)", "self %", "total %"]
-    own_lines = [[h.function, _num(h.self_pct, 1), _num(h.total_pct, 1)] for h in profile.by_self]
-    return markdown_table(header, lines) + "\n\n" + markdown_table(own, own_lines)
+    """Self time by package, our functions by inclusive time, and the top functions by self time."""
+    packages = markdown_table(
+        ["package (self time)", "%"], ([name, _num(pct, 1)] for name, pct in profile.by_package)
+    )
+    ours = markdown_table(
+        ["messagegate function (inclusive)", "total %", "self %"],
+        ([h.function, _num(h.total_pct, 1), _num(h.self_pct, 1)] for h in profile.ours_by_total),
+    )
+    own = markdown_table(
+        ["function (self)", "self %", "total %"],
+        ([h.function, _num(h.self_pct, 1), _num(h.total_pct, 1)] for h in profile.by_self),
+    )
+    return "\n\n".join([packages, ours, own])
 
 
 def _find(rows: list[Row], scenario: str) -> Row | None:

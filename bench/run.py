@@ -112,6 +112,7 @@ class Plan:
     soak: bool
     hold: float
     quiet_budget: float
+    chosen: bool
 
 
 def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
@@ -135,6 +136,7 @@ def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
         profile=args.profile,
         soak=args.soak,
         hold=args.hold,
+        chosen=bool(args.scenarios),
         quiet_budget=args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 180),
     )
 
@@ -228,6 +230,7 @@ class Bench:
             )
             self.children.append(child)
             procs.wait_port(child, upstream.port, _START_TIMEOUT)
+            self.meter.upstream_pids[upstream.name] = child.pid
 
     def _start_targets(self) -> None:
         targets: list[Target] = [Direct(), Messagegate(self.record.versions["messagegate"])]
@@ -297,9 +300,10 @@ class Bench:
         ours = next(((t, c) for t, c in self.targets if t.name == report.OURS), None)
         if not self.plan.profile or not spy.ok or ours is None or ours[1] is None:
             return
-        by_name = {s.name: s for s in scenarios.full_matrix()}
-        for name in _PROFILED:
-            profile = self._profile(spy.command[0], by_name[name], ours[0], ours[1])
+        # A full run profiles the key scenarios; a run of chosen scenarios profiles each of them.
+        chosen = [s for s in self.plan.matrix if s.name in _PROFILED or self.plan.chosen]
+        for scenario in chosen:
+            profile = self._profile(spy.command[0], scenario, ours[0], ours[1])
             if profile is not None:
                 self.record.profiles.append(profile)
 

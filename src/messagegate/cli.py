@@ -71,6 +71,9 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "http": "httptools",
         "lifespan": "on",
         "access_log": False,
+        # No proxy-headers middleware, no `server` header: nothing between the socket and the app.
+        "proxy_headers": False,
+        "server_header": False,
         "log_config": None,
         "timeout_graceful_shutdown": config.shutdown_grace,
     }

@@ -27,6 +27,8 @@ from messagegate.translate.token_count import count_request
 T = TypeVar("T")
 Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
 
+# Requests choose their own filters, so the cache of their plans is bounded.
+_STATIC_PLANS_MAX = 4096
 # Output length assumed when ordering by speed or cost (the real one is unknown in advance).
 ASSUMED_OUTPUT_TOKENS = 1000
 
@@ -77,6 +79,8 @@ class Router:
         self.failover = failover
         self.rng = rng or random.Random()
         self._needs_count = any(r.max_context for m in config.models.values() for r in m.routes)
+        # Plans that depend only on (model, settings), computed once.
+        self._static_plans: dict[tuple[str, RoutingSettings], _Plan] = {}
 
     def model(self, name: str) -> Model:
         model = self.config.models.get(name)
@@ -116,6 +120,24 @@ class Router:
 
     def plan(self, request: RouteRequest) -> _Plan:
         """Every eligible (model, route) in the order to try them; 400 if the filters leave none."""
+        key = (request.model.name, request.settings)
+        cached = self._static_plans.get(key)
+        if cached is not None:
+            return _Plan(candidates=list(cached.candidates), skipped=list(cached.skipped))
+        plan = self._new_plan(request)
+        if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
+            self._static_plans[key] = plan
+            return _Plan(candidates=list(plan.candidates), skipped=list(plan.skipped))
+        return plan
+
+    def _is_static(self, request: RouteRequest) -> bool:
+        """The same request settings always give the same plan: no counts, weights or speeds."""
+        if self._needs_count or request.settings.preference is not None:
+            return False
+        models = self._models_to_try(request.model, request.settings)
+        return all(len({r.priority for r in m.routes}) == len(m.routes) for m in models)
+
+    def _new_plan(self, request: RouteRequest) -> _Plan:
         settings = request.settings
         input_tokens = self._input_tokens(request)
         candidates: list[tuple[Model, Route]] = []
@@ -200,6 +222,14 @@ class Router:
         self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
     ) -> T:
         client = self.clients[route.provider.name]
+        plan.attempts += 1
+        try:
+            # Most requests succeed at once: only a failure pays for the retry machinery.
+            return await operation(client, call)
+        except UpstreamError as error:
+            if self.failover.attempts_per_route < 2 or self._backoff(error) is False:
+                raise
+            first_failure: UpstreamError | None = error
         policy = self.failover
         async for attempt in stamina.retry_context(
             on=self._backoff,
@@ -210,6 +240,10 @@ class Router:
             wait_jitter=policy.backoff_initial,
         ):
             with attempt:
+                if first_failure is not None:
+                    # stamina's first attempt is the one that already failed: it backs off as usual.
+                    failed, first_failure = first_failure, None
+                    raise failed
                 plan.attempts += 1
                 return await operation(client, call)
         raise AssertionError("stamina ended without an attempt")  # pragma: no cover

@@ -19,6 +19,7 @@ from messagegate.server.auth import KeyChecker
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
+from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
 error_log = logging.getLogger("messagegate.error")
@@ -52,6 +53,9 @@ class GatewayApp:
         return self.messages is not None
 
     async def startup(self) -> None:
+        # Load the token vocabularies now, not on the first request that needs them.
+        for encoding in {"o200k_base", *(p.token_encoding for p in self.config.providers.values())}:
+            active_encoding(encoding)
         self.session = create_session()
         clients = create_clients(self.session, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)

@@ -6,7 +6,11 @@ from typing import Any
 
 import orjson
 
-from messagegate.api.schema import parse_count_tokens_request, parse_messages_request
+from messagegate.api.schema import (
+    ROUTING_FIELDS,
+    parse_count_tokens_request,
+    parse_messages_request,
+)
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest
 from messagegate.routing.policy import RoutingSettings
@@ -21,6 +25,7 @@ class MessagesEndpoint:
     def __init__(self, config: Config, router: Router) -> None:
         self.config = config
         self.router = router
+        self._key_settings: dict[str | None, RoutingSettings] = {}
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
@@ -68,11 +73,24 @@ class MessagesEndpoint:
     ) -> RouteRequest:
         exchange.log_fields["model"] = model_name
         model = self.router.model(model_name)
-        key_defaults = key.routing.values if key is not None else {}
-        settings = RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
+        settings = self._settings(data, key)
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
         beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"
         return RouteRequest(model=model, body=data, headers=headers, settings=settings, beta=beta)
+
+    def _settings(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:
+        """The request's routing settings; without routing fields, its key's defaults (cached)."""
+        if ROUTING_FIELDS.isdisjoint(data):
+            name = key.name if key is not None else None
+            settings = self._key_settings.get(name)
+            if settings is None:
+                settings = self._key_settings[name] = self._resolve({}, key)
+            return settings
+        return self._resolve(data, key)
+
+    def _resolve(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:
+        key_defaults = key.routing.values if key is not None else {}
+        return RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
 
     def _log_route(self, exchange: Exchange, routed: Routed[Any]) -> None:
         exchange.log_fields["provider"] = routed.route.provider.name

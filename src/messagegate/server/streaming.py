@@ -27,18 +27,26 @@ class StreamOutcome(enum.Enum):
 
 
 class _Writer:
-    """Serialises writes from the relay and the ping timer; remembers when it last wrote."""
+    """Writes body chunks for the relay and the ping timer; remembers when it last wrote."""
 
     def __init__(self, send: Send) -> None:
         self.send = send
-        self.lock = asyncio.Lock()
         self.last_write = time.monotonic()
         self.disconnected = False
+        # A ping is only sent while no relay write is in flight, so writes never interleave.
+        self.writing = False
 
     async def write(self, data: bytes) -> None:
-        async with self.lock:
+        self.writing = True
+        try:
             await self.send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            self.writing = False
         self.last_write = time.monotonic()
+
+    async def ping(self) -> None:
+        if not self.writing:
+            await self.write(PING)
 
 
 async def relay(
@@ -82,7 +90,7 @@ async def _watch(receive: Receive, writer: _Writer, ping: float, relay: asyncio.
                 message = await receive()
         except TimeoutError:
             if time.monotonic() - writer.last_write >= ping:
-                await writer.write(PING)
+                await writer.ping()
             continue
         if message["type"] == "http.disconnect":
             writer.disconnected = True

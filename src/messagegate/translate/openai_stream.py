@@ -71,6 +71,10 @@ class _Block:
         return self.tool is None or self.tool.arguments.complete
 
 
+# The keys of a delta that only continues the text ("role" is repeated by some servers).
+_TEXT_ONLY_KEYS = frozenset({"content", "role"})
+
+
 class OpenAIStreamTranslator:
     """Feed parsed OpenAI SSE chunks in, get Anthropic events out; ``finish`` when it ends.
 
@@ -139,6 +143,9 @@ class OpenAIStreamTranslator:
         if self._finish_reason is not None:
             return []  # nothing may follow the blocks' stops
         delta = choice.get("delta")
+        fast = self._more_text(delta) if choice.get("finish_reason") is None else None
+        if fast is not None:
+            return fast
         if not isinstance(delta, dict):
             delta = {}
         reasoning, text = message_texts(delta)
@@ -146,6 +153,19 @@ class OpenAIStreamTranslator:
         for call in message_tool_calls(delta):
             events += self._add_tool_delta(call)
         return events + self._choice_finished(choice)
+
+    def _more_text(self, delta: Any) -> list[Event] | None:
+        """The common chunk, more text for the open text block, without the general path."""
+        open_block = self._open
+        if open_block is None or open_block.kind != "text" or self._queue:
+            return None
+        if not isinstance(delta, dict) or not _TEXT_ONLY_KEYS.issuperset(delta):
+            return None
+        text = delta.get("content")
+        if not isinstance(text, str) or not text:
+            return None
+        open_block.texts.append(text)
+        return [_delta(open_block, text)]
 
     def _choice_finished(self, choice: dict[str, Any]) -> list[Event]:
         finish_reason = choice.get("finish_reason")

@@ -24,31 +24,32 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        lines = (self._buffer + chunk).split(b"\n")
-        self._buffer = lines.pop()
+        complete, newline, self._buffer = (self._buffer + chunk).rpartition(b"\n")
+        if not newline:
+            return []
+        # Only whole lines are decoded, so a UTF-8 sequence split across chunks stays intact.
         events: list[ServerSentEvent] = []
-        for line in lines:
-            event = self._line(line.removesuffix(b"\r").decode())
-            if event is not None:
-                events.append(event)
+        for line in complete.decode().split("\n"):
+            if not line or line == "\r":
+                event = self._dispatch()
+                if event is not None:
+                    events.append(event)
+            elif line[0] != ":":
+                self._field(line.removesuffix("\r"))
         return events
 
     def finish(self) -> list[ServerSentEvent]:
         """The stream ended: a last event without its blank line still counts."""
         return self.feed(b"\n\n") if self._buffer or self._data else []
 
-    def _line(self, line: str) -> ServerSentEvent | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
+    def _field(self, line: str) -> None:
         name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
+        if value[:1] == " ":
+            value = value[1:]
         if name == "data":
             self._data.append(value)
         elif name == "event":
             self._event = value
-        return None
 
     def _dispatch(self) -> ServerSentEvent | None:
         if not self._data:

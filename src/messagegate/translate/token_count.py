@@ -137,9 +137,13 @@ def _load(name: str) -> tiktoken.Encoding | None:
     ranks = _read_ranks(_ENCODINGS_DIR / f"{name}.tiktoken", spec.sha256)
     if ranks is None:
         return None
-    return tiktoken.Encoding(
+    encoding = tiktoken.Encoding(
         name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=dict(spec.special_tokens)
     )
+    # The Rust core holds its own copy; tiktoken keeps the Python one only for pickling, and it
+    # costs ~27 MB per vocabulary. Counting never pickles an Encoding.
+    encoding._mergeable_ranks = {}
+    return encoding
 
 
 @cache

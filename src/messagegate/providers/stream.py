@@ -59,9 +59,12 @@ async def _relay(
                 out = b"".join([converter.convert(e) for e in decoder.feed(chunk)])
                 if out:
                     yield out
-        yield b"".join([converter.convert(e) for e in decoder.finish()]) + converter.finish()
-    finally:
-        response.close()
+    except BaseException:
+        response.close()  # read only in part: the connection can't be reused
+        raise
+    # Fully read: the connection goes back to the pool.
+    response.release()
+    yield b"".join([converter.convert(e) for e in decoder.finish()]) + converter.finish()
 
 
 def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -85,7 +85,7 @@ def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_message_id() -> str:
-    return "msg_" + uuid.uuid4().hex
+    return "msg_" + secrets.token_hex(12)
 
 
 # --- content ------------------------------------------------------------------------------------

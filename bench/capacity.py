@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bench import load, procs
+from bench.measure import Meter
 from bench.record import Capacity
 from bench.targets import UPSTREAMS, Direct
 
@@ -16,7 +17,7 @@ _SPARE_PORT_STEP = 50
 
 
 def measure_capacity(
-    wrk: str, run_dir: Path, upstream_cpus: str | None, other_cpus: str | None
+    wrk: str, run_dir: Path, upstream_cpus: str | None, other_cpus: str | None, meter: Meter
 ) -> list[Capacity]:
     zero = UPSTREAMS["zero"]
     direct = Direct()
@@ -24,14 +25,16 @@ def measure_capacity(
     where = f"on CPU {upstream_cpus}, wrk on CPU {other_cpus}" if upstream_cpus else "unpinned"
     for stream, what in ((False, "JSON"), (True, "20-token stream")):
         request = direct.request("openai", zero, stream)
+        meter.wait_for_quiet()
+        meter.start()
         result = load.with_wrk(wrk, request, _CONNECTIONS, _SECONDS, other_cpus)
         setup = f"1 upstream process {where}, {what}, {_CONNECTIONS} connections"
-        found.append(_capacity(setup, result))
-    found.append(_two_processes(wrk, run_dir))
+        found.append(_capacity(setup, result, meter.foreign_cores()))
+    found.append(_two_processes(wrk, run_dir, meter))
     return found
 
 
-def _two_processes(wrk: str, run_dir: Path) -> Capacity:
+def _two_processes(wrk: str, run_dir: Path, meter: Meter) -> Capacity:
     """Two SO_REUSEPORT processes and two wrk threads, nothing pinned: the machine's ceiling."""
     zero = UPSTREAMS["zero"]
     port = zero.port + _SPARE_PORT_STEP
@@ -41,11 +44,17 @@ def _two_processes(wrk: str, run_dir: Path) -> Capacity:
     try:
         procs.wait_port(child, port, 30)
         request = dataclasses.replace(Direct().request("openai", zero, False), port=port)
+        meter.roots.append(child.pid)
+        meter.wait_for_quiet()
+        meter.start()
         result = load.with_wrk(wrk, request, _CONNECTIONS, _SECONDS, None, threads=2)
+        noise = meter.foreign_cores()
     finally:
+        meter.roots.remove(child.pid)
         child.stop()
-    return _capacity("2 upstream processes (SO_REUSEPORT) + wrk 2 threads, unpinned, JSON", result)
+    setup = "2 upstream processes (SO_REUSEPORT) + wrk 2 threads, unpinned, JSON"
+    return _capacity(setup, result, noise)
 
 
-def _capacity(setup: str, result: load.Load) -> Capacity:
-    return Capacity(setup, result.rps, result.p50_ms, result.p99_ms)
+def _capacity(setup: str, result: load.Load, noise: float) -> Capacity:
+    return Capacity(setup, result.rps, result.p50_ms, result.p99_ms, noise)

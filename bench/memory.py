@@ -118,6 +118,7 @@ def _soak(row: MemoryRow, pids: list[int], request: Request) -> None:
             )
         )
     row.soak_seconds = time.monotonic() - started
-    row.soak = sampler.checkpoints
+    # The last streams may end between two samples: their checkpoint is taken here.
+    row.soak = [*sampler.checkpoints, (tally.ok, procs.rss_mb(pids))]
     row.errors += tally.errors + tally.incomplete
     settle(HOLD)

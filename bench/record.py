@@ -28,6 +28,7 @@ class Capacity:
     rps: float
     p50_ms: float
     p99_ms: float
+    noise_cores: float = 0.0
 
 
 @dataclass(slots=True)
@@ -128,8 +129,11 @@ def to_markdown(record: RunRecord) -> str:
 
 
 def _capacity_table(capacity: list[Capacity]) -> str:
-    lines = [[c.setup, f"{c.rps:,.0f}", f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}"] for c in capacity]
-    return report.markdown_table(["setup", "req/s", "p50 ms", "p99 ms"], lines)
+    lines = [
+        [c.setup, f"{c.rps:,.0f}", f"{c.p50_ms:.2f}", f"{c.p99_ms:.2f}", f"{c.noise_cores:.2f}"]
+        for c in capacity
+    ]
+    return report.markdown_table(["setup", "req/s", "p50 ms", "p99 ms", "noise"], lines)
 
 
 def write_results(path: Path, record: RunRecord) -> None:

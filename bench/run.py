@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 _IN_NETNS = "MG_BENCH_IN_NETNS"
 _START_TIMEOUT = 60.0
 _NETNS_TIMEOUT = 45 * 60
+_KEEP_RUNS = 20
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,7 +188,7 @@ class Bench:
     def __init__(self, plan: Plan, tools: dict[str, Tool], argv: Sequence[str]) -> None:
         self.plan = plan
         self.tools = tools
-        self.run_dir = install.CACHE / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = _new_run_dir()
         self.children: list[procs.Child] = []
         self.targets: list[tuple[Target, procs.Child | None]] = []
         self.meter = measure.Meter([os.getpid()], plan.quiet_budget)
@@ -201,7 +203,6 @@ class Bench:
         )
 
     def run(self) -> record.RunRecord:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         log(f"bench: logs in {self.run_dir}")
         with procs.running(self.children):
             self._start_upstreams()
@@ -265,7 +266,7 @@ class Bench:
         wrk = self.plan.settings.wrk
         assert wrk is not None
         found = capacity.measure_capacity(
-            wrk, self.run_dir, self.plan.settings.load_cpus, self.plan.gateway_cpus
+            wrk, self.run_dir, self.plan.settings.load_cpus, self.plan.gateway_cpus, self.meter
         )
         self.record.capacity = found
         for c in found:
@@ -330,6 +331,15 @@ _PROFILED = (
     "zero/stream/anthropic/c64",
     "realistic/stream/openai/c256",
 )
+
+
+def _new_run_dir() -> Path:
+    """A fresh folder for this run's configs and logs; only the newest few are kept."""
+    runs = install.CACHE / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(runs.iterdir())[:-_KEEP_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=runs))
 
 
 def _claim(port: int) -> None:

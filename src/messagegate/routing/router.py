@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import stamina
@@ -56,12 +56,16 @@ class Routed(Generic[T]):
     answered: float = 0.0
 
 
-@dataclass(slots=True)
 class _Plan:
-    candidates: list[tuple[Model, Route]]
-    skipped: list[str] = field(default_factory=list)
-    attempts: int = 0
-    last_error: UpstreamError | None = None
+    """The routes one request will try, and what happened to them so far."""
+
+    __slots__ = ("attempts", "candidates", "last_error", "skipped")
+
+    def __init__(self, candidates: tuple[tuple[Model, Route], ...], skipped: list[str]) -> None:
+        self.candidates = candidates
+        self.skipped = skipped
+        self.attempts = 0
+        self.last_error: UpstreamError | None = None
 
 
 class Router:
@@ -123,11 +127,11 @@ class Router:
         key = (request.model.name, request.settings)
         cached = self._static_plans.get(key)
         if cached is not None:
-            return _Plan(candidates=list(cached.candidates), skipped=list(cached.skipped))
+            return _Plan(cached.candidates, list(cached.skipped))
         plan = self._new_plan(request)
         if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
             self._static_plans[key] = plan
-            return _Plan(candidates=list(plan.candidates), skipped=list(plan.skipped))
+            return _Plan(plan.candidates, list(plan.skipped))
         return plan
 
     def _is_static(self, request: RouteRequest) -> bool:
@@ -154,7 +158,7 @@ class Router:
             candidates.extend((model, route) for route in ordered)
         if not candidates:
             raise InvalidRequest(_no_route_message(request, excluded, input_tokens))
-        return _Plan(candidates=candidates, skipped=excluded)
+        return _Plan(tuple(candidates), excluded)
 
     def _models_to_try(self, model: Model, settings: RoutingSettings) -> list[Model]:
         models = [model]

@@ -11,8 +11,8 @@ machine releases, so a streamed and a non-streamed answer always carry the same 
 from __future__ import annotations
 
 import json
+import random
 import re
-import secrets
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -85,7 +85,8 @@ def _first_choice(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_message_id() -> str:
-    return "msg_" + secrets.token_hex(12)
+    """Unique, not secret, so no syscall for randomness."""
+    return f"msg_{random.getrandbits(96):024x}"
 
 
 # --- content ------------------------------------------------------------------------------------

@@ -207,8 +207,10 @@ def compare(rows: list[Row]) -> None:
         base = direct.get(row.scenario)
         if base is None or row is base:
             continue
+        row.x_direct = row.rps / base.rps if base.rps else None
+        if not row.ok:
+            continue
         row.added_p50_ms = row.p50_ms - base.p50_ms
         row.added_p99_ms = row.p99_ms - base.p99_ms
-        row.x_direct = row.rps / base.rps if base.rps else None
         if row.ttft_p50_ms is not None and base.ttft_p50_ms is not None:
             row.added_ttft_ms = row.ttft_p50_ms - base.ttft_p50_ms

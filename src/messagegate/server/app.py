@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import time
@@ -60,6 +61,9 @@ class GatewayApp:
         clients = create_clients(self.session, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
         self.messages = MessagesEndpoint(self.config, self.router)
+        # What exists now lives as long as the process: keep the collector from rescanning it.
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         self.messages = None

@@ -23,6 +23,7 @@ from messagegate.config import (
     load_config,
     worker_settings,
 )
+from messagegate.log_output import BufferedStderrHandler
 from messagegate.server.app import GatewayApp
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,7 +62,7 @@ def tune_gc() -> None:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, handlers=[BufferedStderrHandler()])
     # The format uses none of these, and gathering them per record (the caller's frame above
     # all) is most of what an access line costs: the logging HOWTO's "Optimization".
     logging._srcfile = None

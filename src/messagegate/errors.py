@@ -3,7 +3,6 @@
     GatewayError                      base: status, error_type, message
     ├── InvalidRequest                400 invalid_request_error (bad body, no eligible route)
     ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
-    ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
     └── UpstreamError                 an upstream failed or answered with an error
@@ -41,11 +40,6 @@ class InvalidRequest(GatewayError):
 class AuthenticationFailed(GatewayError):
     status = 401
     error_type = "authentication_error"
-
-
-class PermissionDenied(GatewayError):
-    status = 403
-    error_type = "permission_error"
 
 
 class NotFound(GatewayError):

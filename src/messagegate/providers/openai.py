@@ -90,7 +90,7 @@ class OpenAIClient:
         return self.count_locally(call)
 
     def count_locally(self, call: UpstreamCall) -> int:
-        return count_request(dict(call.body), self.provider.token_encoding)
+        return count_request(call.body, self.provider.token_encoding)
 
     def _post(self, request: OpenAIRequest, timeout: aiohttp.ClientTimeout) -> Any:
         return self.session.post(

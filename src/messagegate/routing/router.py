@@ -184,7 +184,7 @@ class Router:
         wants_count = self._needs_count or request.settings.preference in ("cost", "balanced")
         if not wants_count:
             return None
-        return count_request(dict(request.body))
+        return count_request(request.body)
 
     def _order(
         self,

@@ -19,6 +19,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -330,7 +331,7 @@ def _tool_tokens(tool: Any, encoding: str) -> int:
     return total
 
 
-def count_request(body: dict[str, Any], encoding: str = "o200k_base") -> int:
+def count_request(body: Mapping[str, Any], encoding: str = "o200k_base") -> int:
     """Estimated input tokens of a Messages API request body (as parsed from JSON).
 
     Counts `system`, every message's content, and `tools` (plus the hidden tool-use system

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiohttp
 import orjson
 
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import (
-    completion_timeout,
-    relayed_headers,
-    stream_timeout,
-    upstream_errors,
-)
+from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
     AnthropicEventRelay,
@@ -30,20 +23,22 @@ _DEFAULT_VERSION = "2023-06-01"
 
 
 class AnthropicClient:
-    def __init__(self, session: aiohttp.ClientSession, provider: Provider) -> None:
-        self.session = session
+    def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
+        self.pool = pool
         self.provider = provider
-        self.messages_url = f"{provider.base_url}/v1/messages"
-        self.count_url = f"{provider.base_url}/v1/messages/count_tokens"
-        self.auth_headers = _auth_headers(provider)
-        self.completion_timeout = completion_timeout(provider.timeouts)
-        self.stream_timeout = stream_timeout(provider.timeouts)
+        messages = Endpoint.parse(f"{provider.base_url}/v1/messages")
+        count = Endpoint.parse(f"{provider.base_url}/v1/messages/count_tokens")
+        auth = _auth_headers(provider)
+        self.messages = RequestHead(messages, auth)
+        self.beta_messages = RequestHead(messages.with_query("beta=true"), auth)
+        self.count = RequestHead(count, auth)
+        self.beta_count = RequestHead(count.with_query("beta=true"), auth)
 
     async def complete(self, call: UpstreamCall) -> Completion:
         with upstream_errors(self.provider):
-            async with self._post(self.messages_url, call, self.completion_timeout) as response:
-                raw = await response.read()
-                self._raise_for_status(response, raw)
+            response = await self._post(self.beta_messages if call.beta else self.messages, call)
+            raw = await response.read()
+        self._raise_for_status(response, raw)
         try:
             body = with_client_model(raw, call.client_model)
         except (orjson.JSONDecodeError, TypeError):
@@ -57,10 +52,9 @@ class AnthropicClient:
 
     async def open_stream(self, call: UpstreamCall) -> EventStream:
         with upstream_errors(self.provider):
-            response = await self._post(self.messages_url, call, self.stream_timeout)
+            response = await self._post(self.beta_messages if call.beta else self.messages, call)
             if response.status >= 400:
                 raw = await response.read()
-                response.release()
                 self._raise_for_status(response, raw)
         return await open_event_stream(
             response, self.provider, AnthropicEventRelay(call.client_model)
@@ -68,9 +62,9 @@ class AnthropicClient:
 
     async def count_tokens(self, call: UpstreamCall) -> int:
         with upstream_errors(self.provider):
-            async with self._post(self.count_url, call, self.completion_timeout) as response:
-                raw = await response.read()
-                self._raise_for_status(response, raw)
+            response = await self._post(self.beta_count if call.beta else self.count, call)
+            raw = await response.read()
+        self._raise_for_status(response, raw)
         try:
             count = orjson.loads(raw).get("input_tokens")
         except (orjson.JSONDecodeError, AttributeError):
@@ -79,19 +73,13 @@ class AnthropicClient:
             raise UpstreamProtocolError(f"provider {self.provider.name!r} sent no input_tokens")
         return count
 
-    def _post(self, url: str, call: UpstreamCall, timeout: aiohttp.ClientTimeout) -> Any:
-        headers = dict(self.auth_headers)
-        for name in _FORWARDED_HEADERS:
-            value = call.headers.get(name)
-            if value is not None:
-                headers[name] = value
+    async def _post(self, head: RequestHead, call: UpstreamCall) -> UpstreamResponse:
+        headers = {name: call.headers[name] for name in _FORWARDED_HEADERS if name in call.headers}
         headers.setdefault("anthropic-version", _DEFAULT_VERSION)
-        if call.beta:
-            url += "?beta=true"
         payload = orjson.dumps(to_anthropic_body(call.body, call.route.model))
-        return self.session.post(url, data=payload, headers=headers, timeout=timeout)
+        return await self.pool.post(head, head.encode(payload, headers), self.provider.timeouts)
 
-    def _raise_for_status(self, response: aiohttp.ClientResponse, raw: bytes) -> None:
+    def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
         if response.status >= 400:
             error = classify_anthropic_error(
                 response.status, raw, response.headers.get("retry-after"), self.provider.name

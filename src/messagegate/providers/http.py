@@ -1,44 +1,21 @@
-"""The pooled aiohttp session and the one place aiohttp's exceptions become GatewayErrors."""
+"""What every upstream client shares: the headers relayed to the client, and the one place
+where transport failures become GatewayErrors."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-import aiohttp
-from multidict import CIMultiDictProxy
-
-from messagegate.config import Provider, Timeouts
-from messagegate.errors import UpstreamTimeout, UpstreamUnreachable
+from messagegate.config import Provider
+from messagegate.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from messagegate.providers.connection import ConnectionDropped, ProtocolViolation, TransportError
 
 _RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
 
 
-def create_session() -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=0, ttl_dns_cache=300, keepalive_timeout=60, enable_cleanup_closed=True
-    )
-    return aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
-
-
-def completion_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """For a whole-body answer the first byte is the slow part; reads after it are quick."""
-    return aiohttp.ClientTimeout(
-        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
-    )
-
-
-def stream_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
-    """Reads wait up to first_byte until the first event; the stream reader then sets idle."""
-    return aiohttp.ClientTimeout(
-        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
-    )
-
-
-def relayed_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    """Rate-limit and retry-after headers the client should see, as the upstream sent them."""
-    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_RELAYED_PREFIXES)}
+def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Rate-limit and retry-after headers the client should see (names are lower case)."""
+    return {k: v for k, v in headers.items() if k.startswith(_RELAYED_PREFIXES)}
 
 
 @contextmanager
@@ -46,11 +23,14 @@ def upstream_errors(provider: Provider) -> Iterator[None]:
     """Translate transport failures of one provider into the gateway's exception tree."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+    except TimeoutError:
         raise UpstreamTimeout(f"provider {provider.name!r} timed out") from None
-    except aiohttp.ClientConnectorError:
-        raise UpstreamUnreachable(f"cannot connect to provider {provider.name!r}") from None
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+    except ConnectionDropped:
         raise UpstreamUnreachable(f"provider {provider.name!r} dropped the connection") from None
-    except (aiohttp.ClientError, asyncio.IncompleteReadError, ConnectionError):
+    except ProtocolViolation as exc:
+        raise UpstreamProtocolError(f"provider {provider.name!r} sent {exc}") from None
+    except TransportError:
         raise UpstreamUnreachable(f"provider {provider.name!r} failed to answer") from None
+    except OSError:
+        # Raised only while connecting: refused, unresolvable, or a failed TLS handshake.
+        raise UpstreamUnreachable(f"cannot connect to provider {provider.name!r}") from None

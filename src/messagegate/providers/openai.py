@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiohttp
 import orjson
 
 from messagegate.api.sse import Event, encode_event
@@ -12,12 +9,8 @@ from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import (
-    completion_timeout,
-    relayed_headers,
-    stream_timeout,
-    upstream_errors,
-)
+from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
@@ -28,15 +21,13 @@ from messagegate.translate.token_count import count_request
 
 
 class OpenAIClient:
-    def __init__(self, session: aiohttp.ClientSession, provider: Provider) -> None:
-        self.session = session
+    def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
+        self.pool = pool
         self.provider = provider
-        self.url = f"{provider.base_url}/chat/completions"
-        self.headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json"}
         if provider.api_key is not None:
-            self.headers["authorization"] = f"Bearer {provider.api_key}"
-        self.completion_timeout = completion_timeout(provider.timeouts)
-        self.stream_timeout = stream_timeout(provider.timeouts)
+            headers["authorization"] = f"Bearer {provider.api_key}"
+        self.head = RequestHead(Endpoint.parse(f"{provider.base_url}/chat/completions"), headers)
 
     def _translate(self, call: UpstreamCall, *, stream: bool) -> OpenAIRequest:
         body = dict(call.body)
@@ -51,9 +42,9 @@ class OpenAIClient:
     async def complete(self, call: UpstreamCall) -> Completion:
         request = self._translate(call, stream=False)
         with upstream_errors(self.provider):
-            async with self._post(request, self.completion_timeout) as response:
-                raw = await response.read()
-                self._raise_for_status(response, raw)
+            response = await self._post(request)
+            raw = await response.read()
+        self._raise_for_status(response, raw)
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -78,10 +69,9 @@ class OpenAIClient:
             model=call.client_model, request=request, input_tokens=self.count_locally(call)
         )
         with upstream_errors(self.provider):
-            response = await self._post(request, self.stream_timeout)
+            response = await self._post(request)
             if response.status >= 400:
                 raw = await response.read()
-                response.release()
                 self._raise_for_status(response, raw)
         converter = OpenAIEventConverter(translator, self.provider.name)
         return await open_event_stream(response, self.provider, converter)
@@ -92,12 +82,11 @@ class OpenAIClient:
     def count_locally(self, call: UpstreamCall) -> int:
         return count_request(call.body, self.provider.token_encoding)
 
-    def _post(self, request: OpenAIRequest, timeout: aiohttp.ClientTimeout) -> Any:
-        return self.session.post(
-            self.url, data=orjson.dumps(request.payload), headers=self.headers, timeout=timeout
-        )
+    async def _post(self, request: OpenAIRequest) -> UpstreamResponse:
+        encoded = self.head.encode(orjson.dumps(request.payload))
+        return await self.pool.post(self.head, encoded, self.provider.timeouts)
 
-    def _raise_for_status(self, response: aiohttp.ClientResponse, raw: bytes) -> None:
+    def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
         if response.status >= 400:
             error = classify_openai_error(response.status, raw, response.headers.get("retry-after"))
             error.headers.update(relayed_headers(response.headers))

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import aiohttp
-
 from messagegate.config import Provider
 from messagegate.providers.anthropic import AnthropicClient
 from messagegate.providers.base import UpstreamClient
 from messagegate.providers.openai import OpenAIClient
+from messagegate.providers.pool import ConnectionPool
 
 
 def create_clients(
-    session: aiohttp.ClientSession, providers: Iterable[Provider]
+    pool: ConnectionPool, providers: Iterable[Provider]
 ) -> dict[str, UpstreamClient]:
     clients: dict[str, UpstreamClient] = {}
     for provider in providers:
         if provider.kind == "anthropic":
-            clients[provider.name] = AnthropicClient(session, provider)
+            clients[provider.name] = AnthropicClient(pool, provider)
         else:
-            clients[provider.name] = OpenAIClient(session, provider)
+            clients[provider.name] = OpenAIClient(pool, provider)
     return clients

@@ -6,13 +6,12 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-import aiohttp
-
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import EventStream
 from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.pool import UpstreamResponse
 from messagegate.translate.sse_decoder import ServerSentEvent, SSEDecoder
 
 
@@ -29,7 +28,7 @@ class EventConverter(Protocol):
 
 
 async def open_event_stream(
-    response: aiohttp.ClientResponse, provider: Provider, converter: EventConverter
+    response: UpstreamResponse, provider: Provider, converter: EventConverter
 ) -> EventStream:
     """Read until the first client bytes exist, so a failure so far can still be failed over."""
     events = _relay(response, provider, converter)
@@ -42,20 +41,21 @@ async def open_event_stream(
     except BaseException:
         await events.aclose()
         raise
-    _set_idle_timeout(response, provider.timeouts.idle)
+    # After the first event the read timeout becomes the idle gap allowed between reads.
+    response.set_read_timeout(provider.timeouts.idle)
     return EventStream(
         headers=relayed_headers(response.headers), first=first, rest=events, usage=converter.usage
     )
 
 
 async def _relay(
-    response: aiohttp.ClientResponse, provider: Provider, converter: EventConverter
+    response: UpstreamResponse, provider: Provider, converter: EventConverter
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client bytes of each upstream chunk that completes at least one event."""
     decoder = SSEDecoder()
     try:
         with upstream_errors(provider):
-            async for chunk in response.content.iter_any():
+            while chunk := await response.read_chunk():
                 out = b"".join([converter.convert(e) for e in decoder.feed(chunk)])
                 if out:
                     yield out
@@ -65,12 +65,3 @@ async def _relay(
     # Fully read: the connection goes back to the pool.
     response.release()
     yield b"".join([converter.convert(e) for e in decoder.finish()]) + converter.finish()
-
-
-def _set_idle_timeout(response: aiohttp.ClientResponse, idle: float) -> None:
-    """After the first event the read timeout becomes the idle gap allowed between reads."""
-    connection = response.connection
-    if connection is not None and connection.protocol is not None:
-        connection.protocol.read_timeout = idle
-        # Restart the timer now: the events read so far may all have come in one read.
-        connection.protocol.start_timeout()

@@ -8,11 +8,9 @@ import random
 import time
 from collections.abc import Callable
 
-import aiohttp
-
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
 from messagegate.errors import GatewayError, NotFound
-from messagegate.providers.http import create_session
+from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
@@ -45,7 +43,7 @@ class GatewayApp:
         self.board = HealthBoard(breaker or config.breaker, clock)
         self.failover = failover or config.failover
         self.rng = rng
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: ConnectionPool | None = None
         self.router: Router | None = None
         self.messages: MessagesEndpoint | None = None
 
@@ -57,8 +55,8 @@ class GatewayApp:
         # Load the token vocabularies now, not on the first request that needs them.
         for encoding in {"o200k_base", *(p.token_encoding for p in self.config.providers.values())}:
             active_encoding(encoding)
-        self.session = create_session()
-        clients = create_clients(self.session, self.config.providers.values())
+        self.pool = ConnectionPool()
+        clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
         self.messages = MessagesEndpoint(self.config, self.router)
         # What exists now lives as long as the process: keep the collector from rescanning it.
@@ -67,9 +65,9 @@ class GatewayApp:
 
     async def shutdown(self) -> None:
         self.messages = None
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -1,0 +1,271 @@
+"""One keep-alive HTTP/1.1 connection to an upstream: it sends a request and parses the answer.
+
+The parsing is httptools' (llhttp); this module only keeps the state between its callbacks and
+the task reading the answer. A gateway's upstream calls are all alike (one POST, one answer,
+often streamed), so a connection costs a few microseconds per request instead of a general
+client's layers of request, response and stream objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from typing import cast
+
+import httptools
+
+# Unread streamed body above this pauses the socket until the reader catches up.
+_HIGH_WATER = 256 * 1024
+
+
+class TransportError(Exception):
+    """The connection failed; `answered` tells whether any of the answer had arrived."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+class ConnectionDropped(TransportError):
+    """The upstream closed the connection before its answer was complete."""
+
+
+class ProtocolViolation(TransportError):
+    """The upstream's bytes are not a valid HTTP/1.1 answer."""
+
+
+class ReadTimeout(TransportError, TimeoutError):
+    """No bytes for longer than the read timeout, or past the request's deadline."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """Protocol and reader state for one connection; one request at a time."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[UpstreamConnection], None]
+    ):
+        self.loop = loop
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.streaming = False
+        self.paused = False
+        self.error: TransportError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.decompressor: zlib._Decompress | None = None
+        # Timeouts: silence allowed between reads, and a deadline for the whole exchange.
+        self.read_timeout = 0.0
+        self.deadline = 0.0
+        self.last_data = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(self, request: bytes, read_timeout: float, total: float) -> None:
+        """Write one whole request; the answer's bytes then arrive through the callbacks."""
+        assert self.transport is not None
+        self._reset()
+        now = self.loop.time()
+        self.read_timeout = read_timeout
+        self.deadline = now + total
+        self.last_data = now
+        self.timer = self.loop.call_at(min(now + read_timeout, self.deadline), self._check_timeout)
+        self.transport.write(request)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def wait_headers(self) -> None:
+        while not self.headers_done:
+            await self._wait()
+
+    async def read_chunk(self) -> bytes:
+        """The next body bytes as they arrive (no framing), or b"" once the answer is complete."""
+        self.streaming = True
+        while not self.chunks:
+            if self.complete:
+                return b""
+            await self._wait()
+        data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def read_all(self) -> bytes:
+        while not self.complete:
+            await self._wait()
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """From now on, allow `seconds` of silence between reads (a stream's idle timeout)."""
+        self.read_timeout = seconds
+        self.last_data = self.loop.time()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = self.loop.call_at(
+                min(self.last_data + seconds, self.deadline), self._check_timeout
+            )
+
+    async def _wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self.waiter = self.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            if self.error is not None:
+                waiter.set_exception(self.error)
+            else:
+                waiter.set_result(None)
+
+    def finished(self) -> None:
+        """The answer was consumed: stop the timer; the pool decides whether to keep us."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.closed and self.error is None
+
+    def abort(self) -> None:
+        self.finished()
+        self.closed = True
+        if not self.complete and self.error is None:
+            self.error = TransportError("the gateway closed the connection")
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- timeouts -------------------------------------------------------------------------------
+
+    def _check_timeout(self) -> None:
+        """One timer per request, moved only when it fires: no rescheduling per chunk."""
+        self.timer = None
+        if self.complete or self.closed:
+            return
+        now = self.loop.time()
+        if now >= self.deadline:
+            self._fail(ReadTimeout("the answer took longer than the total timeout"))
+            return
+        quiet_until = self.last_data + self.read_timeout
+        if now >= quiet_until and not self.paused:
+            self._fail(ReadTimeout(f"no data for {self.read_timeout:g} s"))
+            return
+        if self.paused:
+            quiet_until = now + self.read_timeout
+        self.timer = self.loop.call_at(min(quiet_until, self.deadline), self._check_timeout)
+
+    def _fail(self, error: TransportError) -> None:
+        error.answered = self.headers_done
+        self.error = error
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_data = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolViolation("the upstream switched protocols"))
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolViolation(f"invalid HTTP answer: {exc}"))
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.complete and self.error is None:
+            if self.headers_done and exc is None and self._ends_at_close():
+                self.complete = True
+            else:
+                self.error = ConnectionDropped(
+                    "the upstream closed the connection", answered=self.headers_done
+                )
+        self._wake()
+        self.on_lost(self)
+
+    def _ends_at_close(self) -> bool:
+        """An answer with neither a length nor chunked framing ends when the connection does."""
+        names = {name for name, _ in self.raw_headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+    # -- httptools callbacks --------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        for name, value in self.raw_headers:
+            if name == b"content-encoding" and value.strip().lower() in (b"gzip", b"deflate"):
+                # Asked for identity; some servers compress anyway. wbits 47: gzip or zlib header.
+                self.decompressor = zlib.decompressobj(47)
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.decompressor is not None:
+            try:
+                body = self.decompressor.decompress(body)
+            except zlib.error as exc:
+                raise ProtocolViolation(f"invalid compressed body: {exc}") from None
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.streaming and self.buffered > _HIGH_WATER and not self.paused:
+            assert self.transport is not None
+            self.paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self.decompressor is not None:
+            self.chunks.append(self.decompressor.flush())
+        self.complete = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def headers(self) -> dict[str, str]:
+        """Header names in lower case; a repeated header's values joined as HTTP allows."""
+        headers: dict[str, str] = {}
+        for name, value in self.raw_headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return headers

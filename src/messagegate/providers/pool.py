@@ -1,0 +1,223 @@
+"""Keep-alive connections to upstreams, pooled per origin, and the answers read through them."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from messagegate.config import Timeouts
+from messagegate.providers.connection import ConnectionDropped, UpstreamConnection
+
+# Idle connections older than this are closed rather than reused: servers drop idle connections
+# on their own schedule, and a request sent into one that is closing would fail.
+KEEPALIVE_SECONDS = 30.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One upstream URL, split into what the connection needs and what the request line says."""
+
+    scheme: str
+    host: str
+    port: int
+    target: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.scheme, parts.hostname, port, target)
+
+    @property
+    def origin(self) -> Origin:
+        return (self.scheme, self.host, self.port)
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+    def with_query(self, query: str) -> Endpoint:
+        separator = "&" if "?" in self.target else "?"
+        return Endpoint(self.scheme, self.host, self.port, f"{self.target}{separator}{query}")
+
+
+class RequestHead:
+    """The bytes of a POST to one endpoint that never change: request line and fixed headers."""
+
+    __slots__ = ("endpoint", "prefix")
+
+    def __init__(self, endpoint: Endpoint, headers: Mapping[str, str]) -> None:
+        self.endpoint = endpoint
+        fixed = {"host": endpoint.host_header, "accept-encoding": "identity", **headers}
+        self.prefix = f"POST {endpoint.target} HTTP/1.1\r\n".encode() + _header_lines(fixed)
+
+    def encode(self, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
+        extra = _header_lines(headers) if headers else b""
+        length = b"content-length: %d\r\n\r\n" % len(body)
+        return b"".join((self.prefix, extra, length, body))
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    lines = [f"{name}: {value}" for name, value in headers.items()]
+    for line in lines:
+        if "\r" in line or "\n" in line:
+            raise ValueError("a header name or value contains a line break")
+    lines.append("")
+    return "\r\n".join(lines).encode("latin-1")
+
+
+class UpstreamResponse:
+    """An answer whose status and headers have arrived; its body is read once, whole or in parts."""
+
+    __slots__ = ("_connection", "_pool", "headers", "status")
+
+    def __init__(self, pool: ConnectionPool, connection: UpstreamConnection) -> None:
+        self._pool = pool
+        self._connection: UpstreamConnection | None = connection
+        self.status = connection.status
+        self.headers = connection.headers()
+
+    async def read(self) -> bytes:
+        """The whole body; the connection then goes back to the pool."""
+        connection = self._live()
+        try:
+            data = await connection.read_all()
+        except BaseException:
+            self.close()
+            raise
+        self.release()
+        return data
+
+    async def read_chunk(self) -> bytes:
+        """Body bytes as they arrive; b"" at the end (then call release)."""
+        return await self._live().read_chunk()
+
+    def set_read_timeout(self, seconds: float) -> None:
+        if self._connection is not None:
+            self._connection.set_read_timeout(seconds)
+
+    def release(self) -> None:
+        """Done reading: a complete keep-alive answer returns its connection to the pool."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.release(connection)
+
+    def close(self) -> None:
+        """Done before the end (or after a failure): the connection cannot be reused."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.abort()
+
+    def _live(self) -> UpstreamConnection:
+        if self._connection is None:
+            raise RuntimeError("the response was already released")
+        return self._connection
+
+
+class ConnectionPool:
+    """Idle connections per origin, most recently used first; new ones opened on demand."""
+
+    def __init__(
+        self,
+        *,
+        keepalive: float = KEEPALIVE_SECONDS,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.keepalive = keepalive
+        self._ssl_context = ssl_context
+        self._idle: dict[Origin, list[UpstreamConnection]] = {}
+        self._origins: dict[UpstreamConnection, Origin] = {}
+
+    async def post(self, head: RequestHead, request: bytes, timeouts: Timeouts) -> UpstreamResponse:
+        """Send `request` (encoded by `head`) and wait for the answer's status and headers."""
+        endpoint = head.endpoint
+        connection = self._take_idle(endpoint.origin)
+        if connection is not None:
+            try:
+                return await self._exchange(connection, request, timeouts)
+            except ConnectionDropped as dropped:
+                # The server closed this idle connection as the request went out: nothing of
+                # the request was answered, so it is sent once more on a fresh connection.
+                if dropped.answered:
+                    raise
+        connection = await self._open(endpoint, timeouts.connect)
+        return await self._exchange(connection, request, timeouts)
+
+    async def _exchange(
+        self, connection: UpstreamConnection, request: bytes, timeouts: Timeouts
+    ) -> UpstreamResponse:
+        connection.send(request, timeouts.first_byte, timeouts.total)
+        try:
+            await connection.wait_headers()
+        except BaseException:
+            connection.abort()
+            raise
+        return UpstreamResponse(self, connection)
+
+    def _take_idle(self, origin: Origin) -> UpstreamConnection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if connection.closed:
+                continue
+            if connection.loop.time() - connection.idle_since > self.keepalive:
+                # The newest idle connection is too old, so every older one is too.
+                for stale in (connection, *idle):
+                    stale.abort()
+                idle.clear()
+                return None
+            return connection
+        return None
+
+    async def _open(self, endpoint: Endpoint, connect_seconds: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        secure = endpoint.scheme == "https"
+        async with asyncio.timeout(connect_seconds):
+            _, connection = await loop.create_connection(
+                lambda: UpstreamConnection(loop, self._lost),
+                endpoint.host,
+                endpoint.port,
+                ssl=self._tls() if secure else None,
+                server_hostname=endpoint.host if secure else None,
+            )
+        self._origins[connection] = endpoint.origin
+        return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def release(self, connection: UpstreamConnection) -> None:
+        connection.finished()
+        origin = self._origins.get(connection)
+        if origin is None or not connection.reusable:
+            connection.abort()
+            return
+        connection.idle_since = connection.loop.time()
+        self._idle.setdefault(origin, []).append(connection)
+
+    def _lost(self, connection: UpstreamConnection) -> None:
+        origin = self._origins.pop(connection, None)
+        idle = self._idle.get(origin) if origin is not None else None
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    def idle_count(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+    def close(self) -> None:
+        """Close every connection, idle or in use (at shutdown)."""
+        for connection in list(self._origins):
+            connection.abort()
+        self._idle.clear()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from messagegate.config import Timeouts
@@ -98,9 +99,10 @@ class UpstreamResponse:
         self.release()
         return data
 
-    async def read_chunk(self) -> bytes:
-        """Body bytes as they arrive; b"" at the end (then call release)."""
-        return await self._live().read_chunk()
+    def read_chunk(self) -> Coroutine[Any, Any, bytes]:
+        """Body bytes as they arrive; b"" at the end (then call release). The connection's own
+        coroutine, not a wrapper around it: a stream calls this once per upstream chunk."""
+        return self._live().read_chunk()
 
     def set_read_timeout(self, seconds: float) -> None:
         if self._connection is not None:

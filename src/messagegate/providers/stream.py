@@ -53,10 +53,13 @@ async def _relay(
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client bytes of each upstream chunk that completes at least one event."""
     decoder = SSEDecoder()
+    decode, convert = decoder.feed, converter.convert
     try:
         with upstream_errors(provider):
             while chunk := await response.read_chunk():
-                out = b"".join([converter.convert(e) for e in decoder.feed(chunk)])
+                events = decode(chunk)
+                # Most chunks complete exactly one event: no list and join for those.
+                out = convert(events[0]) if len(events) == 1 else b"".join(map(convert, events))
                 if out:
                     yield out
     except BaseException:
@@ -64,4 +67,4 @@ async def _relay(
         raise
     # Fully read: the connection goes back to the pool.
     response.release()
-    yield b"".join([converter.convert(e) for e in decoder.finish()]) + converter.finish()
+    yield b"".join(map(convert, decoder.finish())) + converter.finish()

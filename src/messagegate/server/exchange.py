@@ -19,6 +19,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_HEADER = (b"content-type", b"application/json")
+# Seconds an upstream call may take before a task starts watching for the client leaving.
+WATCH_AFTER = 0.25
 T = TypeVar("T")
 
 
@@ -73,24 +75,25 @@ class Exchange:
         return b"".join(chunks)
 
     async def unless_client_leaves(self, work: Awaitable[T]) -> T:
-        """Await `work` (after the body was read); cancel it if the client disconnects first."""
+        """Await `work` (after the body was read); cancel it if the client disconnects first.
+
+        The watcher task starts only once the work has taken `WATCH_AFTER` seconds: most answers
+        are quicker, and a disconnect before then is still seen as soon as the watcher starts.
+        """
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.create_task(self._cancel_on_disconnect(task))
+        watch = _DisconnectWatch(self.receive, task)
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
         try:
             return await work
         except asyncio.CancelledError:
-            if not watcher.done() or watcher.cancelled():
+            if not watch.saw_disconnect:
                 raise
             task.uncancel()
             raise ClientDisconnected from None
         finally:
-            watcher.cancel()
-
-    async def _cancel_on_disconnect(self, task: asyncio.Task[Any]) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
+            timer.cancel()
+            watch.stop()
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
@@ -108,6 +111,31 @@ class Exchange:
     async def respond_error(self, error: GatewayError) -> None:
         body = error.body or error_body(error.error_type, error.message)
         await self.respond(error.status, body, error.headers)
+
+
+class _DisconnectWatch:
+    """Cancels a task when the client disconnects; started late, stopped when no longer needed."""
+
+    __slots__ = ("receive", "saw_disconnect", "target", "watcher")
+
+    def __init__(self, receive: Receive, target: asyncio.Task[Any]) -> None:
+        self.receive = receive
+        self.target = target
+        self.watcher: asyncio.Task[None] | None = None
+        self.saw_disconnect = False
+
+    def start(self) -> None:
+        self.watcher = asyncio.create_task(self._watch())
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.saw_disconnect = True
+        self.target.cancel()
 
 
 class ClientDisconnected(Exception):

@@ -91,6 +91,15 @@ def test_known_token_ids_match_the_official_vocabularies() -> None:
     assert cl100k.n_vocab == 100277
 
 
+def test_loaded_vocabularies_keep_no_python_copy_of_their_ranks() -> None:
+    # tiktoken keeps them only to pickle an Encoding (~27 MB each); the Rust core has its own.
+    for name in ("o200k_base", "cl100k_base"):
+        encoding = tc._resolve(name)
+        assert encoding is not None
+        assert encoding._mergeable_ranks == {}
+        assert len(encoding.encode_ordinary("hello world")) == 2
+
+
 def test_count_text_fixed_strings() -> None:
     assert tc.count_text("") == 0
     assert tc.count_text("hello world") == 2
@@ -124,6 +133,25 @@ def test_falls_back_to_cl100k_when_only_it_is_available(
     _use_dir(monkeypatch, tmp_path)
     assert tc.active_encoding("o200k_base") == "cl100k_base"
     assert tc.count_text("hello world") == 2
+
+
+@pytest.mark.usefixtures("fresh")
+def test_memory_is_handed_back_once_per_vocabulary_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    trims: list[None] = []
+    monkeypatch.setattr(tc, "_release_freed_memory", lambda: trims.append(None))
+    shutil.copy(tc._ENCODINGS_DIR / "cl100k_base.tiktoken", tmp_path)
+    _use_dir(monkeypatch, tmp_path)
+    assert tc.active_encoding("o200k_base") == "cl100k_base"
+    assert tc.count_text("hello world", "cl100k_base") == 2
+    assert len(trims) == 1  # o200k_base was not found: nothing was built for it
+
+
+def test_releasing_memory_is_harmless_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    tc._release_freed_memory()
+    monkeypatch.setattr(tc.sys, "platform", "darwin")
+    tc._release_freed_memory()
 
 
 @pytest.mark.usefixtures("fresh")

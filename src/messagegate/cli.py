@@ -25,6 +25,7 @@ from messagegate.config import (
 )
 from messagegate.log_output import BufferedStderrHandler
 from messagegate.server.app import GatewayApp
+from messagegate.server.http_protocol import HttpProtocol
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -82,7 +83,7 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "host": args.host or config.host,
         "port": args.port or config.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HttpProtocol,
         "lifespan": "on",
         "access_log": False,
         # No proxy-headers middleware, no `server` header: nothing between the socket and the app.

@@ -12,6 +12,7 @@ import uvicorn
 
 from messagegate.config import BreakerPolicy, Config, FailoverPolicy, parse_config
 from messagegate.server.app import GatewayApp
+from messagegate.server.http_protocol import HttpProtocol
 
 # Tests must never wait on real backoff: retries happen at once.
 FAST_FAILOVER = FailoverPolicy(attempts_per_route=2, backoff_initial=0.0, backoff_max=0.0)
@@ -39,6 +40,7 @@ async def running_gateway(
             host="127.0.0.1",
             port=0,
             lifespan="on",
+            http=HttpProtocol,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,

@@ -15,6 +15,7 @@ from messagegate.translate.openai_errors import classify_error_object, classify_
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_response import (
     JsonPrefix,
+    load_arguments,
     parse_arguments,
     repaired_arguments,
     to_anthropic_message,
@@ -231,6 +232,20 @@ def test_json_prefix_releases_valid_json_exactly(
     cut = text[: data.draw(st.integers(0, len(text)))]
     repaired = repaired_arguments(cut)
     assert repaired == "" or isinstance(json.loads(repaired), dict)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values | json_objects, st.data())
+def test_whole_json_arguments_are_parsed_as_their_repair_would_be(
+    value: Any, data: st.DataObject
+) -> None:
+    """Arguments that parse skip JsonPrefix; they must give the input the repair gives."""
+    text = json.dumps(value, ensure_ascii=data.draw(st.booleans()))
+    text = data.draw(st.sampled_from(["", " ", "\n"])) + text
+    text += data.draw(st.sampled_from(["", " ", "}", "x", ', "b": 1}', "\x00"]))
+    if data.draw(st.booleans()):
+        text = text[: data.draw(st.integers(0, len(text)))]
+    assert parse_arguments(text) == load_arguments(repaired_arguments(text))
 
 
 # --- stop reasons ----------------------------------------------------------------------------

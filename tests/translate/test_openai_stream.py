@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from messagegate.api.sse import Event
+from messagegate.api.sse import Event, encode_event
+from messagegate.translate import openai_stream
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_response import to_anthropic_message
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
@@ -231,6 +232,69 @@ def test_text_answer_events() -> None:
     message = replay_message("openai_text")
     assert message["content"] == [{"type": "text", "text": "Hello! How can I help?"}]
     assert (message["stop_reason"], message["stop_sequence"]) == ("end_turn", None)
+
+
+def _text_chunk(delta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        "usage": None,
+    }
+
+
+@pytest.mark.parametrize("reasoning", ["", "Hmm."])  # the text block is at index 0, or 1
+@pytest.mark.parametrize(
+    "text",
+    ["tok", " café ✓ 😀", 'say "hi" \\ C:\\dir\\n\nnext\tline\r', "\x00\x1f\x7f\u2028</script>"],
+)
+def test_the_text_fast_path_sends_the_bytes_of_the_general_path(
+    text: str, reasoning: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def after_open_text(extra: dict[str, Any], *, way: str) -> bytes:
+        translator = OpenAIStreamTranslator(model=MODEL, request=REQUEST, input_tokens=5)
+        translator.feed(_text_chunk({"reasoning_content": reasoning}))
+        translator.feed(_text_chunk({"role": "assistant", "content": "Hi"}))
+        chunk = _text_chunk({"content": text, **extra})
+        with monkeypatch.context() as patch:
+            if way != "general":  # the general path reads every delta through message_texts
+                patch.setattr(openai_stream, "message_texts", None)
+            if way == "sse":
+                sent = translator.feed_sse(chunk)
+            else:
+                sent = b"".join(encode_event(name, data) for name, data in translator.feed(chunk))
+        stop = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        assert names(translator.feed(stop)) == ["content_block_stop"]
+        assert translator.content[-1] == {"type": "text", "text": "Hi" + text}
+        return sent
+
+    general = after_open_text({"refusal": None}, way="general")  # a key the fast path refuses
+    assert after_open_text({}, way="events") == general
+    assert after_open_text({}, way="sse") == general
+    index = b"1" if reasoning else b"0"
+    assert general == (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+        + index
+        + b',"delta":{"type":"text_delta","text":'
+        + json.dumps(text, ensure_ascii=False).encode()
+        + b"}}\n\n"
+    )
+
+
+_RANDOM_PARTS = re.compile(rb"msg_[0-9a-f]{24}|mg0\.[A-Za-z0-9_-]+|toolu_[0-9a-f]{24}")
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_feed_sse_sends_the_encoded_events_of_feed(name: str) -> None:
+    chunks = fixture(name)["chunks"]
+    by_events = OpenAIStreamTranslator(model=MODEL, request=REQUEST, input_tokens=50)
+    by_sse = OpenAIStreamTranslator(model=MODEL, request=REQUEST, input_tokens=50)
+    for chunk in chunks:
+        events = by_events.feed(chunk)
+        encoded = b"".join(encode_event(event, data) for event, data in events)
+        sent = by_sse.feed_sse(chunk)
+        assert _RANDOM_PARTS.sub(b"?", sent) == _RANDOM_PARTS.sub(b"?", encoded)
+    assert by_sse.finish(saw_done=True) == by_events.finish(saw_done=True)
 
 
 def test_usage_on_the_finish_chunk() -> None:

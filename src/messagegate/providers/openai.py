@@ -115,7 +115,7 @@ class OpenAIEventConverter:
             # Nothing reached the client yet, so this attempt can still fail over.
             raise classify_error_object(chunk)
         self._chunks += 1
-        return self._encode(self.translator.feed(chunk))
+        return self.translator.feed_sse(chunk)
 
     def finish(self) -> bytes:
         if self._chunks == 0:

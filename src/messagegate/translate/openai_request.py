@@ -49,11 +49,12 @@ def to_openai_request(
     max_output: int | None = None,
 ) -> OpenAIRequest:
     """Translate a validated Messages API body for an OpenAI-compatible upstream."""
-    names = ToolNames.for_tools(_custom_tool_names(body), dialect.max_tool_name_length)
+    tools = _custom_tools(body)
+    names = ToolNames.for_tools([tool["name"] for tool in tools], dialect.max_tool_name_length)
     ctx = _Context(dialect, names)
     payload: dict[str, Any] = {"model": upstream_model, "messages": _messages(body, ctx)}
     payload.update(_sampling(body, dialect, max_output))
-    payload.update(_tool_fields(body, ctx))
+    payload.update(_tool_fields(tools, body.get("tool_choice"), ctx))
     payload.update(_stream_fields(body, dialect))
     return OpenAIRequest(payload, names, tuple(body.get("stop_sequences") or ()))
 
@@ -304,23 +305,17 @@ def _sampling(
     return out
 
 
-def _custom_tool_names(body: dict[str, Any]) -> list[str]:
-    return [tool["name"] for tool in body.get("tools") or () if _is_custom(tool)]
+def _custom_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tools an upstream can call: server tools (web_search_..., bash_...) have no schema."""
+    return [tool for tool in body.get("tools") or () if tool.get("type") in (None, "custom")]
 
 
-def _is_custom(tool: dict[str, Any]) -> bool:
-    """Server tools (web_search_..., bash_..., ...) have no schema an upstream could call."""
-    return tool.get("type") in (None, "custom")
-
-
-def _tool_fields(body: dict[str, Any], ctx: _Context) -> dict[str, Any]:
-    tools = [
-        _function_tool(tool, ctx.names) for tool in body.get("tools") or () if _is_custom(tool)
-    ]
+def _tool_fields(
+    tools: list[dict[str, Any]], choice: dict[str, Any] | None, ctx: _Context
+) -> dict[str, Any]:
     if not tools:
         return {}  # tool_choice without tools is an error on every server
-    out: dict[str, Any] = {"tools": tools}
-    choice = body.get("tool_choice")
+    out: dict[str, Any] = {"tools": [_function_tool(tool, ctx.names) for tool in tools]}
     if choice is None:
         return out
     if ctx.dialect.supports_tool_choice:
@@ -331,9 +326,14 @@ def _tool_fields(body: dict[str, Any], ctx: _Context) -> dict[str, Any]:
 
 
 def _function_tool(tool: dict[str, Any], names: ToolNames) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": names.upstream(tool["name"])}
-    if tool.get("description"):
-        function["description"] = tool["description"]
+    name = tool["name"]
+    # Requests carry dozens of tools whose names almost always fit: skip the call for those.
+    function: dict[str, Any] = {
+        "name": name if len(name) <= names.max_length else names.upstream(name)
+    }
+    description = tool.get("description")
+    if description:
+        function["description"] = description
     function["parameters"] = tool["input_schema"]
     return {"type": "function", "function": function}
 

@@ -246,6 +246,14 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
         return arguments  # a few servers send the object itself
     if not isinstance(arguments, str):
         return {}
+    try:
+        # Usually the arguments are whole JSON: JsonPrefix (a Python loop per character) would
+        # release all of it, so parsing it directly gives the same input.
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        return value
     return load_arguments(repaired_arguments(arguments))
 
 

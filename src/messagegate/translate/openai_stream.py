@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from messagegate.api.envelope import error_payload
-from messagegate.api.sse import Event
+from messagegate.api.sse import Event, encode_event, encode_text_delta
 from messagegate.api.usage import Usage
 from messagegate.errors import GatewayError, UpstreamProtocolError
 from messagegate.translate.openai_errors import classify_error_object
@@ -104,21 +104,17 @@ class OpenAIStreamTranslator:
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         """Events for one ``data:`` chunk of the upstream stream."""
-        if self._ended:
-            return []
-        if not isinstance(chunk, dict):
-            return self._fail(
-                UpstreamProtocolError("the upstream sent a chunk that is not an object")
-            )
-        if chunk.get("error") or chunk.get("object") == "error":
-            return self._fail(classify_error_object(chunk))
-        self._record_usage(chunk)
-        events = [] if self._started else [self._message_start()]
-        self._started = True
-        for choice in chunk.get("choices") or ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                events += self._choice(choice)
-        return events
+        more = self._more_text(chunk)
+        if more is not None:
+            return [_text_delta(*more)]
+        return self._feed(chunk)
+
+    def feed_sse(self, chunk: dict[str, Any]) -> bytes:
+        """``feed``'s events framed for the client; the usual chunk's bytes skip the event."""
+        more = self._more_text(chunk)
+        if more is not None:
+            return encode_text_delta(*more)
+        return b"".join([encode_event(name, data) for name, data in self._feed(chunk)])
 
     def finish(self, *, saw_done: bool) -> list[Event]:
         """The upstream stream ended; ``saw_done`` says whether it sent ``[DONE]``."""
@@ -139,13 +135,57 @@ class OpenAIStreamTranslator:
 
     # --- chunks --------------------------------------------------------------------------------
 
+    def _more_text(self, chunk: Any) -> tuple[int, str] | None:
+        """(index, text) of the usual chunk: only more text for the open text block.
+
+        The text is added to the block here. Any other chunk changes nothing and gives None.
+        """
+        block = self._open
+        if block is None or block.kind != "text" or self._queue or self._ended:
+            return None
+        if not isinstance(chunk, dict) or chunk.get("error") or chunk.get("object") == "error":
+            return None
+        if chunk.get("usage") or "x_groq" in chunk:
+            return None  # usage to record
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+            return None
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or choice.get("index", 0) != 0:
+            return None
+        text = delta.get("content")
+        if type(text) is not str or not text:
+            return None
+        if len(delta) > 1 and not _TEXT_ONLY_KEYS.issuperset(delta):
+            return None
+        block.texts.append(text)
+        return block.index, text
+
+    def _feed(self, chunk: dict[str, Any]) -> list[Event]:
+        """Any chunk, the general way."""
+        if self._ended:
+            return []
+        if not isinstance(chunk, dict):
+            return self._fail(
+                UpstreamProtocolError("the upstream sent a chunk that is not an object")
+            )
+        if chunk.get("error") or chunk.get("object") == "error":
+            return self._fail(classify_error_object(chunk))
+        self._record_usage(chunk)
+        events = [] if self._started else [self._message_start()]
+        self._started = True
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                events += self._choice(choice)
+        return events
+
     def _choice(self, choice: dict[str, Any]) -> list[Event]:
         if self._finish_reason is not None:
             return []  # nothing may follow the blocks' stops
         delta = choice.get("delta")
-        fast = self._more_text(delta) if choice.get("finish_reason") is None else None
-        if fast is not None:
-            return fast
         if not isinstance(delta, dict):
             delta = {}
         reasoning, text = message_texts(delta)
@@ -153,19 +193,6 @@ class OpenAIStreamTranslator:
         for call in message_tool_calls(delta):
             events += self._add_tool_delta(call)
         return events + self._choice_finished(choice)
-
-    def _more_text(self, delta: Any) -> list[Event] | None:
-        """The common chunk, more text for the open text block, without the general path."""
-        open_block = self._open
-        if open_block is None or open_block.kind != "text" or self._queue:
-            return None
-        if not isinstance(delta, dict) or not _TEXT_ONLY_KEYS.issuperset(delta):
-            return None
-        text = delta.get("content")
-        if not isinstance(text, str) or not text:
-            return None
-        open_block.texts.append(text)
-        return [_delta(open_block, text)]
 
     def _choice_finished(self, choice: dict[str, Any]) -> list[Event]:
         finish_reason = choice.get("finish_reason")
@@ -363,16 +390,21 @@ def _final_block(block: _Block) -> Block:
 
 
 def _delta(block: _Block, text: str) -> Event:
+    if block.kind == "text":
+        return _text_delta(block.index, text)
     if block.kind == "thinking":
         delta = {"type": "thinking_delta", "thinking": text}
-    elif block.kind == "text":
-        delta = {"type": "text_delta", "text": text}
     else:
         delta = {"type": "input_json_delta", "partial_json": text}
     return (
         "content_block_delta",
         {"type": "content_block_delta", "index": block.index, "delta": delta},
     )
+
+
+def _text_delta(index: int, text: str) -> Event:
+    delta = {"type": "text_delta", "text": text}
+    return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
 
 def _signature_delta(index: int, signature: str) -> Event:

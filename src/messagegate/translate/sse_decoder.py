@@ -6,13 +6,17 @@ so this one is ours: it is fed raw chunks as they arrive and returns the events 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(slots=True)
-class ServerSentEvent:
+class ServerSentEvent(NamedTuple):
     event: str
     data: str
+
+
+def _event(name: str, data: str) -> ServerSentEvent:
+    # tuple.__new__ skips the Python-level __new__ that calling a NamedTuple class goes through.
+    return tuple.__new__(ServerSentEvent, (name or "message", data))
 
 
 class SSEDecoder:
@@ -24,38 +28,53 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        complete, newline, self._buffer = (self._buffer + chunk).rpartition(b"\n")
+        if self._buffer:
+            chunk = self._buffer + chunk
+        complete, newline, self._buffer = chunk.rpartition(b"\n")
         if not newline:
             return []
         # Only whole lines are decoded, so a UTF-8 sequence split across chunks stays intact.
-        events: list[ServerSentEvent] = []
-        for line in complete.decode().split("\n"):
-            if not line or line == "\r":
-                event = self._dispatch()
-                if event is not None:
-                    events.append(event)
-            elif line[0] != ":":
-                self._field(line.removesuffix("\r"))
-        return events
+        text = complete.decode()
+        event = self._whole_event(text)
+        return [event] if event is not None else self._lines(text)
 
     def finish(self) -> list[ServerSentEvent]:
         """The stream ended: a last event without its blank line still counts."""
         return self.feed(b"\n\n") if self._buffer or self._data else []
 
-    def _field(self, line: str) -> None:
-        name, _, value = line.partition(":")
-        if value[:1] == " ":
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-
-    def _dispatch(self) -> ServerSentEvent | None:
-        if not self._data:
-            self._event = ""
+    def _whole_event(self, text: str) -> ServerSentEvent | None:
+        """The usual chunk, exactly one event: an optional ``event: `` line, one ``data: `` line."""
+        if self._data or "\r" in text:
             return None
-        event = ServerSentEvent(self._event or "message", "\n".join(self._data))
+        name, start = self._event, 0
+        if text.startswith("event: "):
+            start = text.find("\n") + 1
+            name = text[7 : start - 1]
+        if not text.startswith("data: ", start) or text.find("\n", start) != len(text) - 1:
+            return None
         self._event = ""
-        self._data = []
-        return event
+        return _event(name, text[start + 6 : -1])
+
+    def _lines(self, text: str) -> list[ServerSentEvent]:
+        """Any other chunk, line by line; a line without a colon is a field with no value."""
+        lines = text.split("\n")
+        if "\r" in text:
+            lines = [line.removesuffix("\r") for line in lines]
+        events: list[ServerSentEvent] = []
+        name, data = self._event, self._data
+        for line in lines:
+            if not line:
+                if data:
+                    events.append(_event(name, "\n".join(data)))
+                    data = []
+                name = ""
+            elif line.startswith("data:"):
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif line.startswith("event:"):
+                name = line[7:] if line[6:7] == " " else line[6:]
+            elif line == "data":
+                data.append("")
+            elif line == "event":
+                name = ""
+        self._event, self._data = name, data
+        return events

@@ -101,7 +101,7 @@ class Exchange:
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def respond(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
-        headers = [JSON_HEADER, *encode_headers(extra)]
+        headers = [JSON_HEADER, (b"content-length", b"%d" % len(body)), *encode_headers(extra)]
         await self.start(status, headers)
         await self.send({"type": "http.response.body", "body": body})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httptools
@@ -42,6 +42,8 @@ class Tally:
     errors: int = 0
     incomplete: int = 0
     late: int = 0
+    # Answers that ended during the warm-up, before the measured window opened.
+    early: int = 0
     elapsed: float = 0.0
 
 
@@ -125,8 +127,14 @@ async def _connect(port: int, markers: Markers) -> _Connection:
 
 
 async def _worker(
-    port: int, request: bytes, markers: Markers, deadline: float, tally: Tally, limit: int | None
+    port: int,
+    request: bytes,
+    markers: Markers,
+    window: tuple[float, float],
+    tally: Tally,
+    limit: int | None,
 ) -> None:
+    opens, deadline = window
     connection: _Connection | None = None
     try:
         while time.monotonic() < deadline and (limit is None or tally.started < limit):
@@ -140,7 +148,11 @@ async def _worker(
                 connection = None
                 await asyncio.sleep(0.01)
                 continue
-            _record(tally, latency, ttft, complete, time.monotonic() <= deadline)
+            ended = time.monotonic()
+            if ended < opens:
+                tally.early += 1
+                continue
+            _record(tally, latency, ttft, complete, ended <= deadline)
     finally:
         if connection is not None:
             connection.close()
@@ -169,17 +181,26 @@ async def run_load(
     duration: float,
     limit: int | None = None,
     tally: Tally | None = None,
+    warmup: float = 0.0,
+    on_window: Callable[[], None] | None = None,
 ) -> Tally:
-    """Run N workers until ``duration`` elapses (or ``limit`` requests started); bounded in time."""
+    """Run N workers until ``duration`` elapses (or ``limit`` requests started); bounded in time.
+
+    With a ``warmup``, the load runs without a break through it and only answers that end in
+    the window after it count (``on_window`` is called as the window opens): the measurement
+    starts in the steady state, not with every worker sending its first request at once.
+    """
     tally = tally if tally is not None else Tally()
-    started = time.monotonic()
-    deadline = started + duration
+    opens = time.monotonic() + warmup
+    deadline = opens + duration
+    if on_window is not None:
+        asyncio.get_running_loop().call_later(warmup, on_window)
     workers = [
-        asyncio.create_task(_worker(port, request, markers, deadline, tally, limit))
+        asyncio.create_task(_worker(port, request, markers, (opens, deadline), tally, limit))
         for _ in range(concurrency)
     ]
-    _, pending = await asyncio.wait(workers, timeout=duration + 0.05)
-    tally.elapsed = time.monotonic() - started
+    _, pending = await asyncio.wait(workers, timeout=warmup + duration + 0.05)
+    tally.elapsed = time.monotonic() - opens
     for task in pending:
         task.cancel()
     results = await asyncio.gather(*workers, return_exceptions=True)

@@ -6,7 +6,7 @@ import json
 import math
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +32,15 @@ class Load:
     loadgen: str
     # Requests still in flight when the time was up (their latency exceeds the run).
     unfinished: int = 0
+    mean_ms: float = 0.0
 
     @property
     def rps(self) -> float:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def closed_loop_rps(self, concurrency: int) -> float:
+        """Little's law for N clients that always wait on an answer: N / mean latency."""
+        return concurrency * 1000 / self.mean_ms if self.mean_ms > 0 else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -58,11 +63,21 @@ def from_tally(tally: Tally) -> Load:
         ttft_p50_ms=percentile(ttft, 50) * 1000 if ttft else None,
         ttft_p99_ms=percentile(ttft, 99) * 1000 if ttft else None,
         loadgen="asyncio",
-        unfinished=max(0, tally.started - tally.ok - tally.errors - tally.incomplete - tally.late),
+        mean_ms=sum(tally.latencies) * 1000 / len(tally.latencies) if tally.latencies else 0.0,
+        unfinished=max(
+            0,
+            tally.started - tally.early - tally.ok - tally.errors - tally.incomplete - tally.late,
+        ),
     )
 
 
-def with_client(request: Request, concurrency: int, duration: float) -> Load:
+def with_client(
+    request: Request,
+    concurrency: int,
+    duration: float,
+    warmup: float = 0.0,
+    on_window: Callable[[], None] | None = None,
+) -> Load:
     tally = uvloop.run(
         run_load(
             request.port,
@@ -70,6 +85,8 @@ def with_client(request: Request, concurrency: int, duration: float) -> Load:
             request.markers,
             concurrency=concurrency,
             duration=duration,
+            warmup=warmup,
+            on_window=on_window,
         )
     )
     return from_tally(tally)

@@ -19,6 +19,10 @@ _IDLE_CORES = 0.05
 # Other work on this shared machine (test suites, builds) above this many cores taints a run.
 NOISY_CORES = 0.15
 _QUIET_SAMPLE = 1.0
+# Profiles measured in a window of one continuous load (see _steady_load), and the least
+# warm-up that lets their first lockstep wave dissolve.
+STEADY_PROFILES = frozenset({"realistic"})
+_STEADY_WARMUP = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,21 +159,22 @@ def _measure_once(
     upstream = UPSTREAMS[scenario.profile]
     settle(upstream)
     pids = procs.tree(child.pid) if child is not None else []
-    if settings.warmup > 0:
-        warm = Settings(settings.warmup, 0, None, settings.load_cpus)
-        run_load(scenario, target, warm, settings.warmup)
-        settle(upstream)
-        wait_idle(pids)
-    procs.reset_peak(pids)
     upstream_pid = [meter.upstream_pids[scenario.profile]] if meter.upstream_pids else []
-    before_cpu, before_up = procs.cpu_seconds(pids), upstream_stats(upstream)["requests"]
-    before_upstream_cpu = procs.cpu_seconds(upstream_pid)
-    meter.start()
-    result = run_load(scenario, target, settings, settings.duration)
+    window = _Window(pids, upstream_pid, upstream, meter)
+    if scenario.profile in STEADY_PROFILES:
+        result = _steady_load(scenario, target, settings, window)
+    else:
+        if settings.warmup > 0:
+            warm = Settings(settings.warmup, 0, None, settings.load_cpus)
+            run_load(scenario, target, warm, settings.warmup)
+            settle(upstream)
+            wait_idle(pids)
+        window.open()
+        result = run_load(scenario, target, settings, settings.duration)
     noise = meter.foreign_cores()
-    cpu = procs.cpu_seconds(pids) - before_cpu
-    upstream_cpu = procs.cpu_seconds(upstream_pid) - before_upstream_cpu
-    served = upstream_stats(upstream)["requests"] - before_up
+    cpu = procs.cpu_seconds(pids) - window.cpu
+    upstream_cpu = procs.cpu_seconds(upstream_pid) - window.upstream_cpu
+    served = upstream_stats(upstream)["requests"] - window.upstream_requests
     row = _row(scenario, target, result, pids, cpu, served)
     row.noise_cores = noise
     if upstream_pid and result.ok:
@@ -178,19 +183,68 @@ def _measure_once(
     return row
 
 
+def _steady_load(
+    scenario: Scenario, target: Target, settings: Settings, window: _Window
+) -> load.Load:
+    """One continuous load: warm-up, then the measured window, with no restart between them.
+
+    A realistic answer takes ~550 ms, so 256 closed-loop clients that all start at once move in
+    lockstep waves and a 5 s window holds ~9 of them: whether the last wave lands inside the
+    window swung the count by up to 11%, and a gateway that spreads the first burst of 256
+    requests over its parsing time lost most of a wave. Measured in the steady state instead.
+    """
+    request = target.request(scenario.route, UPSTREAMS[scenario.profile], scenario.stream)
+    return load.with_client(
+        request,
+        scenario.concurrency,
+        settings.duration,
+        warmup=max(settings.warmup, _STEADY_WARMUP),
+        on_window=window.open,
+    )
+
+
+class _Window:
+    """What the gateway and its upstream had used when the measured window opened."""
+
+    def __init__(
+        self, pids: list[int], upstream_pid: list[int], upstream: Upstream, meter: Meter
+    ) -> None:
+        self.pids, self.upstream_pid, self.upstream, self.meter = (
+            pids,
+            upstream_pid,
+            upstream,
+            meter,
+        )
+        self.cpu = self.upstream_cpu = 0.0
+        self.upstream_requests = 0
+
+    def open(self) -> None:
+        procs.reset_peak(self.pids)
+        self.cpu = procs.cpu_seconds(self.pids)
+        self.upstream_cpu = procs.cpu_seconds(self.upstream_pid)
+        self.upstream_requests = upstream_stats(self.upstream)["requests"]
+        self.meter.start()
+
+
 def _row(
     scenario: Scenario, target: Target, result: load.Load, pids: list[int], cpu: float, served: int
 ) -> Row:
     gateway = bool(pids)
+    rps = result.rps
+    if scenario.profile in STEADY_PROFILES and result.loadgen == "asyncio":
+        # Completions in a window hold whole lockstep waves (see _steady_load); Little's law
+        # does not. The window's CPU is then divided by the answers that rate gives it.
+        rps = result.closed_loop_rps(scenario.concurrency)
+    answers = rps * result.seconds
     return Row(
         scenario=scenario.name,
         target=target.name,
-        rps=result.rps,
+        rps=rps,
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
         ttft_p50_ms=result.ttft_p50_ms if scenario.stream else None,
         ttft_p99_ms=result.ttft_p99_ms if scenario.stream else None,
-        cpu_ms=cpu * 1000 / result.ok if gateway and result.ok else None,
+        cpu_ms=cpu * 1000 / answers if gateway and result.ok and answers else None,
         peak_rss_mb=procs.peak_rss_mb(pids) if gateway else None,
         ok=result.ok,
         errors=result.errors,

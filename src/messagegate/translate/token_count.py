@@ -216,6 +216,8 @@ class _Memo:
 
 
 _memo = _Memo(_MEMO_MAX_CHARS)
+_SHORT_MAX_ENTRIES = 100_000
+_short_counts: dict[tuple[str, str], int] = {}
 
 
 def count_text(text: str, encoding: str = "o200k_base") -> int:
@@ -225,9 +227,15 @@ def count_text(text: str, encoding: str = "o200k_base") -> int:
     resolved = _resolve(encoding)
     if resolved is None:
         return math.ceil(len(text.encode("utf-8", "surrogatepass")) / _CHARS_PER_TOKEN)
-    if len(text) < _MEMO_MIN_CHARS:
-        return len(resolved.encode_ordinary(text))
     key = (encoding, text)
+    if len(text) < _MEMO_MIN_CHARS:
+        # Names, short turns: a plain dict, cheaper than the LRU and far cheaper than encoding.
+        short = _short_counts.get(key)
+        if short is None:
+            if len(_short_counts) >= _SHORT_MAX_ENTRIES:
+                _short_counts.clear()
+            short = _short_counts[key] = len(resolved.encode_ordinary(text))
+        return short
     count = _memo.get(key)
     if count is None:
         count = len(resolved.encode_ordinary(text))

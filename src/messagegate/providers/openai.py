@@ -103,6 +103,9 @@ class OpenAIEventConverter:
         self._saw_done = False
         self._chunks = 0
 
+    def verbatim(self, chunk: bytes) -> bool:
+        return False  # every Chat Completions chunk is translated
+
     def convert(self, event: ServerSentEvent) -> bytes:
         if event.data == "[DONE]":
             self._saw_done = True

@@ -22,6 +22,10 @@ class EventConverter(Protocol):
 
     def convert(self, event: ServerSentEvent) -> bytes: ...
 
+    def verbatim(self, chunk: bytes) -> bool:
+        """Whether a chunk that starts at an event boundary may go to the client as it is."""
+        ...
+
     def finish(self) -> bytes:
         """The upstream ended; raise a GatewayError if it ended too early."""
         ...
@@ -53,10 +57,13 @@ async def _relay(
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client bytes of each upstream chunk that completes at least one event."""
     decoder = SSEDecoder()
-    decode, convert = decoder.feed, converter.convert
+    decode, convert, verbatim = decoder.feed, converter.convert, converter.verbatim
     try:
         with upstream_errors(provider):
             while chunk := await response.read_chunk():
+                if verbatim(chunk) and decoder.between_events:
+                    yield chunk
+                    continue
                 events = decode(chunk)
                 # Most chunks complete exactly one event: no list and join for those.
                 out = convert(events[0]) if len(events) == 1 else b"".join(map(convert, events))

@@ -51,6 +51,15 @@ def with_client_model(raw: bytes, client_model: str) -> dict[str, Any]:
     return message
 
 
+# Events the relay passes on unchanged: ``event: NAME`` then one ``data: `` line.
+_VERBATIM_PREFIXES = (
+    b"event: content_block_delta\ndata: ",
+    b"event: content_block_start\ndata: ",
+    b"event: content_block_stop\ndata: ",
+    b"event: ping\ndata: ",
+)
+
+
 class AnthropicEventRelay:
     """Passes Anthropic events through unchanged, but for the model name; records usage."""
 
@@ -66,6 +75,16 @@ class AnthropicEventRelay:
             raise UpstreamProtocolError(
                 f"the upstream sent an unreadable {event.event!r} event"
             ) from None
+
+    def verbatim(self, chunk: bytes) -> bool:
+        """Whether a chunk can reach the client byte for byte: one whole event in the form this
+        relay writes, with nothing to change or record (content blocks and pings)."""
+        return (
+            chunk.startswith(_VERBATIM_PREFIXES)
+            and chunk.endswith(b"\n\n")
+            and chunk.count(b"\n") == 3
+            and b"\r" not in chunk
+        )
 
     def _convert(self, event: ServerSentEvent) -> bytes:
         name = event.event

@@ -38,6 +38,11 @@ class SSEDecoder:
         event = self._whole_event(text)
         return [event] if event is not None else self._lines(text)
 
+    @property
+    def between_events(self) -> bool:
+        """No part of an event is buffered: the next chunk starts a new one."""
+        return not self._buffer and not self._data and not self._event
+
     def finish(self) -> list[ServerSentEvent]:
         """The stream ended: a last event without its blank line still counts."""
         return self.feed(b"\n\n") if self._buffer or self._data else []

@@ -1,0 +1,59 @@
+"""The Anthropic event relay: which chunks pass byte for byte, and that they equal the relayed."""
+
+from __future__ import annotations
+
+import pytest
+
+from messagegate.translate.anthropic import AnthropicEventRelay
+from messagegate.translate.sse_decoder import SSEDecoder
+
+DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hi \\"there\\"\\n"}}\n\n'
+)
+START = b'event: message_start\ndata: {"type":"message_start","message":{"model":"up"}}\n\n'
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        DELTA,
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":1}\n\n',
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":1}\n\n',
+        b'event: ping\ndata: {"type": "ping"}\n\n',
+    ],
+)
+def test_a_whole_content_or_ping_event_passes_as_it_came_and_equals_the_relayed_bytes(
+    chunk: bytes,
+) -> None:
+    relay = AnthropicEventRelay("claude-client")
+    assert relay.verbatim(chunk)
+    (event,) = SSEDecoder().feed(chunk)
+    assert relay.convert(event) == chunk
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        START,  # the model name is rewritten
+        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":3}}\n\n',
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+        DELTA + DELTA,  # two events
+        DELTA[:-1],  # not yet whole
+        DELTA.replace(b"\n", b"\r\n"),
+        b"event: content_block_delta\ndata: {}\ndata: {}\n\n",  # two data lines
+    ],
+)
+def test_anything_else_is_decoded_and_relayed(chunk: bytes) -> None:
+    assert not AnthropicEventRelay("claude-client").verbatim(chunk)
+
+
+def test_the_decoder_says_when_a_chunk_starts_at_an_event_boundary() -> None:
+    decoder = SSEDecoder()
+    assert decoder.between_events
+    decoder.feed(DELTA[:20])
+    assert not decoder.between_events
+    decoder.feed(DELTA[20:])
+    assert decoder.between_events
+    decoder.feed(b"event: content_block_delta\n")
+    assert not decoder.between_events

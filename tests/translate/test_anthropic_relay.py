@@ -27,7 +27,7 @@ def test_a_whole_content_or_ping_event_passes_as_it_came_and_equals_the_relayed_
     chunk: bytes,
 ) -> None:
     relay = AnthropicEventRelay("claude-client")
-    assert relay.verbatim(chunk)
+    assert relay.whole_event(chunk) is chunk
     (event,) = SSEDecoder().feed(chunk)
     assert relay.convert(event) == chunk
 
@@ -45,7 +45,7 @@ def test_a_whole_content_or_ping_event_passes_as_it_came_and_equals_the_relayed_
     ],
 )
 def test_anything_else_is_decoded_and_relayed(chunk: bytes) -> None:
-    assert not AnthropicEventRelay("claude-client").verbatim(chunk)
+    assert AnthropicEventRelay("claude-client").whole_event(chunk) is None
 
 
 def test_the_decoder_says_when_a_chunk_starts_at_an_event_boundary() -> None:

@@ -103,15 +103,26 @@ class OpenAIEventConverter:
         self._saw_done = False
         self._chunks = 0
 
-    def verbatim(self, chunk: bytes) -> bool:
-        return False  # every Chat Completions chunk is translated
+    def whole_event(self, chunk: bytes) -> bytes | None:
+        """The usual chunk, one ``data: {...}`` event, translated without decoding it to text."""
+        if (
+            chunk.startswith(b"data: {")
+            and chunk.endswith(b"\n\n")
+            and chunk.count(b"\n") == 2
+            and b"\r" not in chunk
+        ):
+            return self._translate(memoryview(chunk)[6:-2])
+        return None
 
     def convert(self, event: ServerSentEvent) -> bytes:
         if event.data == "[DONE]":
             self._saw_done = True
             return b""
+        return self._translate(event.data)
+
+    def _translate(self, data: str | memoryview) -> bytes:
         try:
-            chunk = orjson.loads(event.data)
+            chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"provider {self.provider!r} sent invalid JSON") from None
         if self._chunks == 0 and isinstance(chunk, dict) and "error" in chunk:

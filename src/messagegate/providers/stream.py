@@ -22,8 +22,9 @@ class EventConverter(Protocol):
 
     def convert(self, event: ServerSentEvent) -> bytes: ...
 
-    def verbatim(self, chunk: bytes) -> bool:
-        """Whether a chunk that starts at an event boundary may go to the client as it is."""
+    def whole_event(self, chunk: bytes) -> bytes | None:
+        """The client bytes of a chunk that starts at an event boundary and is exactly one event
+        in the usual form, found without the decoder; None to decode it the general way."""
         ...
 
     def finish(self) -> bytes:
@@ -57,12 +58,14 @@ async def _relay(
 ) -> AsyncGenerator[bytes, None]:
     """Yield the client bytes of each upstream chunk that completes at least one event."""
     decoder = SSEDecoder()
-    decode, convert, verbatim = decoder.feed, converter.convert, converter.verbatim
+    decode, convert, whole_event = decoder.feed, converter.convert, converter.whole_event
     try:
         with upstream_errors(provider):
             while chunk := await response.read_chunk():
-                if verbatim(chunk) and decoder.between_events:
-                    yield chunk
+                out = whole_event(chunk) if decoder.between_events else None
+                if out is not None:
+                    if out:
+                        yield out
                     continue
                 events = decode(chunk)
                 # Most chunks complete exactly one event: no list and join for those.

@@ -76,15 +76,17 @@ class AnthropicEventRelay:
                 f"the upstream sent an unreadable {event.event!r} event"
             ) from None
 
-    def verbatim(self, chunk: bytes) -> bool:
-        """Whether a chunk can reach the client byte for byte: one whole event in the form this
-        relay writes, with nothing to change or record (content blocks and pings)."""
-        return (
+    def whole_event(self, chunk: bytes) -> bytes | None:
+        """The chunk itself when it can reach the client byte for byte: one whole event in the
+        form this relay writes, with nothing to change or record (content blocks and pings)."""
+        if (
             chunk.startswith(_VERBATIM_PREFIXES)
             and chunk.endswith(b"\n\n")
             and chunk.count(b"\n") == 3
             and b"\r" not in chunk
-        )
+        ):
+            return chunk
+        return None
 
     def _convert(self, event: ServerSentEvent) -> bytes:
         name = event.event

@@ -35,6 +35,9 @@ def start_recording(py_spy: str, pid: int, seconds: float, out: Path) -> subproc
     """Sample the process (pausing it briefly, for whole stacks) into raw collapsed stacks."""
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     command += ["--rate", str(_RATE), "--format", "raw", "--output", str(out)]
+    # Only the thread holding the GIL: py-spy took the gateway's sleeping log-flush thread for
+    # busy on this VM, a third of every profile.
+    command.append("--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -23,7 +23,7 @@ from messagegate.config import (
     load_config,
     worker_settings,
 )
-from messagegate.log_output import BufferedStderrHandler
+from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 
@@ -63,7 +63,9 @@ def tune_gc() -> None:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, handlers=[BufferedStderrHandler()])
+    handler = BufferedStderrHandler()
+    handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # The format uses none of these, and gathering them per record (the caller's frame above
     # all) is most of what an access line costs: the logging HOWTO's "Optimization".
     logging._srcfile = None

@@ -11,6 +11,22 @@ from typing import TextIO
 FLUSH_INTERVAL = 0.1
 
 
+class CachedTimeFormatter(logging.Formatter):
+    """The default ``asctime``, formatted once per second instead of once per line."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime(self.default_time_format, self.converter(record.created))
+        return f"{self._text},{int(record.msecs):03d}"
+
+
 class BufferedStderrHandler(logging.StreamHandler[TextIO]):
     """Writes each record without flushing it; a daemon thread flushes every `interval` seconds.
 

@@ -19,7 +19,7 @@ from bench.profiling import Profile
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
-_PACKAGES = ("messagegate", "uvicorn", "uvloop", "httptools", "aiohttp", "orjson", "msgspec")
+_PACKAGES = ("messagegate", "uvicorn", "uvloop", "httptools", "orjson", "msgspec")
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,21 @@ async def test_a_chunked_answer_arrives_part_by_part() -> None:
     assert server.connections == 1
 
 
+async def test_interim_answers_are_skipped_for_the_final_one() -> None:
+    early_hints = b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n"
+
+    def script(connection: int, number: int, seen: Seen) -> Answer:
+        return Answer(early_hints + response(b'{"final":true}', headers={"x-final": "1"}))
+
+    async with RawHTTPServer(script) as server:
+        pool = ConnectionPool()
+        answer = await post(pool, head(server))
+        assert (answer.status, await answer.read()) == (200, b'{"final":true}')
+        assert "link" not in answer.headers
+        assert answer.headers["x-final"] == "1"
+        pool.close()
+
+
 async def test_a_gzip_answer_is_decompressed_though_identity_was_asked_for() -> None:
     body = b'{"text":"' + b"compressible " * 500 + b'"}'
     packed = gzip.compress(body)

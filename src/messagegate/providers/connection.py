@@ -233,6 +233,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if self.status < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self.keep_alive = self.parser.should_keep_alive()
         for name, value in self.raw_headers:
             if name == b"content-encoding" and value.strip().lower() in (b"gzip", b"deflate"):
@@ -254,6 +256,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        if not self.headers_done:
+            self.raw_headers = []  # the end of an interim answer
+            return
         if self.decompressor is not None:
             self.chunks.append(self.decompressor.flush())
         self.complete = True

@@ -183,6 +183,39 @@ async def test_idle_connections_past_the_keepalive_are_closed_not_reused() -> No
     assert server.connections == 2
 
 
+async def test_a_bursts_idle_connections_close_once_past_the_keepalive() -> None:
+    async with RawHTTPServer(lambda *_: Answer(response(b"ok"))) as server:
+        pool = ConnectionPool(keepalive=0.2)
+        burst = await asyncio.gather(*(post(pool, head(server)) for _ in range(3)))
+        for answer in burst:
+            await answer.read()
+        assert pool.idle_count() == 3
+        # One request at a time keeps reusing the newest; the two below it age out.
+        for _ in range(2):
+            await asyncio.sleep(0.12)
+            assert await (await post(pool, head(server))).read() == b"ok"
+        assert pool.idle_count() == 1
+        pool.close()
+
+
+async def test_bytes_on_an_idle_connection_close_it() -> None:
+    def script(connection: int, number: int, seen: Seen) -> Answer:
+        if connection == 0:
+            return Answer(response(b"ok"), later=[(0.01, response(b"unasked"))])
+        return Answer(response(b"fresh"))
+
+    async with RawHTTPServer(script) as server:
+        pool = ConnectionPool()
+        assert await (await post(pool, head(server))).read() == b"ok"
+        for _ in range(200):
+            if pool.idle_count() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await (await post(pool, head(server))).read() == b"fresh"
+        pool.close()
+    assert server.connections == 2
+
+
 async def test_a_silent_upstream_times_out_and_its_connection_is_not_reused() -> None:
     def script(connection: int, number: int, seen: Seen) -> Answer:
         return Answer() if connection == 0 else Answer(response(b"ok"))

@@ -228,6 +228,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks --------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # Bytes after the answer, or on an idle connection: nothing was asked for.
+            raise ProtocolViolation("an answer nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name.lower(), value))
 

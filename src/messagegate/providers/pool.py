@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -137,7 +138,7 @@ class ConnectionPool:
     ) -> None:
         self.keepalive = keepalive
         self._ssl_context = ssl_context
-        self._idle: dict[Origin, list[UpstreamConnection]] = {}
+        self._idle: dict[Origin, deque[UpstreamConnection]] = {}
         self._origins: dict[UpstreamConnection, Origin] = {}
 
     async def post(self, head: RequestHead, request: bytes, timeouts: Timeouts) -> UpstreamResponse:
@@ -206,8 +207,13 @@ class ConnectionPool:
         if origin is None or not connection.reusable:
             connection.abort()
             return
-        connection.idle_since = connection.loop.time()
-        self._idle.setdefault(origin, []).append(connection)
+        now = connection.idle_since = connection.loop.time()
+        idle = self._idle.setdefault(origin, deque())
+        # The oldest idle connections are at the left: close those past the keep-alive, so a
+        # burst's connections do not stay open for ever behind a smaller steady load.
+        while idle and now - idle[0].idle_since > self.keepalive:
+            idle.popleft().abort()
+        idle.append(connection)
 
     def _lost(self, connection: UpstreamConnection) -> None:
         origin = self._origins.pop(connection, None)

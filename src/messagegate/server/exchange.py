@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -75,25 +75,25 @@ class Exchange:
         return b"".join(chunks)
 
     async def unless_client_leaves(self, work: Awaitable[T]) -> T:
-        """Await `work` (after the body was read); cancel it if the client disconnects first.
-
-        The watcher task starts only once the work has taken `WATCH_AFTER` seconds: most answers
-        are quicker, and a disconnect before then is still seen as soon as the watcher starts.
-        """
+        """Await `work` (after the body was read); cancel it if the client disconnects first."""
         task = asyncio.current_task()
         assert task is not None
-        watch = _DisconnectWatch(self.receive, task)
-        timer = asyncio.get_running_loop().call_later(WATCH_AFTER, watch.start)
+        watcher = LateTask(lambda: self._cancel_on_disconnect(task), WATCH_AFTER)
         try:
             return await work
         except asyncio.CancelledError:
-            if not watch.saw_disconnect:
+            seen = watcher.task
+            if seen is None or not seen.done() or seen.cancelled():
                 raise
             task.uncancel()
             raise ClientDisconnected from None
         finally:
-            timer.cancel()
-            watch.stop()
+            watcher.stop()
+
+    async def _cancel_on_disconnect(self, task: asyncio.Task[Any]) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
@@ -113,29 +113,27 @@ class Exchange:
         await self.respond(error.status, body, error.headers)
 
 
-class _DisconnectWatch:
-    """Cancels a task when the client disconnects; started late, stopped when no longer needed."""
+class LateTask:
+    """A task that a timer starts only after `delay` seconds; `stop` ends either one.
 
-    __slots__ = ("receive", "saw_disconnect", "target", "watcher")
+    Watching for a client that leaves takes a task per request; most answers come before the
+    delay, and a disconnect that happened sooner is still seen as soon as the task starts.
+    """
 
-    def __init__(self, receive: Receive, target: asyncio.Task[Any]) -> None:
-        self.receive = receive
-        self.target = target
-        self.watcher: asyncio.Task[None] | None = None
-        self.saw_disconnect = False
+    __slots__ = ("_make", "_timer", "task")
 
-    def start(self) -> None:
-        self.watcher = asyncio.create_task(self._watch())
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, None]], delay: float) -> None:
+        self._make = make
+        self.task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.create_task(self._make())
 
     def stop(self) -> None:
-        if self.watcher is not None:
-            self.watcher.cancel()
-
-    async def _watch(self) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        self.saw_disconnect = True
-        self.target.cancel()
+        self._timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
 
 class ClientDisconnected(Exception):

@@ -11,7 +11,7 @@ from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
 from messagegate.errors import GatewayError
 from messagegate.providers.base import EventStream
-from messagegate.server.exchange import WATCH_AFTER, Exchange, Receive, Send
+from messagegate.server.exchange import WATCH_AFTER, Exchange, LateTask, Receive, Send
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -57,13 +57,7 @@ async def relay(
     writer = _Writer(exchange.send)
     task = asyncio.current_task()
     assert task is not None
-    # Like Exchange.unless_client_leaves, the watcher task only starts once the stream has
-    # lasted a moment: short streams never need one, and a disconnect is seen when it starts.
-    watcher: list[asyncio.Task[None]] = []
-    timer = asyncio.get_running_loop().call_later(
-        min(ping, WATCH_AFTER),
-        lambda: watcher.append(asyncio.create_task(_watch(exchange.receive, writer, ping, task))),
-    )
+    watcher = LateTask(lambda: _watch(exchange.receive, writer, ping, task), min(ping, WATCH_AFTER))
     outcome = StreamOutcome.COMPLETED
     try:
         await writer.write(stream.first)
@@ -85,9 +79,7 @@ async def relay(
         outcome = StreamOutcome.DISCONNECTED
         exchange.log_fields["disconnected"] = "client"
     finally:
-        timer.cancel()
-        for started in watcher:
-            started.cancel()
+        watcher.stop()
         await stream.rest.aclose()
     if not writer.disconnected:
         await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -10,8 +10,10 @@ import pytest
 import trustme
 
 from fakes.raw_http import Answer, RawHTTPServer, Seen, chunked, response
-from messagegate.config import Timeouts
-from messagegate.providers.connection import ConnectionDropped, ReadTimeout
+from messagegate.config import Provider, Timeouts
+from messagegate.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from messagegate.providers.connection import ConnectionDropped, ProtocolViolation, ReadTimeout
+from messagegate.providers.http import upstream_errors
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 
 QUICK = Timeouts(connect=5, first_byte=5, idle=5, total=10)
@@ -110,6 +112,22 @@ async def test_a_gzip_answer_is_decompressed_though_identity_was_asked_for() -> 
         pool = ConnectionPool()
         answer = await post(pool, head(server))
         assert await answer.read() == body
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        response(b"\x1f\x8b this is not gzip", headers={"content-encoding": "gzip"}),
+    ],
+    ids=["garbage", "broken-gzip"],
+)
+async def test_an_answer_that_is_not_valid_http_is_a_protocol_violation(answer: bytes) -> None:
+    async with RawHTTPServer(lambda *_: Answer(answer)) as server:
+        pool = ConnectionPool()
+        with pytest.raises(ProtocolViolation):
+            await (await post(pool, head(server))).read()
         pool.close()
 
 
@@ -313,3 +331,20 @@ def test_header_values_cannot_inject_lines() -> None:
         b"POST /v1/messages HTTP/1.1\r\nhost: api.example.test\r\n"
     )
     assert endpoint.with_query("beta=true").target == "/v1/messages?beta=true"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (ReadTimeout("no data"), UpstreamTimeout),
+        (ConnectionDropped("closed"), UpstreamUnreachable),
+        (ProtocolViolation("invalid HTTP answer"), UpstreamProtocolError),
+        (ConnectionRefusedError(), UpstreamUnreachable),
+    ],
+)
+def test_transport_failures_become_the_gateways_errors(
+    raised: Exception, expected: type[Exception]
+) -> None:
+    provider = Provider(name="up", kind="openai", base_url="http://127.0.0.1:9", api_key=None)
+    with pytest.raises(expected, match="'up'"), upstream_errors(provider):
+        raise raised

@@ -44,7 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[UpstreamConnection], None]
-    ):
+    ) -> None:
         self.loop = loop
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None

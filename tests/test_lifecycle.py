@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from typing import Any
 
 import anthropic
+import orjson
 import pytest
 
 import fakes.anthropic_script as script
@@ -42,10 +44,10 @@ async def test_client_disconnect_mid_stream_closes_the_upstream_request(
             async with sdk(url).messages.stream(
                 model="claude-test", max_tokens=100, messages=HELLO
             ) as stream:
-                first = await asyncio.wait_for(anext(aiter(stream)), timeout=5)
+                first = await asyncio.wait_for(anext(aiter(stream)), timeout=30)
                 assert first.type == "message_start"
             # Leaving the block closed the client's connection with the stream still open.
-            await asyncio.wait_for(upstream.disconnected.wait(), timeout=5)
+            await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
             assert upstream.closed_streams == 1
     finally:
         never.set()
@@ -216,7 +218,74 @@ async def test_client_leaving_before_the_answer_starts_closes_the_upstream_reque
         waiting = asyncio.create_task(
             post(url, "/v1/messages", {**stream_body(), "stream": stream})
         )
-        await asyncio.wait_for(arrived.wait(), timeout=5)
+        await asyncio.wait_for(arrived.wait(), timeout=30)
         waiting.cancel()
-        await asyncio.wait_for(upstream.disconnected.wait(), timeout=5)
+        await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
     assert len(upstream.received) == 1
+
+
+async def test_a_client_that_stops_reading_pauses_the_upstream_then_gets_every_event(
+    upstream: FakeUpstream,
+) -> None:
+    # More than the gateway's socket send buffer can hold (4 MiB at most on Linux by default),
+    # so the gateway's own write buffer fills and it must stop reading the upstream.
+    delta = script.sse(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "x" * 8000},
+        },
+    )
+    count = 1500
+    message = script.message([{"type": "text", "text": ""}])
+    start, block_start, _empty_delta, *end = script.events(message, ping=False)
+    upstream.script(Reply(chunks=[start, block_start, *[delta] * count, *end]))
+    request = orjson.dumps(stream_body())
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: {GATEWAY_KEY}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(request)}\r\n\r\n"
+    ).encode()
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, app):
+        client = socket.socket()
+        # A small fixed receive buffer (no autotuning): the client holds almost nothing unread.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        client.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        reader, writer = await asyncio.open_connection(sock=client, limit=1 << 20)
+        writer.write(head + request)
+        assert app.pool is not None
+        for _ in range(1000):
+            if app.pool.paused_count():
+                break
+            await asyncio.sleep(0.01)
+        assert app.pool.paused_count() == 1
+        raw = await asyncio.wait_for(read_until(reader, b"\r\n0\r\n\r\n"), timeout=30)
+        writer.close()
+    body = dechunk(raw.partition(b"\r\n\r\n")[2])
+    events = sse_events(body)
+    texts = [data["delta"].get("text") for name, data in events if name == "content_block_delta"]
+    assert texts.count("x" * 8000) == count
+    assert events[-1][0] == "message_stop"
+    assert upstream.closed_streams == 1
+
+
+async def read_until(reader: asyncio.StreamReader, end: bytes) -> bytes:
+    parts = []
+    while True:
+        part = await reader.read(1 << 16)
+        assert part, "the gateway closed the connection early"
+        parts.append(part)
+        if parts[-1].endswith(end) or b"".join(parts[-2:]).endswith(end):
+            return b"".join(parts)
+
+
+def dechunk(body: bytes) -> bytes:
+    """The payload of a chunked transfer-encoded body."""
+    out = []
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(body[:size])
+        body = body[size + 2 :]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from messagegate.api.usage import Usage
@@ -29,14 +29,33 @@ class Completion:
     usage: Usage
 
 
-@dataclass(slots=True)
-class EventStream:
-    """An upstream stream that has already produced its first event (so it can still fail over)."""
+class EventStream(Protocol):
+    """An upstream stream that has already produced its first client bytes (so it can still
+    fail over); the rest is piped to the client as it arrives."""
 
     headers: dict[str, str]
     first: bytes
-    rest: AsyncGenerator[bytes, None]
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage
+
+    @property
+    def ended(self) -> bool:
+        """Everything is in `first`."""
+        ...
+
+    async def pipe(self, write: Callable[[bytes], None]) -> bytes:
+        """Call `write` with the client bytes of each part as it arrives; return the last part's
+        bytes (sent with the answer's end). Failures raise a GatewayError."""
+        ...
+
+    def pause(self) -> None:
+        """Stop reading the upstream: the client is not keeping up."""
+        ...
+
+    def resume(self) -> None: ...
+
+    def close(self) -> None:
+        """Stop reading and let go of the upstream, whatever state the stream is in."""
+        ...
 
 
 class UpstreamClient(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -39,6 +39,16 @@ class ReadTimeout(TransportError, TimeoutError):
     """No bytes for longer than the read timeout, or past the request's deadline."""
 
 
+class BodySink(Protocol):
+    """Takes an answer's body as it arrives, inside the socket's callback (see ``pipe``)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def end(self) -> None:
+        """The answer is complete."""
+        ...
+
+
 class UpstreamConnection(asyncio.Protocol):
     """Protocol and reader state for one connection; one request at a time."""
 
@@ -62,9 +72,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.streaming = False
+        # Reading the socket is paused while the reader holds it (`pause_reading`) or, in pull
+        # mode, while more than _HIGH_WATER bytes wait unread.
+        self.held = False
         self.paused = False
         self.error: TransportError | None = None
         self.waiter: asyncio.Future[None] | None = None
+        # Set by `pipe`: the body goes to the sink as it arrives, and `piped` ends with it.
+        self.sink: BodySink | None = None
+        self.piped: asyncio.Future[None] | None = None
         self.decompressor: zlib._Decompress | None = None
         # Timeouts: silence allowed between reads, and a deadline for the whole exchange.
         self.read_timeout = 0.0
@@ -101,9 +117,8 @@ class UpstreamConnection(asyncio.Protocol):
         data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self.chunks.clear()
         self.buffered = 0
-        if self.paused and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused:
+            self._flow()
         return data
 
     async def read_all(self) -> bytes:
@@ -112,6 +127,66 @@ class UpstreamConnection(asyncio.Protocol):
         data = b"".join(self.chunks)
         self.chunks.clear()
         return data
+
+    def pipe(self, sink: BodySink) -> asyncio.Future[None]:
+        """Hand the rest of the body to `sink` from the socket's callback, with no task switch:
+        what is buffered now at once, then what each read of the socket brings, in one piece,
+        then ``sink.end()``.
+
+        The future ends when the sink has seen the end, or fails with the transport's error or
+        with what the sink raised (the connection is then closed).
+        """
+        self.piped = self.loop.create_future()
+        if self.error is not None:
+            self.piped.set_exception(self.error)
+            return self.piped
+        self.sink = sink
+        # Each read now goes straight to the sink: nothing waits unread any more.
+        self.streaming = False
+        self._push()
+        if self.paused:
+            self._flow()
+        return self.piped
+
+    def _push(self) -> None:
+        """Give the sink what the last read brought, and the end once the answer is complete."""
+        sink = self.sink
+        if sink is None:
+            return
+        chunks = self.chunks
+        try:
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self.buffered = 0
+                sink.feed(data)
+            if self.complete:
+                sink.end()
+                self._end_pipe(None)
+        except BaseException as exc:
+            self._sink_failed(exc)
+
+    def pause_reading(self) -> None:
+        """Hold the socket's reading until `resume_reading` (the reader's own reader is slow);
+        the idle timeout waits meanwhile."""
+        self.held = True
+        self._flow()
+
+    def resume_reading(self) -> None:
+        self.held = False
+        self._flow()
+
+    def _flow(self) -> None:
+        """Pause or resume reading the socket, as the hold and the unread bytes require."""
+        pause = self.held or (self.streaming and self.buffered > _HIGH_WATER)
+        if pause == self.paused or self.transport is None or self.closed:
+            return
+        self.paused = pause
+        if pause:
+            self.transport.pause_reading()
+        else:
+            self.last_data = self.loop.time()
+            self.transport.resume_reading()
 
     def set_read_timeout(self, seconds: float) -> None:
         """From now on, allow `seconds` of silence between reads (a stream's idle timeout)."""
@@ -139,12 +214,35 @@ class UpstreamConnection(asyncio.Protocol):
                 waiter.set_exception(self.error)
             else:
                 waiter.set_result(None)
+        if self.sink is not None and self.error is not None:
+            self._end_pipe(self.error)
+
+    def _end_pipe(self, error: BaseException | None) -> None:
+        self.sink = None
+        piped = self.piped
+        if piped is not None and not piped.done():
+            if error is None:
+                piped.set_result(None)
+            else:
+                piped.set_exception(error)
+
+    def _sink_failed(self, error: BaseException) -> None:
+        """The sink raised: nothing more of this answer is wanted, so the connection closes."""
+        self.closed = True
+        if self.error is None and not self.complete:
+            self.error = TransportError("the gateway stopped reading the answer", answered=True)
+        if self.transport is not None:
+            self.transport.abort()
+        self._end_pipe(error)
 
     def finished(self) -> None:
-        """The answer was consumed: stop the timer; the pool decides whether to keep us."""
+        """The answer was consumed: stop the timer and any pause; the pool decides whether to
+        keep us."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.held = self.streaming = False
+        self._flow()
 
     @property
     def reusable(self) -> bool:
@@ -153,6 +251,9 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         self.finished()
         self.closed = True
+        self.sink = None
+        if self.piped is not None and not self.piped.done():
+            self.piped.cancel()
         if not self.complete and self.error is None:
             self.error = TransportError("the gateway closed the connection")
         if self.transport is not None:
@@ -201,7 +302,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ProtocolViolation(f"invalid HTTP answer: {exc}"))
             return
-        self._wake()
+        if self.sink is not None:
+            self._push()
+        else:
+            self._wake()
 
     def eof_received(self) -> bool:
         return False
@@ -214,6 +318,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.complete and self.error is None:
             if self.headers_done and exc is None and self._ends_at_close():
                 self.complete = True
+                self._push()
             else:
                 self.error = ConnectionDropped(
                     "the upstream closed the connection", answered=self.headers_done
@@ -256,16 +361,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunks.append(body)
         self.buffered += len(body)
         if self.streaming and self.buffered > _HIGH_WATER and not self.paused:
-            assert self.transport is not None
-            self.paused = True
-            self.transport.pause_reading()
+            self._flow()
 
     def on_message_complete(self) -> None:
         if not self.headers_done:
             self.raw_headers = []  # the end of an interim answer
             return
         if self.decompressor is not None:
-            self.chunks.append(self.decompressor.flush())
+            tail = self.decompressor.flush()
+            self.decompressor = None
+            if tail:
+                self.on_body(tail)
         self.complete = True
         if self.timer is not None:
             self.timer.cancel()

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from messagegate.config import Timeouts
-from messagegate.providers.connection import ConnectionDropped, UpstreamConnection
+from messagegate.providers.connection import BodySink, ConnectionDropped, UpstreamConnection
 
 # Idle connections older than this are closed rather than reused: servers drop idle connections
 # on their own schedule, and a request sent into one that is closing would fail.
@@ -104,6 +104,24 @@ class UpstreamResponse:
         """Body bytes as they arrive; b"" at the end (then call release). The connection's own
         coroutine, not a wrapper around it: a stream calls this once per upstream chunk."""
         return self._live().read_chunk()
+
+    @property
+    def exhausted(self) -> bool:
+        """The whole body has arrived and been read."""
+        connection = self._live()
+        return connection.complete and not connection.chunks
+
+    def pipe(self, sink: BodySink) -> asyncio.Future[None]:
+        """The rest of the body to `sink` as it arrives (``UpstreamConnection.pipe``)."""
+        return self._live().pipe(sink)
+
+    def pause_reading(self) -> None:
+        if self._connection is not None:
+            self._connection.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._connection is not None:
+            self._connection.resume_reading()
 
     def set_read_timeout(self, seconds: float) -> None:
         if self._connection is not None:
@@ -220,6 +238,10 @@ class ConnectionPool:
         idle = self._idle.get(origin) if origin is not None else None
         if idle and connection in idle:
             idle.remove(connection)
+
+    def paused_count(self) -> int:
+        """Connections whose reading is paused because their reader (a client) fell behind."""
+        return sum(1 for connection in self._origins if connection.paused)
 
     def idle_count(self) -> int:
         return sum(len(idle) for idle in self._idle.values())

@@ -1,18 +1,19 @@
-"""Reading an upstream SSE response: first-event priming, idle timeout, per-dialect conversion."""
+"""Reading an upstream SSE response: the first event awaited, the rest piped as it arrives."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import Callable
 from typing import Protocol
 
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
-from messagegate.errors import UpstreamProtocolError
-from messagegate.providers.base import EventStream
+from messagegate.errors import GatewayError, UpstreamProtocolError
 from messagegate.providers.http import relayed_headers, upstream_errors
 from messagegate.providers.pool import UpstreamResponse
 from messagegate.translate.sse_decoder import ServerSentEvent, SSEDecoder
+
+Write = Callable[[bytes], None]
 
 
 class EventConverter(Protocol):
@@ -32,49 +33,132 @@ class EventConverter(Protocol):
         ...
 
 
+class SSERelay:
+    """Upstream body bytes in, the client's bytes out: a ``BodySink``.
+
+    What each chunk completes goes to `write`; what the upstream's end completes goes to
+    `write_end`, so that it can leave with the end of the client's answer.
+    """
+
+    __slots__ = ("_convert", "_decoder", "_whole_event", "converter", "ended", "write", "write_end")
+
+    def __init__(self, converter: EventConverter, write: Write) -> None:
+        self.converter = converter
+        self.write = write
+        self.write_end = write
+        self.ended = False
+        self._decoder = SSEDecoder()
+        self._convert = converter.convert
+        self._whole_event = converter.whole_event
+
+    def feed(self, chunk: bytes) -> None:
+        decoder = self._decoder
+        if decoder.between_events:
+            out = self._whole_event(chunk)
+            if out is not None:
+                if out:
+                    self.write(out)
+                return
+        events = decoder.feed(chunk)
+        # Most chunks complete exactly one event: no list and join for those.
+        out = self._convert(events[0]) if len(events) == 1 else b"".join(map(self._convert, events))
+        if out:
+            self.write(out)
+
+    def end(self) -> None:
+        self.ended = True
+        out = b"".join(map(self._convert, self._decoder.finish())) + self.converter.finish()
+        if out:
+            self.write_end(out)
+
+
+class UpstreamEventStream:
+    """An upstream stream whose first client bytes exist (so far it could still fail over)."""
+
+    def __init__(
+        self,
+        response: UpstreamResponse,
+        provider: Provider,
+        relay: SSERelay,
+        first: bytes,
+        failure: GatewayError | None = None,
+    ) -> None:
+        self.headers = relayed_headers(response.headers)
+        self.first = first
+        self.usage = relay.converter.usage
+        self._response = response
+        self._provider = provider
+        self._relay = relay
+        # How the upstream's end, already read, failed: raised by `pipe`, after `first` went out.
+        self._failure = failure
+
+    @property
+    def ended(self) -> bool:
+        """The whole stream is in `first`: nothing is left to pipe."""
+        return self._relay.ended and self._failure is None
+
+    async def pipe(self, write: Write) -> bytes:
+        """Write the client bytes of each upstream chunk as it arrives, from the socket's
+        callback; return those of the upstream's end, which the caller sends with the end of
+        its answer. A failure raises a GatewayError."""
+        if self._failure is not None:
+            raise self._failure
+        tail: list[bytes] = []
+        self._relay.write = write
+        self._relay.write_end = tail.append
+        with upstream_errors(self._provider):
+            try:
+                await self._response.pipe(self._relay)
+            except BaseException:
+                self._response.close()
+                raise
+        self._response.release()
+        return b"".join(tail)
+
+    def pause(self) -> None:
+        self._response.pause_reading()
+
+    def resume(self) -> None:
+        self._response.resume_reading()
+
+    def close(self) -> None:
+        """Stop reading (the client left, or the gateway is done); the connection is closed
+        unless it was released after a complete answer."""
+        self._response.close()
+
+
 async def open_event_stream(
     response: UpstreamResponse, provider: Provider, converter: EventConverter
-) -> EventStream:
+) -> UpstreamEventStream:
     """Read until the first client bytes exist, so a failure so far can still be failed over."""
-    events = _relay(response, provider, converter)
+    first: list[bytes] = []
+    relay = SSERelay(converter, first.append)
+    failure: GatewayError | None = None
     try:
         with upstream_errors(provider):
             async with asyncio.timeout(provider.timeouts.first_byte):
-                first = await anext(events)
-    except StopAsyncIteration:
-        raise UpstreamProtocolError(f"provider {provider.name!r} sent an empty stream") from None
+                while not first:
+                    chunk = await response.read_chunk()
+                    if not chunk:
+                        relay.end()
+                        if not first:
+                            raise UpstreamProtocolError(
+                                f"provider {provider.name!r} sent an empty stream"
+                            )
+                        break
+                    relay.feed(chunk)
+            if not relay.ended and response.exhausted:
+                # The whole answer came at once: end it now, so it goes out in one write.
+                try:
+                    relay.end()
+                except GatewayError as error:
+                    failure = error
     except BaseException:
-        await events.aclose()
+        response.close()
         raise
-    # After the first event the read timeout becomes the idle gap allowed between reads.
-    response.set_read_timeout(provider.timeouts.idle)
-    return EventStream(
-        headers=relayed_headers(response.headers), first=first, rest=events, usage=converter.usage
-    )
-
-
-async def _relay(
-    response: UpstreamResponse, provider: Provider, converter: EventConverter
-) -> AsyncGenerator[bytes, None]:
-    """Yield the client bytes of each upstream chunk that completes at least one event."""
-    decoder = SSEDecoder()
-    decode, convert, whole_event = decoder.feed, converter.convert, converter.whole_event
-    try:
-        with upstream_errors(provider):
-            while chunk := await response.read_chunk():
-                out = whole_event(chunk) if decoder.between_events else None
-                if out is not None:
-                    if out:
-                        yield out
-                    continue
-                events = decode(chunk)
-                # Most chunks complete exactly one event: no list and join for those.
-                out = convert(events[0]) if len(events) == 1 else b"".join(map(convert, events))
-                if out:
-                    yield out
-    except BaseException:
-        response.close()  # read only in part: the connection can't be reused
-        raise
-    # Fully read: the connection goes back to the pool.
-    response.release()
-    yield b"".join(map(convert, decoder.finish())) + converter.finish()
+    if relay.ended:
+        response.release()
+    else:
+        # After the first event the read timeout becomes the idle gap allowed between reads.
+        response.set_read_timeout(provider.timeouts.idle)
+    return UpstreamEventStream(response, provider, relay, b"".join(first), failure)

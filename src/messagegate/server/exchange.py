@@ -12,6 +12,7 @@ import orjson
 
 from messagegate.api.envelope import error_body
 from messagegate.errors import GatewayError, RequestTooLarge
+from messagegate.server.http_protocol import BODY_WRITER, BodyWriter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,6 +29,7 @@ class Exchange:
     """The request as the handlers see it, and the answer they give."""
 
     __slots__ = (
+        "extensions",
         "headers",
         "log_fields",
         "method",
@@ -44,6 +46,7 @@ class Exchange:
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.extensions: dict[str, Any] = scope.get("extensions") or {}
         self.receive = receive
         self.send = send
         # Unique, not secret: os.urandom (a syscall) per request would cost more than it buys.
@@ -94,6 +97,13 @@ class Exchange:
         while (await self.receive())["type"] != "http.disconnect":
             pass
         task.cancel()
+
+    def body_writer(self) -> BodyWriter:
+        """The server's writer for a streamed body (messagegate's ``HttpProtocol`` gives one)."""
+        writer = self.extensions.get(BODY_WRITER, {}).get("writer")
+        if writer is None:
+            raise GatewayError("streaming needs messagegate's HTTP protocol (messagegate serve)")
+        return writer  # type: ignore[no-any-return]
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status

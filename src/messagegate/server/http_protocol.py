@@ -1,19 +1,25 @@
-"""uvicorn's httptools protocol, sending each response head in one write with its body's start.
+"""uvicorn's httptools protocol, with two additions for the gateway's hot path.
 
-uvicorn writes the status line and headers as soon as the app sends ``http.response.start``,
-then the body in a second write: two syscalls and two TCP segments per answer, on a path where
-a syscall costs as much as the gateway's whole translation. The app always sends the body's
-first part right after the start, so holding the head until then costs nothing.
+- Each response head leaves in one write with its body's start. uvicorn writes the status line
+  and headers as soon as the app sends ``http.response.start``, then the body in a second write:
+  two syscalls and two TCP segments per answer, on a path where a syscall costs as much as the
+  gateway's whole translation. The app always sends the body's first part right after the start,
+  so holding the head until then costs nothing.
+- A streamed body can be written from any callback, without an ASGI ``send`` per event: the
+  scope's ``extensions[BODY_WRITER]["writer"]`` is a ``BodyWriter``. A stream then costs no task
+  switch per upstream chunk; the writer reports the client's back-pressure and departure.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 _HEAD = b"HTTP/1.1 "
+BODY_WRITER = "messagegate.body_writer"
 
 
 class HeadHoldingTransport:
@@ -61,9 +67,81 @@ class HeadHoldingTransport:
         return getattr(self._transport, name)
 
 
+class BodyListener(Protocol):
+    """Told what happens to the client while a body is written with a ``BodyWriter``."""
+
+    def pause(self) -> None:
+        """The client's socket buffer is full: stop producing until `resume`."""
+        ...
+
+    def resume(self) -> None: ...
+
+    def lost(self) -> None:
+        """The client went away."""
+        ...
+
+
+class BodyWriter:
+    """Writes chunks of a chunked response body at once, after ``http.response.start``; the
+    app ends the body with the usual ``http.response.body`` message."""
+
+    __slots__ = ("_cycle", "_protocol", "last_write")
+
+    def __init__(self, protocol: HttpProtocol, cycle: RequestResponseCycle) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self.last_write = 0.0
+
+    def write(self, data: bytes) -> None:
+        cycle = self._cycle
+        if cycle.disconnected or cycle.response_complete:
+            return
+        if not cycle.chunked_encoding:
+            raise RuntimeError("BodyWriter writes chunked bodies only")
+        self._protocol.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        self.last_write = time.monotonic()
+
+    @property
+    def paused(self) -> bool:
+        return self._protocol.flow.write_paused
+
+    @property
+    def disconnected(self) -> bool:
+        return self._cycle.disconnected
+
+    def listen(self, listener: BodyListener | None) -> None:
+        """Tell `listener` (until called with None) of back-pressure and disconnection."""
+        self._protocol.body_listener = listener
+
+
 class HttpProtocol(HttpToolsProtocol):
     """The protocol the gateway serves with (``uvicorn.Config(http=HttpProtocol)``)."""
+
+    body_listener: BodyListener | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         super().connection_made(HeadHoldingTransport(transport, loop))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        # The request's task is created but has not run: its scope can still be completed.
+        if cycle is not None and cycle.scope is self.scope:
+            self.scope["extensions"] = {BODY_WRITER: {"writer": BodyWriter(self, cycle)}}
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.body_listener is not None:
+            self.body_listener.pause()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.body_listener is not None:
+            self.body_listener.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        listener, self.body_listener = self.body_listener, None
+        if listener is not None:
+            listener.lost()

@@ -1,17 +1,18 @@
-"""Writing an event stream to the client: pings during silence, disconnects, late failures."""
+"""Writing an event stream to the client: straight from the upstream's socket callback, with
+back-pressure both ways, pings during silence, disconnects and late failures."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
 import time
-from typing import Any
 
 from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
 from messagegate.errors import GatewayError
 from messagegate.providers.base import EventStream
-from messagegate.server.exchange import WATCH_AFTER, Exchange, LateTask, Receive, Send
+from messagegate.server.exchange import Exchange
+from messagegate.server.http_protocol import BodyWriter
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -26,78 +27,78 @@ class StreamOutcome(enum.Enum):
     DISCONNECTED = "disconnected"
 
 
-class _Writer:
-    """Writes body chunks for the relay and the ping timer; remembers when it last wrote."""
+class _Watch:
+    """A ``BodyListener`` for one relay: the client's back-pressure pauses the upstream, its
+    departure cancels the relay, and a timer pings it after `ping` seconds of silence."""
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.last_write = time.monotonic()
+    def __init__(
+        self,
+        writer: BodyWriter,
+        stream: EventStream,
+        relay: asyncio.Task[StreamOutcome],
+        ping: float,
+    ) -> None:
+        self.writer = writer
+        self.stream = stream
+        self.relay = relay
+        self.ping_after = ping
         self.disconnected = False
-        # A ping is only sent while no relay write is in flight, so writes never interleave.
-        self.writing = False
+        self.timer = asyncio.get_running_loop().call_later(ping, self._ping)
+        writer.listen(self)
+        if writer.paused:
+            stream.pause()
 
-    async def write(self, data: bytes) -> None:
-        self.writing = True
-        try:
-            await self.send({"type": "http.response.body", "body": data, "more_body": True})
-        finally:
-            self.writing = False
-        self.last_write = time.monotonic()
+    def pause(self) -> None:
+        self.stream.pause()
 
-    async def ping(self) -> None:
-        if not self.writing:
-            await self.write(PING)
+    def resume(self) -> None:
+        self.stream.resume()
+
+    def lost(self) -> None:
+        self.disconnected = True
+        self.relay.cancel()
+
+    def _ping(self) -> None:
+        quiet = time.monotonic() - self.writer.last_write
+        if quiet >= self.ping_after:
+            if not self.writer.paused:
+                self.writer.write(PING)
+            quiet = 0.0
+        self.timer = asyncio.get_running_loop().call_later(self.ping_after - quiet, self._ping)
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        self.writer.listen(None)
 
 
 async def relay(
     exchange: Exchange, stream: EventStream, headers: list[tuple[bytes, bytes]], ping: float
 ) -> StreamOutcome:
-    """Send the stream to the client, pinging during silence; say how it ended."""
+    """Send the stream to the client; say how it ended."""
+    writer = exchange.body_writer()
     await exchange.start(200, [*SSE_HEADERS, *headers])
-    writer = _Writer(exchange.send)
-    task = asyncio.current_task()
-    assert task is not None
-    watcher = LateTask(lambda: _watch(exchange.receive, writer, ping, task), min(ping, WATCH_AFTER))
+    if stream.ended:
+        # The whole stream is here: head, events and the body's end leave in one write.
+        await exchange.send({"type": "http.response.body", "body": stream.first})
+        return StreamOutcome.COMPLETED
+    task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
+    watch = _Watch(writer, stream, task, ping)
     outcome = StreamOutcome.COMPLETED
     try:
-        await writer.write(stream.first)
-        send = exchange.send
-        async for chunk in stream.rest:
-            # writer.write inlined: this line runs once per token.
-            writer.writing = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            writer.writing = False
-            writer.last_write = time.monotonic()
+        writer.write(stream.first)
+        tail = await stream.pipe(writer.write)
     except GatewayError as error:
         outcome = StreamOutcome.FAILED
         exchange.log_fields["stream_error"] = error.error_type
-        await writer.write(encode_event("error", error_payload(error.error_type, error.message)))
+        tail = encode_event("error", error_payload(error.error_type, error.message))
     except asyncio.CancelledError:
-        if not writer.disconnected:
+        if not watch.disconnected:
             raise
         task.uncancel()
-        outcome = StreamOutcome.DISCONNECTED
         exchange.log_fields["disconnected"] = "client"
+        return StreamOutcome.DISCONNECTED
     finally:
-        watcher.stop()
-        await stream.rest.aclose()
-    if not writer.disconnected:
-        await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
+        watch.stop()
+        stream.close()
+    await exchange.send({"type": "http.response.body", "body": tail})
     return outcome
-
-
-async def _watch(receive: Receive, writer: _Writer, ping: float, relay: asyncio.Task[Any]) -> None:
-    """Ping the client after `ping` seconds of silence; cancel the relay if the client leaves."""
-    while True:
-        wait = max(0.001, writer.last_write + ping - time.monotonic())
-        try:
-            async with asyncio.timeout(wait):
-                message = await receive()
-        except TimeoutError:
-            if time.monotonic() - writer.last_write >= ping:
-                await writer.ping()
-            continue
-        if message["type"] == "http.disconnect":
-            writer.disconnected = True
-            relay.cancel()
-            return

@@ -48,6 +48,11 @@ def encode_text_delta(index: int, text: str) -> bytes:
     return b"".join((_text_delta_head(index), orjson.dumps(text), _TEXT_DELTA_TAIL))
 
 
+def encode_text_delta_literal(index: int, literal: bytes) -> bytes:
+    """``encode_text_delta`` of a text already serialised as orjson would (a JSON string)."""
+    return b"".join((_text_delta_head(index), literal, _TEXT_DELTA_TAIL))
+
+
 _TEXT_DELTA_TAIL = b"}}\n\n"
 
 

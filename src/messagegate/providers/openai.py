@@ -104,15 +104,18 @@ class OpenAIEventConverter:
         self._chunks = 0
 
     def whole_event(self, chunk: bytes) -> bytes | None:
-        """The usual chunk, one ``data: {...}`` event, translated without decoding it to text."""
-        if (
-            chunk.startswith(b"data: {")
-            and chunk.endswith(b"\n\n")
-            and chunk.count(b"\n") == 2
-            and b"\r" not in chunk
-        ):
-            return self._translate(memoryview(chunk)[6:-2])
-        return None
+        """The usual chunks, whole ``data:`` events of one line each, translated without the
+        decoder: text deltas from their bytes, other events parsed from theirs."""
+        if not chunk.startswith(b"data: ") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+            return None
+        if chunk.count(b"\n") == 2:
+            return self._line(chunk[:-2])
+        lines = chunk[:-2].split(b"\n\n")
+        # Checked first: a chunk is taken whole, or left whole to the decoder.
+        for line in lines:
+            if not line.startswith(b"data: ") or b"\n" in line:
+                return None
+        return b"".join([self._line(line) for line in lines])
 
     def convert(self, event: ServerSentEvent) -> bytes:
         if event.data == "[DONE]":
@@ -120,7 +123,16 @@ class OpenAIEventConverter:
             return b""
         return self._translate(event.data)
 
-    def _translate(self, data: str | memoryview) -> bytes:
+    def _line(self, line: bytes) -> bytes:
+        out = self.translator.feed_text_line(line)
+        if out is not None:
+            return out
+        if line == b"data: [DONE]":
+            self._saw_done = True
+            return b""
+        return self._translate(memoryview(line)[6:], line)
+
+    def _translate(self, data: str | memoryview, line: bytes | None = None) -> bytes:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -129,7 +141,7 @@ class OpenAIEventConverter:
             # Nothing reached the client yet, so this attempt can still fail over.
             raise classify_error_object(chunk)
         self._chunks += 1
-        return self.translator.feed_sse(chunk)
+        return self.translator.feed_sse(chunk, line)
 
     def finish(self) -> bytes:
         if self._chunks == 0:

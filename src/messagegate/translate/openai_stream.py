@@ -13,11 +13,14 @@ parses, and the same input a non-streaming answer would carry.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+import orjson
 
 from messagegate.api.envelope import error_payload
-from messagegate.api.sse import Event, encode_event, encode_text_delta
+from messagegate.api.sse import Event, encode_event, encode_text_delta, encode_text_delta_literal
 from messagegate.api.usage import Usage
 from messagegate.errors import GatewayError, UpstreamProtocolError
 from messagegate.translate.openai_errors import classify_error_object
@@ -73,6 +76,21 @@ class _Block:
 
 # The keys of a delta that only continues the text ("role" is repeated by some servers).
 _TEXT_ONLY_KEYS = frozenset({"content", "role"})
+_CONTENT_KEY = b'"content":'
+# What a JSON string's bytes must not hold to be its text's UTF-8 as they are (no escapes).
+_ESCAPED = re.compile(rb'[\x00-\x1f"\\]')
+
+
+class _TextTemplate(NamedTuple):
+    """The bytes of a ``data:`` line that only added text to `block`, around the text's string.
+
+    A line with the same bytes around another plain JSON string is the same chunk with another
+    text: replacing one whole string token changes nothing else of what the JSON says.
+    """
+
+    block: _Block
+    prefix: bytes
+    suffix: bytes
 
 
 class OpenAIStreamTranslator:
@@ -99,6 +117,7 @@ class OpenAIStreamTranslator:
         self._tools_by_index: dict[Any, tuple[_Block, _ToolCall]] = {}
         self._tools_by_id: dict[str, tuple[_Block, _ToolCall]] = {}
         self._last_tool: tuple[_Block, _ToolCall] | None = None
+        self._text_template: _TextTemplate | None = None
 
     # --- the interface ---------------------------------------------------------------------
 
@@ -109,12 +128,59 @@ class OpenAIStreamTranslator:
             return [_text_delta(*more)]
         return self._feed(chunk)
 
-    def feed_sse(self, chunk: dict[str, Any]) -> bytes:
-        """``feed``'s events framed for the client; the usual chunk's bytes skip the event."""
+    def feed_sse(self, chunk: dict[str, Any], line: bytes | None = None) -> bytes:
+        """``feed``'s events framed for the client; the usual chunk's bytes skip the event.
+
+        `line`, the ``data: ...`` line the chunk was parsed from, lets ``feed_text_line`` take
+        the next such chunks from their bytes.
+        """
         more = self._more_text(chunk)
         if more is not None:
+            if line is not None:
+                self._learn_text_line(line, more[1])
             return encode_text_delta(*more)
         return b"".join([encode_event(name, data) for name, data in self._feed(chunk)])
+
+    def feed_text_line(self, line: bytes) -> bytes | None:
+        """``feed_sse`` of a ``data: {...}`` line that only adds text to the open text block,
+        recognised by its bytes, without parsing it; None when it may be anything else."""
+        template = self._text_template
+        if (
+            template is None
+            or not line.endswith(template.suffix)
+            or not line.startswith(template.prefix)
+            or template.block is not self._open
+            or self._queue
+            or self._ended
+        ):
+            return None
+        literal = line[len(template.prefix) : len(line) - len(template.suffix)]
+        if (
+            len(literal) < 3  # an empty text is no delta
+            or literal[0] != 0x22
+            or literal[-1] != 0x22
+            or _ESCAPED.search(literal, 1, len(literal) - 1) is not None
+        ):
+            return None
+        try:
+            text = literal[1:-1].decode()
+        except UnicodeDecodeError:
+            return None
+        template.block.texts.append(text)
+        return encode_text_delta_literal(template.block.index, literal)
+
+    def _learn_text_line(self, line: bytes, text: str) -> None:
+        """Remember the bytes around the text of a line that only added text."""
+        literal = orjson.dumps(text)
+        at = line.find(_CONTENT_KEY)
+        start = at + len(_CONTENT_KEY)
+        # One "content" key, and its value's bytes are the text's: else no template.
+        if at < 0 or line.find(_CONTENT_KEY, start) >= 0 or not line.startswith(literal, start):
+            self._text_template = None
+            return
+        assert self._open is not None
+        end = start + len(literal)
+        self._text_template = _TextTemplate(self._open, line[:start], line[end:])
 
     def finish(self, *, saw_done: bool) -> list[Event]:
         """The upstream stream ended; ``saw_done`` says whether it sent ``[DONE]``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import socket
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 import fakes.anthropic_script as script
+import fakes.openai_script as openai_script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
@@ -289,3 +291,39 @@ def dechunk(body: bytes) -> bytes:
             return b"".join(out)
         out.append(body[:size])
         body = body[size + 2 :]
+
+
+async def test_requests_leave_no_reference_cycles_for_the_garbage_collector(
+    upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> None:
+    # A request in a reference cycle is freed only by the collector, whose passes over tens of
+    # thousands of such objects are the gateway's slowest requests.
+    upstream.responder = lambda seen: (
+        Reply(chunks=script.events(ANSWER)) if seen.json.get("stream") else script.reply(ANSWER)
+    )
+    second_upstream.responder = lambda seen: (
+        Reply(chunks=openai_script.chunks("gpt-up", "Hi there", [], usage=True))
+        if seen.json.get("stream")
+        else Reply(json=openai_script.completion("gpt-up", "Hi there", []))
+    )
+    config = anthropic_config(upstream)
+    config["providers"]["oai"] = {"kind": "openai", "base_url": f"{second_upstream.url}/v1"}
+    config["models"]["gpt-test"] = {"routes": [{"provider": "oai", "model": "gpt-up"}]}
+    async with running_gateway(build_config(config)) as (url, _):
+        await post(url, "/v1/messages", {**stream_body(), "stream": False})  # warm up
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for model in ("claude-test", "gpt-test"):
+                for streamed in (False, True):
+                    body = {**stream_body(), "model": model, "stream": streamed}
+                    status, _, _ = await post(url, "/v1/messages", body)
+                    assert status == 200
+            gc.collect()
+            ours = [
+                o for o in gc.garbage if type(o).__module__.startswith(("messagegate", "uvicorn"))
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert ours == []

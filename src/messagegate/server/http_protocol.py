@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -88,30 +89,31 @@ class BodyWriter:
     __slots__ = ("_cycle", "_protocol", "last_write")
 
     def __init__(self, protocol: HttpProtocol, cycle: RequestResponseCycle) -> None:
-        self._protocol = protocol
-        self._cycle = cycle
+        # Weak: the request's scope holds this writer, and a strong reference back would make
+        # every request a reference cycle, left for the garbage collector to find.
+        self._protocol = weakref.ref(protocol)
+        self._cycle = weakref.ref(cycle)
         self.last_write = 0.0
 
     def write(self, data: bytes) -> None:
-        cycle = self._cycle
-        if cycle.disconnected or cycle.response_complete:
+        cycle, protocol = self._cycle(), self._protocol()
+        if cycle is None or protocol is None or cycle.disconnected or cycle.response_complete:
             return
         if not cycle.chunked_encoding:
             raise RuntimeError("BodyWriter writes chunked bodies only")
-        self._protocol.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        protocol.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         self.last_write = time.monotonic()
 
     @property
     def paused(self) -> bool:
-        return self._protocol.flow.write_paused
-
-    @property
-    def disconnected(self) -> bool:
-        return self._cycle.disconnected
+        protocol = self._protocol()
+        return protocol is not None and protocol.flow.write_paused
 
     def listen(self, listener: BodyListener | None) -> None:
         """Tell `listener` (until called with None) of back-pressure and disconnection."""
-        self._protocol.body_listener = listener
+        protocol = self._protocol()
+        if protocol is not None:
+            protocol.body_listener = listener
 
 
 class HttpProtocol(HttpToolsProtocol):

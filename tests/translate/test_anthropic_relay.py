@@ -32,19 +32,48 @@ def test_a_whole_content_or_ping_event_passes_as_it_came_and_equals_the_relayed_
     assert relay.convert(event) == chunk
 
 
+MESSAGE_DELTA = (
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":3}}\n\n'
+)
+STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
 @pytest.mark.parametrize(
     "chunk",
     [
         START,  # the model name is rewritten
-        b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":3}}\n\n',
-        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
-        DELTA + DELTA,  # two events
-        DELTA[:-1],  # not yet whole
-        DELTA.replace(b"\n", b"\r\n"),
-        b"event: content_block_delta\ndata: {}\ndata: {}\n\n",  # two data lines
+        MESSAGE_DELTA,  # the usage is recorded
+        STOP,
+        DELTA + DELTA,
+        START + PING + DELTA + DELTA + MESSAGE_DELTA + STOP,  # a whole answer in one read
+        b'event: brand_new\ndata: {"type":"brand_new"}\n\n' + DELTA,
     ],
 )
-def test_anything_else_is_decoded_and_relayed(chunk: bytes) -> None:
+def test_chunks_of_whole_events_are_relayed_as_the_decoded_events_are(chunk: bytes) -> None:
+    whole, decoded = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
+    out = whole.whole_event(chunk)
+    assert out is not None
+    assert out == b"".join(decoded.convert(event) for event in SSEDecoder().feed(chunk))
+    assert whole.usage == decoded.usage
+    if STOP in chunk:
+        assert whole.finish() == b""
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        DELTA[:-1],  # not yet whole
+        DELTA + DELTA[:-1],
+        DELTA.replace(b"\n", b"\r\n"),
+        b"event: content_block_delta\ndata: {}\ndata: {}\n\n",  # two data lines
+        DELTA + b'data: {"type":"ping"}\n\n',  # an event without a name
+        DELTA + b": a comment\n\n",
+        b"event: ping\nid: 7\n\n",
+    ],
+)
+def test_anything_else_is_left_to_the_decoder(chunk: bytes) -> None:
     assert AnthropicEventRelay("claude-client").whole_event(chunk) is None
 
 

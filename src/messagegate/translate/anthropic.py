@@ -12,7 +12,7 @@ from messagegate.api.sse import encode_raw_event
 from messagegate.api.usage import Usage
 from messagegate.errors import UpstreamProtocolError, UpstreamStatusError
 from messagegate.translate.signatures import is_gateway_signature
-from messagegate.translate.sse_decoder import ServerSentEvent
+from messagegate.translate.sse_decoder import ServerSentEvent, new_event
 
 
 def to_anthropic_body(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
@@ -77,16 +77,30 @@ class AnthropicEventRelay:
             ) from None
 
     def whole_event(self, chunk: bytes) -> bytes | None:
-        """The chunk itself when it can reach the client byte for byte: one whole event in the
-        form this relay writes, with nothing to change or record (content blocks and pings)."""
-        if (
-            chunk.startswith(_VERBATIM_PREFIXES)
-            and chunk.endswith(b"\n\n")
-            and chunk.count(b"\n") == 3
-            and b"\r" not in chunk
-        ):
-            return chunk
-        return None
+        """The client bytes of a chunk of whole events in the usual form (an ``event:`` and a
+        ``data:`` line each), found without the decoder: content-block and ping events pass byte
+        for byte, the others are relayed as ``convert`` relays them."""
+        if not chunk.startswith(b"event: ") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+            return None
+        if chunk.count(b"\n") == 3:
+            if chunk.startswith(_VERBATIM_PREFIXES):
+                return chunk
+            pieces = [chunk[:-2]]
+        else:
+            pieces = chunk[:-2].split(b"\n\n")
+        # Checked first: a chunk is taken whole, or left whole to the decoder.
+        for piece in pieces:
+            if not piece.startswith(b"event: ") or piece.count(b"\n") != 1:
+                return None
+            if b"\ndata: " not in piece:
+                return None
+        return b"".join([self._piece(piece) for piece in pieces])
+
+    def _piece(self, piece: bytes) -> bytes:
+        if piece.startswith(_VERBATIM_PREFIXES):
+            return piece + b"\n\n"
+        name, _, data = piece.partition(b"\ndata: ")
+        return self.convert(new_event(name[7:].decode(), data.decode()))
 
     def _convert(self, event: ServerSentEvent) -> bytes:
         name = event.event

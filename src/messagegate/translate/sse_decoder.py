@@ -14,8 +14,9 @@ class ServerSentEvent(NamedTuple):
     data: str
 
 
-def _event(name: str, data: str) -> ServerSentEvent:
-    # tuple.__new__ skips the Python-level __new__ that calling a NamedTuple class goes through.
+def new_event(name: str, data: str) -> ServerSentEvent:
+    """An event named `name` (or "message"); tuple.__new__ skips the Python-level __new__
+    that calling a NamedTuple class goes through."""
     return tuple.__new__(ServerSentEvent, (name or "message", data))
 
 
@@ -58,7 +59,7 @@ class SSEDecoder:
         if not text.startswith("data: ", start) or text.find("\n", start) != len(text) - 1:
             return None
         self._event = ""
-        return _event(name, text[start + 6 : -1])
+        return new_event(name, text[start + 6 : -1])
 
     def _lines(self, text: str) -> list[ServerSentEvent]:
         """Any other chunk, line by line; a line without a colon is a field with no value."""
@@ -70,7 +71,7 @@ class SSEDecoder:
         for line in lines:
             if not line:
                 if data:
-                    events.append(_event(name, "\n".join(data)))
+                    events.append(new_event(name, "\n".join(data)))
                     data = []
                 name = ""
             elif line.startswith("data:"):

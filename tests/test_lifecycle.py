@@ -327,3 +327,18 @@ async def test_requests_leave_no_reference_cycles_for_the_garbage_collector(
             gc.set_debug(0)
             gc.garbage.clear()
     assert ours == []
+
+
+async def test_streams_without_messagegates_http_protocol_fail_before_the_upstream_is_asked(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.script(Reply(chunks=script.events(ANSWER)))
+    config = build_config(anthropic_config(upstream))
+    async with running_gateway(config, http="httptools") as (url, _):
+        status, _, body = await post(url, "/v1/messages", stream_body())
+    assert status == 500
+    assert envelope(body) == (
+        "api_error",
+        "streaming needs messagegate's HTTP protocol (messagegate serve)",
+    )
+    assert upstream.received == []

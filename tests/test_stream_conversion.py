@@ -1,4 +1,5 @@
-"""The providers' stream converters: a chunk taken whole gives the bytes the decoder's way gives."""
+"""The SSE relay and the stream converters: events taken from their bytes give what the decoder's
+way gives."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messagegate.providers.openai import OpenAIEventConverter
+from messagegate.providers.stream import SSERelay
+from messagegate.translate.anthropic import AnthropicEventRelay
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
-from messagegate.translate.sse_decoder import SSEDecoder
+from messagegate.translate.sse_decoder import ServerSentEvent, SSEDecoder
 from messagegate.translate.tool_ids import ToolNames
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"
@@ -30,17 +33,41 @@ def converter() -> OpenAIEventConverter:
     return OpenAIEventConverter(translator, "up")
 
 
-def assert_taken_whole_as_decoded(chunks: list[bytes]) -> None:
-    """Every chunk is taken whole, and gives the bytes and content the decoder's way gives."""
-    whole, decoded = converter(), converter()
-    decoder = SSEDecoder()
+class _RefusingDecoder(SSEDecoder):
+    """A decoder for a relay that must take every event from its bytes."""
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        raise AssertionError(f"decoded: {chunk!r}")
+
+
+def relayed(
+    converter: OpenAIEventConverter | AnthropicEventRelay, chunks: list[bytes], *, decode: bool
+) -> bytes:
+    """What an SSE relay writes for `chunks`; with decode=False, every event must be taken from
+    its bytes."""
+    out: list[bytes] = []
+    relay = SSERelay(converter, out.append)
+    if not decode:
+        relay._decoder = _RefusingDecoder()
     for chunk in chunks:
-        out = whole.whole_event(chunk)
-        assert out is not None
-        by_decoder = b"".join(decoded.convert(event) for event in decoder.feed(chunk))
-        assert RANDOM_PARTS.sub(b"?", out) == RANDOM_PARTS.sub(b"?", by_decoder)
-    assert RANDOM_PARTS.sub(b"?", whole.finish()) == RANDOM_PARTS.sub(b"?", decoded.finish())
-    contents = [orjson.dumps(c.translator.content) for c in (whole, decoded)]
+        relay.feed(chunk)
+    relay.end()
+    return RANDOM_PARTS.sub(b"?", b"".join(out))
+
+
+def decoded(converter: OpenAIEventConverter | AnthropicEventRelay, chunks: list[bytes]) -> bytes:
+    """What the decoder's way gives for `chunks`: each event decoded, then converted."""
+    decoder = SSEDecoder()
+    out = [converter.convert(event) for chunk in chunks for event in decoder.feed(chunk)]
+    return RANDOM_PARTS.sub(b"?", b"".join(out) + converter.finish())
+
+
+def assert_taken_whole_as_decoded(chunks: list[bytes]) -> None:
+    """Every event is taken from its bytes, and gives the bytes and content the decoder's way
+    gives."""
+    whole, by_decoder = converter(), converter()
+    assert relayed(whole, chunks, decode=False) == decoded(by_decoder, chunks)
+    contents = [orjson.dumps(c.translator.content) for c in (whole, by_decoder)]
     assert RANDOM_PARTS.sub(b"?", contents[0]) == RANDOM_PARTS.sub(b"?", contents[1])
 
 
@@ -64,19 +91,39 @@ def test_chunks_of_several_whole_events_translate_as_the_decoded_events_do(
 
 
 @pytest.mark.parametrize(
-    "frame",
+    "event",
     [
-        b'data: {"a":1}\r\n\r\n',
         b'event: chunk\ndata: {"a":1}\n\n',
-        b'data: {"a":1}\n',
-        b'data: {"a":1}\n\nevent: chunk\ndata: {"b":2}\n\n',
-        b'data: {"a":1}\n\n: a comment\n\n',
-        b'data: {"a":1}\n\ndata: {"b":\ndata: 2}\n\n',
-        b'data: {"a":1}\n\ndata: {"b":2}\n',
+        b'data: {"a":1}\ndata: {"b":2}\n\n',
+        b": a comment\n\n",
+        b'id: 7\ndata: {"a":1}\n\n',
     ],
 )
-def test_other_chunks_are_left_to_the_decoder(frame: bytes) -> None:
-    assert converter().whole_event(frame) is None
+def test_other_events_are_left_to_the_decoder(event: bytes) -> None:
+    assert converter().whole_event(event) is None
+
+
+HELLO = [
+    b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{"content":" there"}}]}\n\n',
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n',
+    b"data: [DONE]\n\n",
+]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"".join(HELLO).replace(b"\n", b"\r\n")],
+        [HELLO[0], HELLO[1] + b': a comment\n\nevent: chunk\ndata: {"a":1}\n\n', *HELLO[2:]],
+        [HELLO[0] + HELLO[1][:20], HELLO[1][20:] + HELLO[2], HELLO[3]],
+        [HELLO[0], b'data: {"choices":\ndata: []}\n\n', *HELLO[1:]],
+    ],
+)
+def test_chunks_with_other_events_are_relayed_as_the_decoded_events_are(
+    chunks: list[bytes],
+) -> None:
+    assert relayed(converter(), chunks, decode=True) == decoded(converter(), chunks)
 
 
 def _text_frame(text: str, **changes: Any) -> bytes:
@@ -139,5 +186,38 @@ def test_the_text_bytes_path_is_taken_for_the_usual_chunk(monkeypatch: pytest.Mo
         b'"delta":{"type":"text_delta","text":" fox"}}\n\n'
     )
     assert whole.translator.content == []  # the block is still open
-    assert whole.translator.feed_text_line(_text_frame('"quoted"')[:-2]) is None
-    assert whole.translator.feed_text_line(_text_frame("a\\b")[:-2]) is None
+    assert whole.translator.feed_text_event(_text_frame('"quoted"')) is None
+    assert whole.translator.feed_text_event(_text_frame("a\\b")) is None
+
+
+ANTHROPIC_ANSWER = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"model":"up",'
+    b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',
+    b'event: ping\ndata: {"type": "ping"}\n\n',
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hi \\"there\\"\\n"}}\n\n',
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":3}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 1000])
+def test_anthropic_chunks_of_whole_events_are_relayed_as_the_decoded_events_are(group: int) -> None:
+    chunks = [
+        b"".join(ANTHROPIC_ANSWER[i : i + group]) for i in range(0, len(ANTHROPIC_ANSWER), group)
+    ]
+    whole, by_decoder = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
+    assert relayed(whole, chunks, decode=False) == decoded(by_decoder, chunks)
+    assert whole.usage == by_decoder.usage
+
+
+def test_anthropic_chunks_with_other_events_are_relayed_as_the_decoded_events_are() -> None:
+    odd = b"event: content_block_delta\ndata: {}\ndata: {}\n\n"  # two data lines
+    chunks = [b"".join(ANTHROPIC_ANSWER[:3]) + odd + b"".join(ANTHROPIC_ANSWER[3:])]
+    client = "claude-client"
+    expected = decoded(AnthropicEventRelay(client), chunks)
+    assert relayed(AnthropicEventRelay(client), chunks, decode=True) == expected

@@ -29,6 +29,7 @@ async def running_gateway(
     failover: FailoverPolicy = FAST_FAILOVER,
     breaker: BreakerPolicy | None = None,
     clock: Any = None,
+    http: Any = HttpProtocol,
 ) -> AsyncIterator[tuple[str, GatewayApp]]:
     kwargs: dict[str, Any] = {"failover": failover, "breaker": breaker, "rng": random.Random(7)}
     if clock is not None:
@@ -40,7 +41,7 @@ async def running_gateway(
             host="127.0.0.1",
             port=0,
             lifespan="on",
-            http=HttpProtocol,
+            http=http,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,

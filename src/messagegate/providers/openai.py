@@ -103,19 +103,18 @@ class OpenAIEventConverter:
         self._saw_done = False
         self._chunks = 0
 
-    def whole_event(self, chunk: bytes) -> bytes | None:
-        """The usual chunks, whole ``data:`` events of one line each, translated without the
-        decoder: text deltas from their bytes, other events parsed from theirs."""
-        if not chunk.startswith(b"data: ") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+    def whole_event(self, event: bytes) -> bytes | None:
+        """The usual event, one ``data:`` line, translated without the decoder: a text delta
+        from its bytes, anything else parsed from them."""
+        if not event.startswith(b"data: ") or event.count(b"\n") != 2:
             return None
-        if chunk.count(b"\n") == 2:
-            return self._line(chunk[:-2])
-        lines = chunk[:-2].split(b"\n\n")
-        # Checked first: a chunk is taken whole, or left whole to the decoder.
-        for line in lines:
-            if not line.startswith(b"data: ") or b"\n" in line:
-                return None
-        return b"".join([self._line(line) for line in lines])
+        out = self.translator.feed_text_event(event)
+        if out is not None:
+            return out
+        if event == b"data: [DONE]\n\n":
+            self._saw_done = True
+            return b""
+        return self._translate(memoryview(event)[6:-2], event)
 
     def convert(self, event: ServerSentEvent) -> bytes:
         if event.data == "[DONE]":
@@ -123,16 +122,7 @@ class OpenAIEventConverter:
             return b""
         return self._translate(event.data)
 
-    def _line(self, line: bytes) -> bytes:
-        out = self.translator.feed_text_line(line)
-        if out is not None:
-            return out
-        if line == b"data: [DONE]":
-            self._saw_done = True
-            return b""
-        return self._translate(memoryview(line)[6:], line)
-
-    def _translate(self, data: str | memoryview, line: bytes | None = None) -> bytes:
+    def _translate(self, data: str | memoryview, event: bytes | None = None) -> bytes:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -141,7 +131,7 @@ class OpenAIEventConverter:
             # Nothing reached the client yet, so this attempt can still fail over.
             raise classify_error_object(chunk)
         self._chunks += 1
-        return self.translator.feed_sse(chunk, line)
+        return self.translator.feed_sse(chunk, event)
 
     def finish(self) -> bytes:
         if self._chunks == 0:

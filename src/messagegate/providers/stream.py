@@ -23,9 +23,10 @@ class EventConverter(Protocol):
 
     def convert(self, event: ServerSentEvent) -> bytes: ...
 
-    def whole_event(self, chunk: bytes) -> bytes | None:
-        """The client bytes of a chunk that starts at an event boundary and is exactly one event
-        in the usual form, found without the decoder; None to decode it the general way."""
+    def whole_event(self, event: bytes) -> bytes | None:
+        """The client bytes of one whole event (its blank line included) in the usual form, taken
+        from its bytes without the decoder; None, with nothing recorded, for anything else (a
+        chunk of several events included)."""
         ...
 
     def finish(self) -> bytes:
@@ -52,18 +53,37 @@ class SSERelay:
         self._whole_event = converter.whole_event
 
     def feed(self, chunk: bytes) -> None:
-        decoder = self._decoder
-        if decoder.between_events:
+        if self._decoder.between_events and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            # The usual chunk is one event; a converter refuses a chunk of several.
             out = self._whole_event(chunk)
-            if out is not None:
-                if out:
-                    self.write(out)
-                return
-        events = decoder.feed(chunk)
-        # Most chunks complete exactly one event: no list and join for those.
-        out = self._convert(events[0]) if len(events) == 1 else b"".join(map(self._convert, events))
+            if out is None:
+                out = self._whole_events(chunk)
+        else:
+            out = self._decode(chunk)
         if out:
             self.write(out)
+
+    def _whole_events(self, chunk: bytes) -> bytes:
+        """A chunk of whole events: each taken from its bytes by the converter, and from the
+        first one it refuses on, the rest decoded (the decoder is at an event boundary)."""
+        outs = []
+        start = 0
+        while start < len(chunk):
+            end = chunk.index(b"\n\n", start) + 2
+            out = self._whole_event(chunk[start:end])
+            if out is None:
+                outs.append(self._decode(chunk[start:]))
+                break
+            outs.append(out)
+            start = end
+        return b"".join(outs)
+
+    def _decode(self, chunk: bytes) -> bytes:
+        events = self._decoder.feed(chunk)
+        # Most chunks complete exactly one event: no list and join for those.
+        return (
+            self._convert(events[0]) if len(events) == 1 else b"".join(map(self._convert, events))
+        )
 
     def end(self) -> None:
         self.ended = True

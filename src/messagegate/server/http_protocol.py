@@ -83,8 +83,9 @@ class BodyListener(Protocol):
 
 
 class BodyWriter:
-    """Writes chunks of a chunked response body at once, after ``http.response.start``; the
-    app ends the body with the usual ``http.response.body`` message."""
+    """Writes chunks of a chunked response body at once, after ``http.response.start`` (with
+    no content-length, so that uvicorn chunks the body); the app ends the body with the usual
+    ``http.response.body`` message."""
 
     __slots__ = ("_cycle", "_protocol", "last_write")
 
@@ -99,8 +100,6 @@ class BodyWriter:
         cycle, protocol = self._cycle(), self._protocol()
         if cycle is None or protocol is None or cycle.disconnected or cycle.response_complete:
             return
-        if not cycle.chunked_encoding:
-            raise RuntimeError("BodyWriter writes chunked bodies only")
         protocol.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         self.last_write = time.monotonic()
 

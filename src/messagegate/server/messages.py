@@ -50,11 +50,12 @@ class MessagesEndpoint:
         await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
+        writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
         routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed))
-        outcome = await relay(exchange, stream, headers, self.config.ping_interval)
+        outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
         elif outcome is StreamOutcome.FAILED:

@@ -72,10 +72,13 @@ class _Watch:
 
 
 async def relay(
-    exchange: Exchange, stream: EventStream, headers: list[tuple[bytes, bytes]], ping: float
+    exchange: Exchange,
+    writer: BodyWriter,
+    stream: EventStream,
+    headers: list[tuple[bytes, bytes]],
+    ping: float,
 ) -> StreamOutcome:
-    """Send the stream to the client; say how it ended."""
-    writer = exchange.body_writer()
+    """Send the stream to the client through `writer`; say how it ended."""
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.

@@ -76,30 +76,17 @@ class AnthropicEventRelay:
                 f"the upstream sent an unreadable {event.event!r} event"
             ) from None
 
-    def whole_event(self, chunk: bytes) -> bytes | None:
-        """The client bytes of a chunk of whole events in the usual form (an ``event:`` and a
-        ``data:`` line each), found without the decoder: content-block and ping events pass byte
-        for byte, the others are relayed as ``convert`` relays them."""
-        if not chunk.startswith(b"event: ") or not chunk.endswith(b"\n\n") or b"\r" in chunk:
+    def whole_event(self, event: bytes) -> bytes | None:
+        """The client bytes of one event in the usual form (an ``event:`` and a ``data:`` line),
+        without the decoder: content-block and ping events pass byte for byte, the others are
+        relayed as ``convert`` relays them."""
+        if not event.startswith(b"event: ") or event.count(b"\n") != 3:
             return None
-        if chunk.count(b"\n") == 3:
-            if chunk.startswith(_VERBATIM_PREFIXES):
-                return chunk
-            pieces = [chunk[:-2]]
-        else:
-            pieces = chunk[:-2].split(b"\n\n")
-        # Checked first: a chunk is taken whole, or left whole to the decoder.
-        for piece in pieces:
-            if not piece.startswith(b"event: ") or piece.count(b"\n") != 1:
-                return None
-            if b"\ndata: " not in piece:
-                return None
-        return b"".join([self._piece(piece) for piece in pieces])
-
-    def _piece(self, piece: bytes) -> bytes:
-        if piece.startswith(_VERBATIM_PREFIXES):
-            return piece + b"\n\n"
-        name, _, data = piece.partition(b"\ndata: ")
+        if event.startswith(_VERBATIM_PREFIXES):
+            return event
+        name, separator, data = event[:-2].partition(b"\ndata: ")
+        if not separator:
+            return None
         return self.convert(new_event(name[7:].decode(), data.decode()))
 
     def _convert(self, event: ServerSentEvent) -> bytes:

@@ -82,9 +82,9 @@ _ESCAPED = re.compile(rb'[\x00-\x1f"\\]')
 
 
 class _TextTemplate(NamedTuple):
-    """The bytes of a ``data:`` line that only added text to `block`, around the text's string.
+    """The bytes of a ``data:`` event that only added text to `block`, around the text's string.
 
-    A line with the same bytes around another plain JSON string is the same chunk with another
+    An event with the same bytes around another plain JSON string is the same chunk with another
     text: replacing one whole string token changes nothing else of what the JSON says.
     """
 
@@ -128,33 +128,33 @@ class OpenAIStreamTranslator:
             return [_text_delta(*more)]
         return self._feed(chunk)
 
-    def feed_sse(self, chunk: dict[str, Any], line: bytes | None = None) -> bytes:
+    def feed_sse(self, chunk: dict[str, Any], event: bytes | None = None) -> bytes:
         """``feed``'s events framed for the client; the usual chunk's bytes skip the event.
 
-        `line`, the ``data: ...`` line the chunk was parsed from, lets ``feed_text_line`` take
-        the next such chunks from their bytes.
+        `event`, the ``data: ...`` event the chunk was parsed from, lets ``feed_text_event``
+        take the next such chunks from their bytes.
         """
         more = self._more_text(chunk)
         if more is not None:
-            if line is not None:
-                self._learn_text_line(line, more[1])
+            if event is not None:
+                self._learn_text_event(event, more[1])
             return encode_text_delta(*more)
         return b"".join([encode_event(name, data) for name, data in self._feed(chunk)])
 
-    def feed_text_line(self, line: bytes) -> bytes | None:
-        """``feed_sse`` of a ``data: {...}`` line that only adds text to the open text block,
+    def feed_text_event(self, event: bytes) -> bytes | None:
+        """``feed_sse`` of a ``data: {...}`` event that only adds text to the open text block,
         recognised by its bytes, without parsing it; None when it may be anything else."""
         template = self._text_template
         if (
             template is None
-            or not line.endswith(template.suffix)
-            or not line.startswith(template.prefix)
+            or not event.endswith(template.suffix)
+            or not event.startswith(template.prefix)
             or template.block is not self._open
             or self._queue
             or self._ended
         ):
             return None
-        literal = line[len(template.prefix) : len(line) - len(template.suffix)]
+        literal = event[len(template.prefix) : len(event) - len(template.suffix)]
         if (
             len(literal) < 3  # an empty text is no delta
             or literal[0] != 0x22
@@ -169,18 +169,18 @@ class OpenAIStreamTranslator:
         template.block.texts.append(text)
         return encode_text_delta_literal(template.block.index, literal)
 
-    def _learn_text_line(self, line: bytes, text: str) -> None:
-        """Remember the bytes around the text of a line that only added text."""
+    def _learn_text_event(self, event: bytes, text: str) -> None:
+        """Remember the bytes around the text of an event that only added text."""
         literal = orjson.dumps(text)
-        at = line.find(_CONTENT_KEY)
+        at = event.find(_CONTENT_KEY)
         start = at + len(_CONTENT_KEY)
         # One "content" key, and its value's bytes are the text's: else no template.
-        if at < 0 or line.find(_CONTENT_KEY, start) >= 0 or not line.startswith(literal, start):
+        if at < 0 or event.find(_CONTENT_KEY, start) >= 0 or not event.startswith(literal, start):
             self._text_template = None
             return
         assert self._open is not None
         end = start + len(literal)
-        self._text_template = _TextTemplate(self._open, line[:start], line[end:])
+        self._text_template = _TextTemplate(self._open, event[:start], event[end:])
 
     def finish(self, *, saw_done: bool) -> list[Event]:
         """The upstream stream ended; ``saw_done`` says whether it sent ``[DONE]``."""

@@ -1,10 +1,7 @@
 """uvicorn's httptools protocol, with two additions for the gateway's hot path.
 
-- Each response head leaves in one write with its body's start. uvicorn writes the status line
-  and headers as soon as the app sends ``http.response.start``, then the body in a second write:
-  two syscalls and two TCP segments per answer, on a path where a syscall costs as much as the
-  gateway's whole translation. The app always sends the body's first part right after the start,
-  so holding the head until then costs nothing.
+- Its transport is a `CoalescingTransport`: a response head leaves with its body's start, and
+  a busy loop turn's writes leave together at the turn's end.
 - A streamed body can be written from any callback, without an ASGI ``send`` per event: the
   scope's ``extensions[BODY_WRITER]["writer"]`` is a ``BodyWriter``. A stream then costs no task
   switch per upstream chunk; the writer reports the client's back-pressure and departure.
@@ -15,57 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import Any, Protocol
+from typing import Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-_HEAD = b"HTTP/1.1 "
+from messagegate.server.coalescing import CoalescingTransport, turn_flusher
+
 BODY_WRITER = "messagegate.body_writer"
-
-
-class HeadHoldingTransport:
-    """Forwards to a transport, holding a response head until the next write or loop turn."""
-
-    __slots__ = ("_held", "_loop", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held + data)
-        elif data[:9] == _HEAD:
-            # Only the order of bytes matters for correctness: a body that happens to start
-            # like a head is merely held until the end of this loop turn.
-            self._held = data
-            self._loop.call_soon(self._flush)
-        else:
-            self._transport.write(data)
-
-    def _flush(self) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._held = None
-        self._transport.abort()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + len(self._held or b"")
-
-    def __getattr__(self, name: str) -> Any:
-        # is_closing, get_extra_info, pause_reading, resume_reading, set_protocol, ...
-        return getattr(self._transport, name)
 
 
 class BodyListener(Protocol):
@@ -121,8 +74,8 @@ class HttpProtocol(HttpToolsProtocol):
     body_listener: BodyListener | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        loop = asyncio.get_running_loop()
-        super().connection_made(HeadHoldingTransport(transport, loop))  # type: ignore[arg-type]
+        turn = turn_flusher(asyncio.get_running_loop())
+        super().connection_made(CoalescingTransport(transport, turn))  # type: ignore[arg-type]
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

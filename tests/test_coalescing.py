@@ -1,0 +1,139 @@
+"""The served protocol's transport: a response head leaves with its body's start, and a busy
+loop turn's writes leave together at the turn's end, one write per connection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from messagegate.server.coalescing import CoalescingTransport, TurnFlusher
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+
+def connections(count: int) -> tuple[list[CoalescingTransport], list[RecordingTransport]]:
+    """`count` connections sharing one flusher, as all of a loop's connections do."""
+    turn = TurnFlusher(asyncio.get_running_loop())
+    inners = [RecordingTransport() for _ in range(count)]
+    transports: list[Any] = inners
+    return [CoalescingTransport(t, turn) for t in transports], inners
+
+
+async def end_of_turn() -> None:
+    await asyncio.sleep(0)
+
+
+async def make_busy(transports: list[CoalescingTransport]) -> None:
+    """One turn that writes to two connections: the next turn counts as busy."""
+    transports[0].write(b"a")
+    transports[1].write(b"b")
+    await end_of_turn()
+
+
+async def test_a_head_and_the_body_after_it_leave_in_one_write() -> None:
+    (transport,), (inner,) = connections(1)
+    transport.write(HEAD)
+    assert inner.writes == []
+    assert transport.get_write_buffer_size() == len(HEAD)
+    transport.write(b'{"ok":true}')
+    assert inner.writes == [HEAD + b'{"ok":true}']
+
+
+async def test_a_head_alone_is_written_at_the_end_of_the_loop_turn() -> None:
+    (transport,), (inner,) = connections(1)
+    transport.write(HEAD)
+    await end_of_turn()
+    assert inner.writes == [HEAD]
+
+
+async def test_a_quiet_turn_writes_its_first_write_at_once_and_holds_the_rest() -> None:
+    (first, second), (inner_first, inner_second) = connections(2)
+    first.write(b"one")
+    second.write(b"two")
+    second.write(b"three")
+    assert (inner_first.writes, inner_second.writes) == ([b"one"], [])
+    assert second.get_write_buffer_size() == len(b"twothree")
+    await end_of_turn()
+    assert inner_second.writes == [b"twothree"]
+
+
+async def test_after_a_busy_turn_every_write_waits_for_the_end_of_the_turn() -> None:
+    transports, inners = connections(3)
+    await make_busy(transports)
+    for inner in inners:
+        inner.writes.clear()
+    for index, transport in enumerate(transports):
+        transport.write(b"event %d;" % index)
+        transport.write(b"event %d again;" % index)
+    assert [inner.writes for inner in inners] == [[], [], []]
+    await end_of_turn()
+    assert [inner.writes for inner in inners] == [
+        [b"event %d;event %d again;" % (index, index)] for index in range(3)
+    ]
+
+
+async def test_a_turn_with_one_write_makes_the_next_one_quiet_again() -> None:
+    transports, inners = connections(2)
+    await make_busy(transports)
+    transports[0].write(b"alone")
+    assert inners[0].writes == [b"a"]
+    await end_of_turn()
+    transports[1].write(b"at once")
+    assert inners[1].writes == [b"b", b"at once"]
+
+
+async def test_closing_writes_what_waits_first_and_aborting_drops_it() -> None:
+    (transport,), (inner,) = connections(1)
+    transport.write(HEAD)
+    transport.close()
+    assert (inner.writes, inner.closed) == ([HEAD], True)
+    assert transport.is_closing()
+
+    (transport,), (inner,) = connections(1)
+    transport.write(HEAD)
+    transport.abort()
+    await end_of_turn()
+    assert (inner.writes, inner.aborted) == ([], True)
+
+
+async def test_a_connection_lost_before_the_end_of_the_turn_gets_nothing() -> None:
+    transports, inners = connections(2)
+    await make_busy(transports)
+    inners[0].writes.clear()
+    transports[0].write(b"too late")
+    inners[0].closed = True
+    await end_of_turn()
+    assert inners[0].writes == []
+
+
+async def test_a_body_that_looks_like_a_head_keeps_its_order() -> None:
+    (transport,), (inner,) = connections(1)
+    transport.write(b"chunk one")
+    transport.write(b"HTTP/1.1 is how this body starts")
+    transport.write(b"chunk three")
+    await end_of_turn()
+    assert b"".join(inner.writes) == (
+        b"chunk one" + b"HTTP/1.1 is how this body starts" + b"chunk three"
+    )

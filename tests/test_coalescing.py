@@ -4,9 +4,11 @@ loop turn's writes leave together at the turn's end, one write per connection.""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
-from messagegate.server.coalescing import CoalescingTransport, TurnFlusher
+from messagegate.server.coalescing import CoalescingTransport, TurnFlusher, turn_flusher
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n"
 
@@ -35,7 +37,7 @@ class RecordingTransport:
 
 def connections(count: int) -> tuple[list[CoalescingTransport], list[RecordingTransport]]:
     """`count` connections sharing one flusher, as all of a loop's connections do."""
-    turn = TurnFlusher(asyncio.get_running_loop())
+    turn = TurnFlusher()
     inners = [RecordingTransport() for _ in range(count)]
     transports: list[Any] = inners
     return [CoalescingTransport(t, turn) for t in transports], inners
@@ -137,3 +139,13 @@ async def test_a_body_that_looks_like_a_head_keeps_its_order() -> None:
     assert b"".join(inner.writes) == (
         b"chunk one" + b"HTTP/1.1 is how this body starts" + b"chunk three"
     )
+
+
+def test_a_loop_with_a_flusher_can_still_be_collected() -> None:
+    loop = asyncio.new_event_loop()
+    assert turn_flusher(loop) is turn_flusher(loop)
+    gone = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert gone() is None

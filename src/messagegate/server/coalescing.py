@@ -22,10 +22,9 @@ _HEAD = b"HTTP/1.1 "
 class TurnFlusher:
     """Flushes at the end of a loop turn what the turn wrote; an idle gateway writes at once."""
 
-    __slots__ = ("_busy", "_loop", "_scheduled", "_waiting", "_written")
+    __slots__ = ("_busy", "_scheduled", "_waiting", "_written")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._waiting: list[CoalescingTransport] = []
         self._scheduled = False
         self._written = False
@@ -50,7 +49,8 @@ class TurnFlusher:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            # The running loop, not a stored one: `turn_flusher`'s map must not keep loops alive.
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         # Reset first: a flush can cause writes (a protocol told of back-pressure or a loss),
@@ -70,7 +70,7 @@ def turn_flusher(loop: asyncio.AbstractEventLoop) -> TurnFlusher:
     """The loop's one flusher, so that all its connections' writes leave together."""
     flusher = _FLUSHERS.get(loop)
     if flusher is None:
-        flusher = _FLUSHERS[loop] = TurnFlusher(loop)
+        flusher = _FLUSHERS[loop] = TurnFlusher()
     return flusher
 
 

@@ -8,6 +8,10 @@ per client, joined), and the client wakes once for all of them. An idle gateway 
 at once: the first write of a turn after a quiet one leaves immediately, as latency matters
 more than batching there. A response head always waits for its body's start, so both leave in
 one write.
+
+A turn ends where the loop next runs its ready callbacks (``call_soon``): writes made by socket
+callbacks leave right after the turn's reads; those made by a task step, itself a ready callback,
+leave after the next poll's callbacks, still before the loop sleeps.
 """
 
 from __future__ import annotations

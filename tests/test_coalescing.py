@@ -35,12 +35,16 @@ class RecordingTransport:
         return self.closed or self.aborted
 
 
+def on(turn: TurnFlusher, inner: RecordingTransport) -> CoalescingTransport:
+    transport: Any = inner
+    return CoalescingTransport(transport, turn)
+
+
 def connections(count: int) -> tuple[list[CoalescingTransport], list[RecordingTransport]]:
     """`count` connections sharing one flusher, as all of a loop's connections do."""
     turn = TurnFlusher()
     inners = [RecordingTransport() for _ in range(count)]
-    transports: list[Any] = inners
-    return [CoalescingTransport(t, turn) for t in transports], inners
+    return [on(turn, inner) for inner in inners], inners
 
 
 async def end_of_turn() -> None:
@@ -149,3 +153,25 @@ def test_a_loop_with_a_flusher_can_still_be_collected() -> None:
     del loop
     gc.collect()
     assert gone() is None
+
+
+async def test_a_write_caused_by_a_flush_leaves_at_the_end_of_the_next_turn() -> None:
+    turn = TurnFlusher()
+    inner_second = RecordingTransport()
+    second = on(turn, inner_second)
+
+    class WritesOnWrite(RecordingTransport):
+        """A transport whose write makes a protocol write elsewhere (as back-pressure may)."""
+
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            second.write(b"caused")
+
+    causing = WritesOnWrite()
+    first = on(turn, causing)
+    await make_busy([on(turn, RecordingTransport()) for _ in range(2)])
+    first.write(b"cause")
+    await end_of_turn()
+    assert (causing.writes, inner_second.writes) == ([b"cause"], [])
+    await end_of_turn()
+    assert inner_second.writes == [b"caused"]

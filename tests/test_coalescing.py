@@ -110,6 +110,16 @@ async def test_a_turn_with_one_write_makes_the_next_one_quiet_again() -> None:
     assert inners[1].writes == [b"b", b"at once"]
 
 
+async def test_a_turn_that_wrote_twice_to_one_connection_leaves_the_next_one_quiet() -> None:
+    (transport, other), (inner, inner_other) = connections(2)
+    transport.write(b"at once")
+    transport.write(b" and at the end of the turn")
+    await end_of_turn()
+    assert inner.writes == [b"at once", b" and at the end of the turn"]
+    other.write(b"still at once")
+    assert inner_other.writes == [b"still at once"]
+
+
 async def test_closing_writes_what_waits_first_and_aborting_drops_it() -> None:
     (transport,), (inner,) = connections(1)
     transport.write(HEAD)

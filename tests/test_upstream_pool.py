@@ -157,6 +157,25 @@ async def test_a_request_sent_as_the_server_closes_an_idle_connection_is_sent_ag
     assert [s.connection for s in server.seen] == [0, 0, 1]
 
 
+async def test_work_given_to_post_runs_once_per_request_though_it_is_sent_again() -> None:
+    def script(connection: int, number: int, seen: Seen) -> Answer:
+        if connection == 0 and number == 1:
+            return Answer(close=True)  # closed without a byte of answer
+        return Answer(response(b"%d/%d" % (connection, number)))
+
+    runs: list[int] = []
+    async with RawHTTPServer(script) as server:
+        pool = ConnectionPool()
+        request_head = head(server)
+        for number in range(2):
+            request = request_head.encode(b"{}")
+            answer = await pool.post(request_head, request, QUICK, lambda n=number: runs.append(n))
+            await answer.read()
+        pool.close()
+    assert [s.connection for s in server.seen] == [0, 0, 1]  # the second request went twice
+    assert runs == [0, 1]
+
+
 async def test_an_answer_cut_off_after_it_started_is_not_sent_again() -> None:
     def script(connection: int, number: int, seen: Seen) -> Answer:
         if number == 0:

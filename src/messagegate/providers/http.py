@@ -3,11 +3,16 @@ where transport failures become GatewayErrors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from types import TracebackType
 
 from messagegate.config import Provider
-from messagegate.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from messagegate.errors import (
+    GatewayError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from messagegate.providers.connection import ConnectionDropped, ProtocolViolation, TransportError
 
 _RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
@@ -18,19 +23,39 @@ def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.startswith(_RELAYED_PREFIXES)}
 
 
-@contextmanager
-def upstream_errors(provider: Provider) -> Iterator[None]:
-    """Translate transport failures of one provider into the gateway's exception tree."""
-    try:
-        yield
-    except TimeoutError:
-        raise UpstreamTimeout(f"provider {provider.name!r} timed out") from None
-    except ConnectionDropped:
-        raise UpstreamUnreachable(f"provider {provider.name!r} dropped the connection") from None
-    except ProtocolViolation as exc:
-        raise UpstreamProtocolError(f"provider {provider.name!r} sent {exc}") from None
-    except TransportError:
-        raise UpstreamUnreachable(f"provider {provider.name!r} failed to answer") from None
-    except OSError:
-        # Raised only while connecting: refused, unresolvable, or a failed TLS handshake.
-        raise UpstreamUnreachable(f"cannot connect to provider {provider.name!r}") from None
+class upstream_errors:  # lower case, like contextlib.suppress: ``with upstream_errors(p):``
+    """Translate transport failures of one provider into the gateway's exception tree.
+
+    A class, not a ``@contextmanager``: every upstream call enters one, and a generator costs
+    several times as much to enter and leave.
+    """
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(error, OSError | TransportError):
+            raise _gateway_error(error, self.provider.name) from None
+
+
+def _gateway_error(error: OSError | TransportError, name: str) -> GatewayError:
+    if isinstance(error, TimeoutError):
+        return UpstreamTimeout(f"provider {name!r} timed out")
+    if isinstance(error, ConnectionDropped):
+        return UpstreamUnreachable(f"provider {name!r} dropped the connection")
+    if isinstance(error, ProtocolViolation):
+        return UpstreamProtocolError(f"provider {name!r} sent {error}")
+    if isinstance(error, TransportError):
+        return UpstreamUnreachable(f"provider {name!r} failed to answer")
+    # An OSError is raised only while connecting: refused, unresolvable, or a failed handshake.
+    return UpstreamUnreachable(f"cannot connect to provider {name!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from messagegate.api.sse import Event, encode_event
@@ -65,14 +67,21 @@ class OpenAIClient:
 
     async def open_stream(self, call: UpstreamCall) -> EventStream:
         request = self._translate(call, stream=True)
-        translator = OpenAIStreamTranslator(
-            model=call.client_model, request=request, input_tokens=self.count_locally(call)
-        )
+        input_tokens = 0
+
+        def count() -> None:
+            nonlocal input_tokens
+            input_tokens = self.count_locally(call)
+
+        # The prompt is counted (for message_start) while the upstream thinks, not after.
         with upstream_errors(self.provider):
-            response = await self._post(request)
+            response = await self._post(request, while_waiting=count)
             if response.status >= 400:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
+        translator = OpenAIStreamTranslator(
+            model=call.client_model, request=request, input_tokens=input_tokens
+        )
         converter = OpenAIEventConverter(translator, self.provider.name)
         return await open_event_stream(response, self.provider, converter)
 
@@ -82,9 +91,11 @@ class OpenAIClient:
     def count_locally(self, call: UpstreamCall) -> int:
         return count_request(call.body, self.provider.token_encoding)
 
-    async def _post(self, request: OpenAIRequest) -> UpstreamResponse:
+    async def _post(
+        self, request: OpenAIRequest, while_waiting: Callable[[], None] | None = None
+    ) -> UpstreamResponse:
         encoded = self.head.encode(orjson.dumps(request.payload))
-        return await self.pool.post(self.head, encoded, self.provider.timeouts)
+        return await self.pool.post(self.head, encoded, self.provider.timeouts, while_waiting)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
         if response.status >= 400:
@@ -106,7 +117,8 @@ class OpenAIEventConverter:
     def whole_event(self, event: bytes) -> bytes | None:
         """The usual event, one ``data:`` line, translated without the decoder: a text delta
         from its bytes, anything else parsed from them."""
-        if not event.startswith(b"data: ") or event.count(b"\n") != 2:
+        # Its only line break ends it: a chunk of several events is refused at its first one.
+        if not event.startswith(b"data: ") or event.find(b"\n") != len(event) - 2:
             return None
         out = self.translator.feed_text_event(event)
         if out is not None:

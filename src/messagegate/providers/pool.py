@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,26 +159,43 @@ class ConnectionPool:
         self._idle: dict[Origin, deque[UpstreamConnection]] = {}
         self._origins: dict[UpstreamConnection, Origin] = {}
 
-    async def post(self, head: RequestHead, request: bytes, timeouts: Timeouts) -> UpstreamResponse:
-        """Send `request` (encoded by `head`) and wait for the answer's status and headers."""
+    async def post(
+        self,
+        head: RequestHead,
+        request: bytes,
+        timeouts: Timeouts,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> UpstreamResponse:
+        """Send `request` (encoded by `head`) and wait for the answer's status and headers.
+
+        `while_waiting` runs once, as soon as the request has gone out: work the caller needs
+        only once the answer comes is done during the upstream's round trip, not after it.
+        """
         endpoint = head.endpoint
         connection = self._take_idle(endpoint.origin)
         if connection is not None:
             try:
-                return await self._exchange(connection, request, timeouts)
+                return await self._exchange(connection, request, timeouts, while_waiting)
             except ConnectionDropped as dropped:
                 # The server closed this idle connection as the request went out: nothing of
                 # the request was answered, so it is sent once more on a fresh connection.
                 if dropped.answered:
                     raise
+                while_waiting = None
         connection = await self._open(endpoint, timeouts.connect)
-        return await self._exchange(connection, request, timeouts)
+        return await self._exchange(connection, request, timeouts, while_waiting)
 
     async def _exchange(
-        self, connection: UpstreamConnection, request: bytes, timeouts: Timeouts
+        self,
+        connection: UpstreamConnection,
+        request: bytes,
+        timeouts: Timeouts,
+        while_waiting: Callable[[], None] | None,
     ) -> UpstreamResponse:
         connection.send(request, timeouts.first_byte, timeouts.total)
         try:
+            if while_waiting is not None:
+                while_waiting()
             await connection.wait_headers()
         except BaseException:
             connection.abort()

@@ -156,17 +156,16 @@ async def open_event_stream(
     failure: GatewayError | None = None
     try:
         with upstream_errors(provider):
-            async with asyncio.timeout(provider.timeouts.first_byte):
-                while not first:
-                    chunk = await response.read_chunk()
-                    if not chunk:
-                        relay.end()
-                        if not first:
-                            raise UpstreamProtocolError(
-                                f"provider {provider.name!r} sent an empty stream"
-                            )
-                        break
-                    relay.feed(chunk)
+            deadline = asyncio.get_running_loop().time() + provider.timeouts.first_byte
+            # The connection's timer bounds each read's silence, so the usual first read, which
+            # brings the first event, needs no timeout of its own.
+            ended = await _read_into(response, relay)
+            if not first and not ended:
+                async with asyncio.timeout_at(deadline):
+                    while not first and not ended:
+                        ended = await _read_into(response, relay)
+            if not first:
+                raise UpstreamProtocolError(f"provider {provider.name!r} sent an empty stream")
             if not relay.ended and response.exhausted:
                 # The whole answer came at once: end it now, so it goes out in one write.
                 try:
@@ -182,3 +181,13 @@ async def open_event_stream(
         # After the first event the read timeout becomes the idle gap allowed between reads.
         response.set_read_timeout(provider.timeouts.idle)
     return UpstreamEventStream(response, provider, relay, b"".join(first), failure)
+
+
+async def _read_into(response: UpstreamResponse, relay: SSERelay) -> bool:
+    """Feed `relay` the next chunk, or its end; say whether the stream ended."""
+    chunk = await response.read_chunk()
+    if chunk:
+        relay.feed(chunk)
+        return False
+    relay.end()
+    return True

@@ -31,17 +31,18 @@ class TurnFlusher:
     def __init__(self) -> None:
         self._waiting: list[CoalescingTransport] = []
         self._scheduled = False
-        self._written = False
+        # The connection this turn's first write went to at once, if it did.
+        self._written: CoalescingTransport | None = None
         # Whether the last turn wrote to more than one connection.
         self._busy = False
 
-    def write_now(self) -> bool:
-        """Whether a write may leave at once: the first of a turn does while the gateway is
-        not busy, to keep its latency; otherwise it waits, and the turn's writes leave back to
-        back."""
-        if self._written or self._busy:
+    def write_now(self, transport: CoalescingTransport) -> bool:
+        """Whether a write to `transport` may leave at once: the first of a turn does while
+        the gateway is not busy, to keep its latency; otherwise it waits, and the turn's
+        writes leave back to back."""
+        if self._written is not None or self._busy:
             return False
-        self._written = True
+        self._written = transport
         self._schedule()
         return True
 
@@ -60,9 +61,10 @@ class TurnFlusher:
         # Reset first: a flush can cause writes (a protocol told of back-pressure or a loss),
         # and those belong to the next turn.
         waiting, self._waiting = self._waiting, []
-        written, self._scheduled, self._written = self._written, False, False
+        written, self._scheduled, self._written = self._written, False, None
         flushed = sum([transport.flush() for transport in waiting])
-        self._busy = flushed + written > 1
+        # The connection written at once may have had more written after: it counts once.
+        self._busy = flushed + (written is not None and written not in waiting) > 1
 
 
 _FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnFlusher] = (
@@ -103,7 +105,7 @@ class CoalescingTransport:
             return
         if pending is not None:
             pending.append(data)
-        elif self._turn.write_now():
+        elif self._turn.write_now(self):
             self._transport.write(data)
         else:
             self._pending = [data]

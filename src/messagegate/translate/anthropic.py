@@ -80,7 +80,9 @@ class AnthropicEventRelay:
         """The client bytes of one event in the usual form (an ``event:`` and a ``data:`` line),
         without the decoder: content-block and ping events pass byte for byte, the others are
         relayed as ``convert`` relays them."""
-        if not event.startswith(b"event: ") or event.count(b"\n") != 3:
+        # Two lines, then the blank one: a chunk of several events is refused at its second.
+        line_end = event.find(b"\n")
+        if not event.startswith(b"event: ") or event.find(b"\n", line_end + 1) != len(event) - 2:
             return None
         if event.startswith(_VERBATIM_PREFIXES):
             return event

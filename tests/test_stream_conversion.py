@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from messagegate.api.sse import encode_text_delta
 from messagegate.providers.openai import OpenAIEventConverter
 from messagegate.providers.stream import SSERelay
 from messagegate.translate.anthropic import AnthropicEventRelay
@@ -190,6 +191,26 @@ def test_the_text_bytes_path_is_taken_for_the_usual_chunk(monkeypatch: pytest.Mo
     assert whole.translator.feed_text_event(_text_frame("a\\b")) is None
 
 
+def test_a_run_of_text_events_in_one_chunk_is_taken_in_one_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    whole = converter()
+    whole.whole_event(_text_frame("Hi", role="assistant"))
+    whole.whole_event(_text_frame(" there"))
+    monkeypatch.setattr(orjson, "loads", None)  # parsing now would fail the test
+    monkeypatch.setattr(whole.translator, "feed_text_event", None)  # so would one at a time
+    texts = [" quick", " brown", " f\u00f6x"]
+    run = b"".join(_text_frame(text) for text in texts)
+    chunk = b": a comment\n\n" + run + _text_frame('"quoted"') + _text_frame(" end")
+    start = len(b": a comment\n\n")
+    assert whole.whole_run(chunk, 0) == (b"", 0)
+    out, end = whole.whole_run(chunk, start)
+    assert end == start + len(run)  # up to the text its bytes cannot give as they are
+    assert out == b"".join(encode_text_delta(0, text) for text in texts)
+    assert whole.translator._open is not None
+    assert whole.translator._open.texts == ["Hi", " there", *texts]
+
+
 ANTHROPIC_ANSWER = [
     b'event: message_start\ndata: {"type":"message_start","message":{"model":"up",'
     b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',
@@ -213,6 +234,20 @@ def test_anthropic_chunks_of_whole_events_are_relayed_as_the_decoded_events_are(
     whole, by_decoder = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
     assert relayed(whole, chunks, decode=False) == decoded(by_decoder, chunks)
     assert whole.usage == by_decoder.usage
+
+
+def test_anthropic_events_that_pass_byte_for_byte_are_taken_as_one_slice() -> None:
+    relay = AnthropicEventRelay("claude-client")
+    chunk = b"".join(ANTHROPIC_ANSWER)
+    start = len(ANTHROPIC_ANSWER[0])
+    verbatim = b"".join(ANTHROPIC_ANSWER[1:5])  # ping and the content block's events
+    assert relay.whole_run(chunk, 0) == (b"", 0)  # message_start names the client's model
+    assert relay.whole_run(chunk, start) == (verbatim, start + len(verbatim))
+    unfinished = chunk[: start + len(verbatim) - 1]  # the last blank line not there yet
+    assert relay.whole_run(unfinished, start) == (
+        b"".join(ANTHROPIC_ANSWER[1:4]),
+        start + len(b"".join(ANTHROPIC_ANSWER[1:4])),
+    )
 
 
 def test_anthropic_chunks_with_other_events_are_relayed_as_the_decoded_events_are() -> None:

@@ -45,25 +45,26 @@ def encode_raw_event(name: str, data: str) -> bytes:
 
 def encode_text_delta(index: int, text: str) -> bytes:
     """``encode_event`` of a text_delta, from its constant bytes and the text: most events are."""
-    return b"".join((_text_delta_head(index), orjson.dumps(text), _TEXT_DELTA_TAIL))
+    return b"".join((text_delta_head(index), orjson.dumps(text), TEXT_DELTA_TAIL))
 
 
 def encode_text_delta_literal(index: int, literal: bytes) -> bytes:
     """``encode_text_delta`` of a text already serialised as orjson would (a JSON string)."""
-    return b"".join((_text_delta_head(index), literal, _TEXT_DELTA_TAIL))
+    return b"".join((text_delta_head(index), literal, TEXT_DELTA_TAIL))
 
 
-_TEXT_DELTA_TAIL = b"}}\n\n"
+TEXT_DELTA_TAIL = b"}}\n\n"
 
 
 @lru_cache(maxsize=64)
-def _text_delta_head(index: int) -> bytes:
-    """The bytes before the text, cut from what ``encode_event`` frames, so the two agree."""
+def text_delta_head(index: int) -> bytes:
+    """The bytes of a text_delta before its text (``TEXT_DELTA_TAIL`` follows the text), cut
+    from what ``encode_event`` frames, so the two agree."""
     delta = {"type": "text_delta", "text": ""}
     event = encode_event(
         "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
     )
-    return event.removesuffix(b'""' + _TEXT_DELTA_TAIL)
+    return event.removesuffix(b'""' + TEXT_DELTA_TAIL)
 
 
 PING = encode_event("ping", {"type": "ping"})

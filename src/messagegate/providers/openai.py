@@ -128,6 +128,11 @@ class OpenAIEventConverter:
             return b""
         return self._translate(memoryview(event)[6:-2], event)
 
+    def whole_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
+        """The text events at `start` of a chunk of whole events, translated from their bytes
+        in one go."""
+        return self.translator.feed_text_run(chunk, start)
+
     def convert(self, event: ServerSentEvent) -> bytes:
         if event.data == "[DONE]":
             self._saw_done = True

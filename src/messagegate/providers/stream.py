@@ -29,6 +29,12 @@ class EventConverter(Protocol):
         chunk of several events included)."""
         ...
 
+    def whole_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
+        """The client bytes of the usual events that follow one another from `start` in a
+        chunk of whole events, taken in one go (a fast upstream's burst), and where they end;
+        `start` when none is there."""
+        ...
+
     def finish(self) -> bytes:
         """The upstream ended; raise a GatewayError if it ended too early."""
         ...
@@ -41,7 +47,16 @@ class SSERelay:
     `write_end`, so that it can leave with the end of the client's answer.
     """
 
-    __slots__ = ("_convert", "_decoder", "_whole_event", "converter", "ended", "write", "write_end")
+    __slots__ = (
+        "_convert",
+        "_decoder",
+        "_whole_event",
+        "_whole_run",
+        "converter",
+        "ended",
+        "write",
+        "write_end",
+    )
 
     def __init__(self, converter: EventConverter, write: Write) -> None:
         self.converter = converter
@@ -51,6 +66,7 @@ class SSERelay:
         self._decoder = SSEDecoder()
         self._convert = converter.convert
         self._whole_event = converter.whole_event
+        self._whole_run = converter.whole_run
 
     def feed(self, chunk: bytes) -> None:
         if self._decoder.between_events and chunk.endswith(b"\n\n") and b"\r" not in chunk:
@@ -64,17 +80,21 @@ class SSERelay:
             self.write(out)
 
     def _whole_events(self, chunk: bytes) -> bytes:
-        """A chunk of whole events: each taken from its bytes by the converter, and from the
-        first one it refuses on, the rest decoded (the decoder is at an event boundary)."""
+        """A chunk of whole events: runs of the usual ones and each other one taken from their
+        bytes by the converter, and from the first one it refuses on, the rest decoded (the
+        decoder is at an event boundary)."""
         outs = []
         start = 0
         while start < len(chunk):
-            end = chunk.index(b"\n\n", start) + 2
-            out = self._whole_event(chunk[start:end])
-            if out is None:
-                outs.append(self._decode(chunk[start:]))
-                break
-            outs.append(out)
+            run, end = self._whole_run(chunk, start)
+            if end == start:
+                end = chunk.index(b"\n\n", start) + 2
+                out = self._whole_event(chunk[start:end])
+                if out is None:
+                    outs.append(self._decode(chunk[start:]))
+                    break
+                run = out
+            outs.append(run)
             start = end
         return b"".join(outs)
 

@@ -91,6 +91,18 @@ class AnthropicEventRelay:
             return None
         return self.convert(new_event(name[7:].decode(), data.decode()))
 
+    def whole_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
+        """The events at `start` of a chunk of whole events that pass byte for byte, as one
+        slice of it, and where they end."""
+        end = start
+        while chunk.startswith(_VERBATIM_PREFIXES, end):
+            # The prefix holds the event line; the data line must end with the blank line.
+            data_end = chunk.find(b"\n", chunk.find(b"\n", end) + 1)
+            if data_end < 0 or chunk[data_end + 1 : data_end + 2] != b"\n":
+                break
+            end = data_end + 2
+        return chunk[start:end], end
+
     def _convert(self, event: ServerSentEvent) -> bytes:
         name = event.event
         if name == "message_start":

@@ -20,7 +20,14 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from messagegate.api.envelope import error_payload
-from messagegate.api.sse import Event, encode_event, encode_text_delta, encode_text_delta_literal
+from messagegate.api.sse import (
+    TEXT_DELTA_TAIL,
+    Event,
+    encode_event,
+    encode_text_delta,
+    encode_text_delta_literal,
+    text_delta_head,
+)
 from messagegate.api.usage import Usage
 from messagegate.errors import GatewayError, UpstreamProtocolError
 from messagegate.translate.openai_errors import classify_error_object
@@ -168,6 +175,37 @@ class OpenAIStreamTranslator:
             return None
         template.block.texts.append(text)
         return encode_text_delta_literal(template.block.index, literal)
+
+    def feed_text_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
+        """``feed_text_event`` of each of the text events that follow one another in a chunk
+        of whole events from `start`, in one loop: their client bytes, and where they end
+        (`start` when no such event is there)."""
+        template = self._text_template
+        if template is None or template.block is not self._open or self._queue or self._ended:
+            return b"", start
+        prefix, suffix, block = template.prefix, template.suffix, template.block
+        head = text_delta_head(block.index)
+        parts: list[bytes] = []
+        while chunk.startswith(prefix, start):
+            newline = chunk.find(b"\n", start)
+            # One line, and the suffix ends it with the blank line.
+            if newline < 0 or not chunk.endswith(suffix, start, newline + 2):
+                break
+            first, last = start + len(prefix), newline + 2 - len(suffix)
+            if (
+                last - first < 3  # an empty text is no delta
+                or chunk[first] != 0x22
+                or chunk[last - 1] != 0x22
+                or _ESCAPED.search(chunk, first + 1, last - 1) is not None
+            ):
+                break
+            try:
+                block.texts.append(chunk[first + 1 : last - 1].decode())
+            except UnicodeDecodeError:
+                break
+            parts += (head, chunk[first:last], TEXT_DELTA_TAIL)
+            start = newline + 2
+        return b"".join(parts), start
 
     def _learn_text_event(self, event: bytes, text: str) -> None:
         """Remember the bytes around the text of an event that only added text."""

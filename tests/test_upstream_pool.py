@@ -176,6 +176,27 @@ async def test_work_given_to_post_runs_once_per_request_though_it_is_sent_again(
     assert runs == [0, 1]
 
 
+async def test_work_given_to_post_that_fails_closes_the_connection_it_waited_on() -> None:
+    def script(connection: int, number: int, seen: Seen) -> Answer:
+        return Answer(response(b"%d/%d" % (connection, number)))
+
+    def failing() -> None:
+        raise ValueError("counting failed")
+
+    async with RawHTTPServer(script) as server:
+        pool = ConnectionPool()
+        request_head = head(server)
+        with pytest.raises(ValueError, match="counting failed"):
+            await pool.post(request_head, request_head.encode(b"{}"), QUICK, failing)
+        for _ in range(200):
+            if server.lost:
+                break
+            await asyncio.sleep(0.01)
+        assert server.lost == [0]  # closed, not left open with its answer unread
+        assert await (await post(pool, request_head)).read() == b"1/0"
+        pool.close()
+
+
 async def test_an_answer_cut_off_after_it_started_is_not_sent_again() -> None:
     def script(connection: int, number: int, seen: Seen) -> Answer:
         if number == 0:

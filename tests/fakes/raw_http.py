@@ -61,6 +61,9 @@ class _Handler(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.server.transports.append(transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.lost.append(self.number)
+
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
 
@@ -96,6 +99,8 @@ class RawHTTPServer:
         self.tls = tls
         self.seen: list[Seen] = []
         self.connections = 0
+        # Numbers of the connections the client closed (or the server, at the end).
+        self.lost: list[int] = []
         self.transports: list[asyncio.BaseTransport] = []
         self._server: asyncio.Server | None = None
         self.port = 0

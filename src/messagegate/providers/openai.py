@@ -73,7 +73,7 @@ class OpenAIClient:
             nonlocal input_tokens
             input_tokens = self.count_locally(call)
 
-        # The prompt is counted (for message_start) while the upstream thinks, not after.
+        # The prompt is counted (for message_start) while the upstream works, not before sending.
         with upstream_errors(self.provider):
             response = await self._post(request, while_waiting=count)
             if response.status >= 400:

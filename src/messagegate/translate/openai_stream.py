@@ -88,6 +88,22 @@ _CONTENT_KEY = b'"content":'
 _ESCAPED = re.compile(rb'[\x00-\x1f"\\]')
 
 
+def _plain_text(data: bytes, first: int, last: int) -> str | None:
+    """The text of the JSON string ``data[first:last]`` when its bytes are the text's UTF-8 as
+    they are (no escapes) and it is not empty; else None."""
+    if (
+        last - first < 3
+        or data[first] != 0x22
+        or data[last - 1] != 0x22
+        or _ESCAPED.search(data, first + 1, last - 1) is not None
+    ):
+        return None
+    try:
+        return data[first + 1 : last - 1].decode()
+    except UnicodeDecodeError:
+        return None
+
+
 class _TextTemplate(NamedTuple):
     """The bytes of a ``data:`` event that only added text to `block`, around the text's string.
 
@@ -161,20 +177,12 @@ class OpenAIStreamTranslator:
             or self._ended
         ):
             return None
-        literal = event[len(template.prefix) : len(event) - len(template.suffix)]
-        if (
-            len(literal) < 3  # an empty text is no delta
-            or literal[0] != 0x22
-            or literal[-1] != 0x22
-            or _ESCAPED.search(literal, 1, len(literal) - 1) is not None
-        ):
-            return None
-        try:
-            text = literal[1:-1].decode()
-        except UnicodeDecodeError:
+        first, last = len(template.prefix), len(event) - len(template.suffix)
+        text = _plain_text(event, first, last)
+        if text is None:
             return None
         template.block.texts.append(text)
-        return encode_text_delta_literal(template.block.index, literal)
+        return encode_text_delta_literal(template.block.index, event[first:last])
 
     def feed_text_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
         """``feed_text_event`` of each of the text events that follow one another in a chunk
@@ -192,17 +200,10 @@ class OpenAIStreamTranslator:
             if newline < 0 or not chunk.endswith(suffix, start, newline + 2):
                 break
             first, last = start + len(prefix), newline + 2 - len(suffix)
-            if (
-                last - first < 3  # an empty text is no delta
-                or chunk[first] != 0x22
-                or chunk[last - 1] != 0x22
-                or _ESCAPED.search(chunk, first + 1, last - 1) is not None
-            ):
+            text = _plain_text(chunk, first, last)
+            if text is None:
                 break
-            try:
-                block.texts.append(chunk[first + 1 : last - 1].decode())
-            except UnicodeDecodeError:
-                break
+            block.texts.append(text)
             parts += (head, chunk[first:last], TEXT_DELTA_TAIL)
             start = newline + 2
         return b"".join(parts), start

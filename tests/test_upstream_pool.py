@@ -337,6 +337,11 @@ async def test_cancelling_a_request_closes_its_connection() -> None:
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
+        for _ in range(200):
+            if server.lost:
+                break
+            await asyncio.sleep(0.01)
+        assert server.lost == [0]
         assert await (await post(pool, head(server))).read() == b"ok"
         pool.close()
     assert server.connections == 2

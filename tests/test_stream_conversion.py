@@ -256,3 +256,21 @@ def test_anthropic_chunks_with_other_events_are_relayed_as_the_decoded_events_ar
     client = "claude-client"
     expected = decoded(AnthropicEventRelay(client), chunks)
     assert relayed(AnthropicEventRelay(client), chunks, decode=True) == expected
+
+
+def test_anthropic_chunks_with_carriage_returns_are_relayed_as_the_decoded_events_are() -> None:
+    # "\r\n" ends a line too: a fast path that split on "\n" alone would keep the "\r" in the
+    # event's name.
+    crlf = b"event: message_delta\r\ndata: " + ANTHROPIC_ANSWER[-2].split(b"data: ", 1)[1]
+    chunks = [b"".join(ANTHROPIC_ANSWER[:-2]), crlf, ANTHROPIC_ANSWER[-1]]
+    whole, by_decoder = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
+    assert relayed(whole, chunks, decode=True) == decoded(by_decoder, chunks)
+    assert whole.usage.output_tokens == 3
+
+
+def test_a_chunk_that_ends_an_event_begun_in_the_chunk_before_goes_to_the_decoder() -> None:
+    # The first of two data lines came alone: the second, a whole line, is not a whole event.
+    begun = b'data: {"choices":[{"index":0,\n'
+    ended = b'data: "delta":{"role":"assistant","content":"Hi"}}]}\n\n'
+    chunks = [begun, ended, *HELLO[1:], b"data: [DONE]\n\n"]
+    assert relayed(converter(), chunks, decode=True) == decoded(converter(), chunks)

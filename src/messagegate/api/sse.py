@@ -48,11 +48,6 @@ def encode_text_delta(index: int, text: str) -> bytes:
     return b"".join((text_delta_head(index), orjson.dumps(text), TEXT_DELTA_TAIL))
 
 
-def encode_text_delta_literal(index: int, literal: bytes) -> bytes:
-    """``encode_text_delta`` of a text already serialised as orjson would (a JSON string)."""
-    return b"".join((text_delta_head(index), literal, TEXT_DELTA_TAIL))
-
-
 TEXT_DELTA_TAIL = b"}}\n\n"
 
 

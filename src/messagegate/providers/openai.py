@@ -117,12 +117,13 @@ class OpenAIEventConverter:
     def whole_event(self, event: bytes) -> bytes | None:
         """The usual event, one ``data:`` line, translated without the decoder: a text delta
         from its bytes, anything else parsed from them."""
-        # Its only line break ends it: a chunk of several events is refused at its first one.
-        if not event.startswith(b"data: ") or event.find(b"\n") != len(event) - 2:
-            return None
+        # First, as most events are text deltas: it refuses a chunk of several events itself.
         out = self.translator.feed_text_event(event)
         if out is not None:
             return out
+        # Its only line break ends it: a chunk of several events is refused at its first one.
+        if not event.startswith(b"data: ") or event.find(b"\n") != len(event) - 2:
+            return None
         if event == b"data: [DONE]\n\n":
             self._saw_done = True
             return b""

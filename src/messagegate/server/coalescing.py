@@ -49,7 +49,8 @@ class TurnFlusher:
     def add(self, transport: CoalescingTransport) -> None:
         """Flush `transport` at the end of this turn."""
         self._waiting.append(transport)
-        self._schedule()
+        if not self._scheduled:
+            self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled:
@@ -93,16 +94,20 @@ class CoalescingTransport:
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        held, pending = self._held, self._pending
-        if held is not None:
-            self._held = None
-            data = held + data
-        elif pending is None and data[:9] == _HEAD:
+        if self._held is None and self._pending is None and data[:9] == _HEAD:
             # Only the order of bytes matters for correctness: a body that happens to start
             # like a head is merely held until the end of this loop turn.
             self._held = data
             self._turn.add(self)
             return
+        self.write_body(data)
+
+    def write_body(self, data: bytes) -> None:
+        """``write`` of bytes that are known not to start a response (a body's chunk)."""
+        held, pending = self._held, self._pending
+        if held is not None:
+            self._held = None
+            data = held + data
         if pending is not None:
             pending.append(data)
         elif self._turn.write_now(self):

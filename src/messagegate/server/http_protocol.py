@@ -53,7 +53,7 @@ class BodyWriter:
         cycle, protocol = self._cycle(), self._protocol()
         if cycle is None or protocol is None or cycle.disconnected or cycle.response_complete:
             return
-        protocol.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        protocol.coalescing.write_body(b"%x\r\n%b\r\n" % (len(data), data))
         self.last_write = time.monotonic()
 
     @property
@@ -72,10 +72,13 @@ class HttpProtocol(HttpToolsProtocol):
     """The protocol the gateway serves with (``uvicorn.Config(http=HttpProtocol)``)."""
 
     body_listener: BodyListener | None = None
+    # The transport uvicorn writes to, as its own type.
+    coalescing: CoalescingTransport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         turn = turn_flusher(asyncio.get_running_loop())
-        super().connection_made(CoalescingTransport(transport, turn))  # type: ignore[arg-type]
+        self.coalescing = CoalescingTransport(transport, turn)  # type: ignore[arg-type]
+        super().connection_made(self.coalescing)  # type: ignore[arg-type]
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

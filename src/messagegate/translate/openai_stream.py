@@ -25,7 +25,6 @@ from messagegate.api.sse import (
     Event,
     encode_event,
     encode_text_delta,
-    encode_text_delta_literal,
     text_delta_head,
 )
 from messagegate.api.usage import Usage
@@ -114,6 +113,8 @@ class _TextTemplate(NamedTuple):
     block: _Block
     prefix: bytes
     suffix: bytes
+    # The client bytes of a text delta of `block` before its text.
+    head: bytes
 
 
 class OpenAIStreamTranslator:
@@ -166,7 +167,8 @@ class OpenAIStreamTranslator:
 
     def feed_text_event(self, event: bytes) -> bytes | None:
         """``feed_sse`` of a ``data: {...}`` event that only adds text to the open text block,
-        recognised by its bytes, without parsing it; None when it may be anything else."""
+        recognised by its bytes, without parsing it; None when it may be anything else (bytes
+        of several events included: their line breaks are not a plain string's)."""
         template = self._text_template
         if (
             template is None
@@ -182,7 +184,7 @@ class OpenAIStreamTranslator:
         if text is None:
             return None
         template.block.texts.append(text)
-        return encode_text_delta_literal(template.block.index, event[first:last])
+        return b"".join((template.head, event[first:last], TEXT_DELTA_TAIL))
 
     def feed_text_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
         """``feed_text_event`` of each of the text events that follow one another in a chunk
@@ -191,8 +193,7 @@ class OpenAIStreamTranslator:
         template = self._text_template
         if template is None or template.block is not self._open or self._queue or self._ended:
             return b"", start
-        prefix, suffix, block = template.prefix, template.suffix, template.block
-        head = text_delta_head(block.index)
+        block, prefix, suffix, head = template
         parts: list[bytes] = []
         while chunk.startswith(prefix, start):
             newline = chunk.find(b"\n", start)
@@ -219,7 +220,9 @@ class OpenAIStreamTranslator:
             return
         assert self._open is not None
         end = start + len(literal)
-        self._text_template = _TextTemplate(self._open, event[:start], event[end:])
+        self._text_template = _TextTemplate(
+            self._open, event[:start], event[end:], text_delta_head(self._open.index)
+        )
 
     def finish(self, *, saw_done: bool) -> list[Event]:
         """The upstream stream ended; ``saw_done`` says whether it sent ``[DONE]``."""

@@ -95,8 +95,10 @@ async def test_first_byte_timeout_answers_504(upstream: FakeUpstream, sdk) -> No
         Reply(chunks=script.events(ANSWER), delay=FOREVER),
         # Headers at once, then no event in time.
         Reply(chunks=script.events(ANSWER), hold=asyncio.Event(), hold_after=0),
+        # Comments more often than the silence allowed, but no event before the deadline.
+        Reply(chunks=[b": keep-alive\n\n"] * 40, chunk_delay=0.05),
     ],
-    ids=["no-headers", "no-first-event"],
+    ids=["no-headers", "no-first-event", "only-comments"],
 )
 async def test_stream_first_byte_timeout_answers_504(upstream: FakeUpstream, reply: Reply) -> None:
     upstream.default = reply

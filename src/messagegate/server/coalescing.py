@@ -49,8 +49,7 @@ class TurnFlusher:
     def add(self, transport: CoalescingTransport) -> None:
         """Flush `transport` at the end of this turn."""
         self._waiting.append(transport)
-        if not self._scheduled:
-            self._schedule()
+        self._schedule()
 
     def _schedule(self) -> None:
         if not self._scheduled:

@@ -185,3 +185,59 @@ async def test_a_write_caused_by_a_flush_leaves_at_the_end_of_the_next_turn() ->
     assert (causing.writes, inner_second.writes) == ([b"cause"], [])
     await end_of_turn()
     assert inner_second.writes == [b"caused"]
+
+
+async def test_a_task_woken_by_a_socket_callback_writes_in_the_turn_it_runs() -> None:
+    (first, second, woken), (_, _, inner_woken) = connections(3)
+    turn = first._turn
+    await make_busy([first, second])
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[None] = loop.create_future()
+    seen_by_next_poll: list[list[bytes]] = []
+
+    async def answered_task() -> None:
+        await answer
+        woken.write(b"answer")
+
+    def next_poll_callback() -> None:
+        seen_by_next_poll.append(list(inner_woken.writes))
+
+    def socket_callback() -> None:
+        # Two streams' tokens: the turn stays busy, and its flush is scheduled.
+        first.write(b"token")
+        second.write(b"token")
+        # A callback that runs before the task: what it schedules runs in the next turn, as
+        # the next poll's socket callbacks do.
+        loop.call_soon(loop.call_soon, next_poll_callback)
+        answer.set_result(None)
+        turn.follow()
+
+    task = asyncio.create_task(answered_task())
+    await end_of_turn()  # the task waits for its answer
+    loop.call_soon(socket_callback)
+    await task
+    await end_of_turn()
+    await end_of_turn()
+    assert seen_by_next_poll == [[b"answer"]]
+
+
+async def test_a_wake_up_inside_a_task_does_not_hold_the_turns_writes() -> None:
+    (first, second), (inner_first, _) = connections(2)
+    turn = first._turn
+    await make_busy([first, second])
+    loop = asyncio.get_running_loop()
+    seen_by_next_poll: list[list[bytes]] = []
+
+    def next_poll_callback() -> None:
+        seen_by_next_poll.append(list(inner_first.writes))
+
+    async def task_that_wakes_another() -> None:
+        loop.call_soon(next_poll_callback)
+        turn.follow()
+
+    task = asyncio.create_task(task_that_wakes_another())
+    # Written after the task's step was scheduled: the flush runs after the step, this turn.
+    first.write(b"token")
+    await task
+    await end_of_turn()
+    assert seen_by_next_poll == [[b"a", b"token"]]

@@ -86,6 +86,39 @@ async def test_a_chunked_answer_arrives_part_by_part() -> None:
     assert server.connections == 1
 
 
+async def test_the_pool_is_told_each_time_a_socket_callback_wakes_a_reader() -> None:
+    whole = chunked(b"data: one\n\n", b"data: two\n\n")
+    first_part_end = whole.index(b"data: two") - len(b"b\r\n")
+
+    def script(connection: int, number: int, seen: Seen) -> Answer:
+        return Answer(whole[:first_part_end], later=[(0.05, whole[first_part_end:])])
+
+    # Whether each wake-up came from a socket callback (no task running), as the server's
+    # flush-after-the-woken-task needs.
+    wakes: list[bool] = []
+
+    class Sink:
+        def __init__(self) -> None:
+            self.body: list[bytes] = []
+
+        def feed(self, data: bytes) -> None:
+            self.body.append(data)
+
+        def end(self) -> None:
+            pass
+
+    async with RawHTTPServer(script) as server:
+        pool = ConnectionPool(on_wake=lambda: wakes.append(asyncio.current_task() is None))
+        answer = await post(pool, head(server))
+        assert wakes == [True]  # the head woke the request's task
+        sink = Sink()
+        await answer.pipe(sink)
+        answer.release()
+        pool.close()
+    assert wakes == [True, True]  # and the piped body's end woke it again
+    assert b"".join(sink.body) == b"data: one\n\ndata: two\n\n"
+
+
 async def test_interim_answers_are_skipped_for_the_final_one() -> None:
     early_hints = b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n"
 

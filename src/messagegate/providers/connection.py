@@ -53,10 +53,15 @@ class UpstreamConnection(asyncio.Protocol):
     """Protocol and reader state for one connection; one request at a time."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[UpstreamConnection], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_lost: Callable[[UpstreamConnection], None],
+        on_wake: Callable[[], None] | None = None,
     ) -> None:
         self.loop = loop
         self.on_lost = on_lost
+        # Called right after a callback of ours woke the task awaiting this answer.
+        self.on_wake = on_wake
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -214,6 +219,8 @@ class UpstreamConnection(asyncio.Protocol):
                 waiter.set_exception(self.error)
             else:
                 waiter.set_result(None)
+            if self.on_wake is not None:
+                self.on_wake()
         if self.sink is not None and self.error is not None:
             self._end_pipe(self.error)
 
@@ -225,6 +232,8 @@ class UpstreamConnection(asyncio.Protocol):
                 piped.set_result(None)
             else:
                 piped.set_exception(error)
+            if self.on_wake is not None:
+                self.on_wake()
 
     def _sink_failed(self, error: BaseException) -> None:
         """The sink raised: nothing more of this answer is wanted, so the connection closes."""

@@ -146,16 +146,22 @@ class UpstreamResponse:
 
 
 class ConnectionPool:
-    """Idle connections per origin, most recently used first; new ones opened on demand."""
+    """Idle connections per origin, most recently used first; new ones opened on demand.
+
+    `on_wake` runs right after a connection's socket callback woke the task awaiting its answer
+    (the server uses it to write what that task's step writes in the same loop turn).
+    """
 
     def __init__(
         self,
         *,
         keepalive: float = KEEPALIVE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
+        on_wake: Callable[[], None] | None = None,
     ) -> None:
         self.keepalive = keepalive
         self._ssl_context = ssl_context
+        self._on_wake = on_wake
         self._idle: dict[Origin, deque[UpstreamConnection]] = {}
         self._origins: dict[UpstreamConnection, Origin] = {}
 
@@ -222,7 +228,7 @@ class ConnectionPool:
         secure = endpoint.scheme == "https"
         async with asyncio.timeout(connect_seconds):
             _, connection = await loop.create_connection(
-                lambda: UpstreamConnection(loop, self._lost),
+                lambda: UpstreamConnection(loop, self._lost, self._on_wake),
                 endpoint.host,
                 endpoint.port,
                 ssl=self._tls() if secure else None,

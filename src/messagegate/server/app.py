@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import random
@@ -15,6 +16,7 @@ from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
 from messagegate.server.auth import KeyChecker
+from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
@@ -55,7 +57,8 @@ class GatewayApp:
         # Load the token vocabularies now, not on the first request that needs them.
         for encoding in {"o200k_base", *(p.token_encoding for p in self.config.providers.values())}:
             active_encoding(encoding)
-        self.pool = ConnectionPool()
+        # A task woken by an upstream's answer writes to its client in the same loop turn.
+        self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
         self.messages = MessagesEndpoint(self.config, self.router)

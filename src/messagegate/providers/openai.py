@@ -111,6 +111,8 @@ class OpenAIEventConverter:
         self.translator = translator
         self.provider = provider
         self.usage = translator.usage
+        # A text delta, taken from its bytes (no converter call in between: once per token).
+        self.usual_event = translator.feed_text_event
         self._saw_done = False
         self._chunks = 0
 

@@ -21,6 +21,13 @@ class EventConverter(Protocol):
 
     usage: Usage
 
+    @property
+    def usual_event(self) -> Callable[[bytes], bytes | None]:
+        """The cheapest test for the usual event (an OpenAI text delta, an Anthropic
+        content-block event), tried first on each chunk: the client bytes of one such whole
+        event, else None (a chunk of several events included)."""
+        ...
+
     def convert(self, event: ServerSentEvent) -> bytes: ...
 
     def whole_event(self, event: bytes) -> bytes | None:
@@ -51,6 +58,7 @@ class SSERelay:
         "_between_events",
         "_convert",
         "_decoder",
+        "_usual_event",
         "_whole_event",
         "_whole_run",
         "converter",
@@ -68,6 +76,7 @@ class SSERelay:
         # The decoder's `between_events`, kept here: only `_decode` can change it.
         self._between_events = True
         self._convert = converter.convert
+        self._usual_event = converter.usual_event
         self._whole_event = converter.whole_event
         self._whole_run = converter.whole_run
 
@@ -75,8 +84,8 @@ class SSERelay:
         # `13 not in` looks for b"\r" with one memchr; `b"\r" not in` first tries the bytes as
         # an int and raises and clears a TypeError: 6x slower, on every chunk.
         if self._between_events and chunk.endswith(b"\n\n") and 13 not in chunk:
-            # The usual chunk is one event; a converter refuses a chunk of several.
-            out = self._whole_event(chunk)
+            # The usual chunk is one usual event; a chunk of several is refused.
+            out = self._usual_event(chunk)
             if out is None:
                 out = self._whole_events(chunk)
         else:

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import weakref
 from typing import Any
+from unittest import mock
 
 from messagegate.server.coalescing import CoalescingTransport, TurnFlusher, turn_flusher
 
@@ -241,3 +242,25 @@ async def test_a_wake_up_inside_a_task_does_not_hold_the_turns_writes() -> None:
     await task
     await end_of_turn()
     assert seen_by_next_poll == [[b"a", b"token"]]
+
+
+def test_what_uvicorn_asks_of_its_transport_is_forwarded() -> None:
+    inner = mock.Mock(spec=asyncio.Transport)
+    inner.is_closing.return_value = False
+    inner.get_extra_info.return_value = ("127.0.0.1", 8080)
+    transport = CoalescingTransport(inner, TurnFlusher())
+    protocol = asyncio.Protocol()
+    assert transport.is_closing() is False
+    assert transport.get_extra_info("sockname") == ("127.0.0.1", 8080)
+    transport.pause_reading()
+    transport.resume_reading()
+    transport.set_protocol(protocol)
+    transport.get_protocol()
+    assert inner.method_calls == [
+        mock.call.is_closing(),
+        mock.call.get_extra_info("sockname", None),
+        mock.call.pause_reading(),
+        mock.call.resume_reading(),
+        mock.call.set_protocol(protocol),
+        mock.call.get_protocol(),
+    ]

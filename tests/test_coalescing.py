@@ -222,6 +222,19 @@ async def test_a_task_woken_by_a_socket_callback_writes_in_the_turn_it_runs() ->
     assert seen_by_next_poll == [[b"answer"]]
 
 
+async def test_a_woken_task_that_writes_nothing_leaves_a_busy_gateway_busy() -> None:
+    (first, second), (inner_first, _) = connections(2)
+    await make_busy([first, second])
+    # A socket callback wakes a task that writes nothing.
+    asyncio.get_running_loop().call_soon(first._turn.follow)
+    await end_of_turn()
+    await end_of_turn()
+    first.write(b"token")
+    assert inner_first.writes == [b"a"]  # still held: the turn before wrote nothing
+    await end_of_turn()
+    assert inner_first.writes == [b"a", b"token"]
+
+
 async def test_a_wake_up_inside_a_task_does_not_hold_the_turns_writes() -> None:
     (first, second), (inner_first, _) = connections(2)
     turn = first._turn

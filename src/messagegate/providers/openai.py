@@ -119,7 +119,8 @@ class OpenAIEventConverter:
     def whole_event(self, event: bytes) -> bytes | None:
         """The usual event, one ``data:`` line, translated without the decoder: a text delta
         from its bytes, anything else parsed from them."""
-        # First, as most events are text deltas: it refuses a chunk of several events itself.
+        # The relay tries `usual_event` (this) first; chunks of several events come here one by
+        # one, and a text delta among them is still taken from its bytes.
         out = self.translator.feed_text_event(event)
         if out is not None:
             return out

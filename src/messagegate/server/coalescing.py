@@ -43,7 +43,7 @@ class TurnFlusher:
         """Whether a write to `transport` may leave at once: the first of a turn does while
         the gateway is not busy, to keep its latency; otherwise it waits, and the turn's
         writes leave back to back: `transport` is then flushed at the end of this turn."""
-        # One call per streamed token: `add` and `_schedule` are inlined.
+        # One call per streamed token: `add` is inlined.
         if self._written is None and not self._busy:
             self._written = transport
             now = True
@@ -57,7 +57,8 @@ class TurnFlusher:
     def add(self, transport: CoalescingTransport) -> None:
         """Flush `transport` at the end of this turn."""
         self._waiting.append(transport)
-        self._schedule()
+        if self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
 
     def follow(self) -> None:
         """A socket callback just woke a task: move this turn's flush behind the task's step,
@@ -71,10 +72,6 @@ class TurnFlusher:
             scheduled.cancel()
         # The running loop, not a stored one: `turn_flusher`'s map must not keep loops alive.
         self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
-
-    def _schedule(self) -> None:
-        if self._scheduled is None:
-            self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         # Reset first: a flush can cause writes (a protocol told of back-pressure or a loss),

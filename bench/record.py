@@ -40,6 +40,8 @@ class RunRecord:
     warmup: float
     versions: dict[str, str]
     rows: list[Row] = field(default_factory=list)
+    # The concurrency-1 rows measured again with every CPU kept awake (bench/awake.py).
+    awake: list[Row] = field(default_factory=list)
     memory: list[MemoryRow] = field(default_factory=list)
     capacity: list[Capacity] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
@@ -115,6 +117,16 @@ def to_markdown(record: RunRecord) -> str:
             report.versus_table(record.rows, record.competitors()),
         ]
     parts += ["### Every scenario", report.rows_table(record.rows)]
+    if record.awake:
+        parts += [
+            "### Concurrency 1 with every CPU kept from halting (a diagnostic, not the targets)",
+            "The same scenarios once more, with idle CPUs kept polling instead of halting (a PM "
+            "QoS request for zero wake-up latency, `bench/awake.py`). An idle CPU of this VM "
+            "halts, and waking it costs a trip through the hypervisor, paid at each of the four "
+            "CPU crossings a gateway adds at concurrency 1 and at none of DIRECT's, whose client "
+            "and upstream share a CPU. What remains is the gateway's own work.",
+            report.rows_table(record.awake),
+        ]
     if record.memory:
         parts += [
             "### Memory (OpenAI route, streams open at once)",

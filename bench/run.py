@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import (
+    awake,
     capacity,
     install,
     measure,
@@ -93,6 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run inside a fresh loopback-only network namespace",
     )
     parser.add_argument(
+        "--awake",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the concurrency-1 zero scenarios once more (DIRECT and messagegate) with"
+        " every CPU kept from halting: what the VM's wake-ups add (off with --quick)",
+    )
+    parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -104,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
 @dataclass(frozen=True, slots=True)
 class Plan:
     matrix: list[scenarios.Scenario]
+    # Measured again with every CPU kept awake (see bench/awake.py).
+    awake: list[scenarios.Scenario]
     memory: bool
     capacity: bool
     competitors: bool
@@ -127,8 +137,14 @@ def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
         duration, warmup, wrk.command[0] if use_wrk else None, "1" if pin else None
     )
     full = not args.quick and not args.scenarios
+    chosen = scenarios.select(matrix, args.scenarios)
     return Plan(
-        matrix=scenarios.select(matrix, args.scenarios),
+        matrix=chosen,
+        awake=[
+            s
+            for s in chosen
+            if args.awake and not args.quick and s.profile == "zero" and s.concurrency == 1
+        ],
         memory=scenarios.wants(args.scenarios, scenarios.MEMORY) and not args.quick,
         capacity=scenarios.wants(args.scenarios, scenarios.CAPACITY) and not args.quick and use_wrk,
         competitors=args.competitors if args.competitors is not None else not args.quick,
@@ -213,10 +229,12 @@ class Bench:
             if self.plan.capacity:
                 self._run_capacity()
             self._run_matrix()
+            self._run_awake()
             if self.plan.memory:
                 self._run_memory()
             self._run_profiles()
         measure.compare(self.record.rows)
+        measure.compare(self.record.awake)
         return self.record
 
     def _start_upstreams(self) -> None:
@@ -281,6 +299,23 @@ class Bench:
                 row = measure.measure(scenario, target, child, self.plan.settings, self.meter)
                 self.record.rows.append(row)
                 log(_progress(row))
+
+    def _run_awake(self) -> None:
+        ours = [(t, c) for t, c in self.targets if t.name in (Direct.name, report.OURS)]
+        if not self.plan.awake or not ours:
+            return
+        why_not = awake.unavailable()
+        if why_not is not None:
+            self.record.notes.append(f"CPUs could not be kept awake: {why_not}")
+            return
+        with awake.cpus_kept_awake():
+            for scenario in self.plan.awake:
+                for target, child in ours:
+                    if child is not None and not child.alive():
+                        continue
+                    row = measure.measure(scenario, target, child, self.plan.settings, self.meter)
+                    self.record.awake.append(row)
+                    log("awake " + _progress(row))
 
     def _note_dead(self, target: Target, child: procs.Child) -> None:
         note = f"{target.name} exited during the run; its log ends:\n{child.tail(5)}"

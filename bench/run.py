@@ -312,6 +312,7 @@ class Bench:
             for scenario in self.plan.awake:
                 for target, child in ours:
                     if child is not None and not child.alive():
+                        self._note_dead(target, child)
                         continue
                     row = measure.measure(scenario, target, child, self.plan.settings, self.meter)
                     self.record.awake.append(row)

@@ -119,6 +119,17 @@ async def test_the_pool_is_told_each_time_a_socket_callback_wakes_a_reader() -> 
     assert b"".join(sink.body) == b"data: one\n\ndata: two\n\n"
 
 
+async def test_the_pool_is_told_when_a_failure_wakes_a_reader() -> None:
+    wakes: list[bool] = []
+    async with RawHTTPServer(lambda *_: Answer(close=True)) as server:
+        pool = ConnectionPool(on_wake=lambda: wakes.append(asyncio.current_task() is None))
+        with pytest.raises(ConnectionDropped):
+            await post(pool, head(server))
+        pool.close()
+    # The connection's loss woke the request's task with the error, from a socket callback.
+    assert wakes == [True]
+
+
 async def test_interim_answers_are_skipped_for_the_final_one() -> None:
     early_hints = b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n"
 

@@ -211,6 +211,31 @@ def test_a_run_of_text_events_in_one_chunk_is_taken_in_one_go(
     assert whole.translator._open.texts == ["Hi", " there", *texts]
 
 
+def test_the_event_that_opens_the_text_block_teaches_its_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    whole = converter()
+    whole.whole_event(_text_frame("", role="assistant"))  # OpenAI's first chunk: no text yet
+    whole.whole_event(_text_frame("Hi"))  # opens the block
+    monkeypatch.setattr(orjson, "loads", None)  # parsing now would fail the test
+    assert whole.whole_event(_text_frame(" there")) == encode_text_delta(0, " there")
+    run = _text_frame(" a") + _text_frame(" b")
+    assert whole.whole_run(run, 0) == (
+        encode_text_delta(0, " a") + encode_text_delta(0, " b"),
+        len(run),
+    )
+
+
+def test_a_run_stops_before_a_text_that_is_not_utf8() -> None:
+    whole = converter()
+    whole.whole_event(_text_frame("Hi"))
+    good, bad = _text_frame(" a"), _text_frame(" b").replace(b" b", b" \xff")
+    assert whole.whole_run(good + bad, 0) == (encode_text_delta(0, " a"), len(good))
+    assert whole.whole_run(bad, 0) == (b"", 0)
+    assert whole.translator._open is not None
+    assert whole.translator._open.texts == ["Hi", " a"]
+
+
 ANTHROPIC_ANSWER = [
     b'event: message_start\ndata: {"type":"message_start","message":{"model":"up",'
     b'"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',

@@ -163,7 +163,13 @@ class OpenAIStreamTranslator:
             if event is not None:
                 self._learn_text_event(event, more[1])
             return encode_text_delta(*more)
-        return b"".join([encode_event(name, data) for name, data in self._feed(chunk)])
+        sent = b"".join([encode_event(name, data) for name, data in self._feed(chunk)])
+        if event is not None:
+            # The chunk that opened the text block: its bytes can give the template already.
+            text = self._text_only(chunk)
+            if text is not None:
+                self._learn_text_event(event, text)
+        return sent
 
     def feed_text_event(self, event: bytes) -> bytes | None:
         """``feed_sse`` of a ``data: {...}`` event that only adds text to the open text block,
@@ -194,7 +200,7 @@ class OpenAIStreamTranslator:
         if template is None or template.block is not self._open or self._queue or self._ended:
             return b"", start
         block, prefix, suffix, head = template
-        parts: list[bytes] = []
+        strings: list[bytes] = []
         while chunk.startswith(prefix, start):
             newline = chunk.find(b"\n", start)
             # One line, and the suffix ends it with the blank line.
@@ -205,9 +211,12 @@ class OpenAIStreamTranslator:
             if text is None:
                 break
             block.texts.append(text)
-            parts += (head, chunk[first:last], TEXT_DELTA_TAIL)
+            strings.append(chunk[first:last])
             start = newline + 2
-        return b"".join(parts), start
+        if not strings:
+            return b"", start
+        # Each client event is the head, the text's JSON string as it came, the tail.
+        return b"".join((head, (TEXT_DELTA_TAIL + head).join(strings), TEXT_DELTA_TAIL)), start
 
     def _learn_text_event(self, event: bytes, text: str) -> None:
         """Remember the bytes around the text of an event that only added text."""
@@ -248,6 +257,16 @@ class OpenAIStreamTranslator:
 
         The text is added to the block here. Any other chunk changes nothing and gives None.
         """
+        text = self._text_only(chunk)
+        if text is None:
+            return None
+        block = self._open
+        assert block is not None
+        block.texts.append(text)
+        return block.index, text
+
+    def _text_only(self, chunk: Any) -> str | None:
+        """The text of a chunk that only adds text to the open text block; None for any other."""
         block = self._open
         if block is None or block.kind != "text" or self._queue or self._ended:
             return None
@@ -269,8 +288,7 @@ class OpenAIStreamTranslator:
             return None
         if len(delta) > 1 and not _TEXT_ONLY_KEYS.issuperset(delta):
             return None
-        block.texts.append(text)
-        return block.index, text
+        return text
 
     def _feed(self, chunk: dict[str, Any]) -> list[Event]:
         """Any chunk, the general way."""

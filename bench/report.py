@@ -24,6 +24,12 @@ class Check:
     met: bool
     note: str = ""
 
+    @property
+    def scenario(self) -> str | None:
+        """The scenario whose row this target is read from; None for the memory targets."""
+        head = self.what.split(" ", 1)[0]
+        return head if "/" in head else None
+
 
 def _num(value: float | None, digits: int = 2) -> str:
     if value is None:

@@ -347,9 +347,7 @@ class Bench:
         ours = next(((t, c) for t, c in self.targets if t.name == report.OURS), None)
         if not self.plan.profile or not spy.ok or ours is None or ours[1] is None:
             return
-        # A full run profiles the key scenarios; a run of chosen scenarios profiles each of them.
-        chosen = [s for s in self.plan.matrix if s.name in _PROFILED or self.plan.chosen]
-        for scenario in chosen:
+        for scenario in to_profile(self.plan, self.record.rows):
             profile = self._profile(spy.command[0], scenario, ours[0], ours[1])
             if profile is not None:
                 self.record.profiles.append(profile)
@@ -368,6 +366,16 @@ class Bench:
                 recorder.kill()
                 recorder.wait(5)
         return profiling.summarize(scenario.name, out.read_text()) if out.exists() else None
+
+
+def to_profile(plan: Plan, rows: list[measure.Row]) -> list[scenarios.Scenario]:
+    """The scenarios to profile: in a full run the key ones and those whose target `rows`
+    missed, so that the results say where a miss's time goes; in a run of chosen ones, each."""
+    if plan.chosen:
+        return list(plan.matrix)
+    measure.compare(rows)
+    missed = {check.scenario for check in report.checks(rows, []) if not check.met}
+    return [s for s in plan.matrix if s.name in _PROFILED or s.name in missed]
 
 
 _PROFILED = (

@@ -163,9 +163,10 @@ class OpenAIStreamTranslator:
             if event is not None:
                 self._learn_text_event(event, more[1])
             return encode_text_delta(*more)
+        was_open = self._open
         sent = b"".join([encode_event(name, data) for name, data in self._feed(chunk)])
-        if event is not None:
-            # The chunk that opened the text block: its bytes can give the template already.
+        if event is not None and self._open is not was_open:
+            # A chunk that opened a text block with its text alone teaches the template already.
             text = self._text_only(chunk)
             if text is not None:
                 self._learn_text_event(event, text)

@@ -229,11 +229,12 @@ class Bench:
             if self.plan.capacity:
                 self._run_capacity()
             self._run_matrix()
+            # Each row's difference from DIRECT, which the profiles' choice reads too.
+            measure.compare(self.record.rows)
             self._run_awake()
             if self.plan.memory:
                 self._run_memory()
             self._run_profiles()
-        measure.compare(self.record.rows)
         measure.compare(self.record.awake)
         return self.record
 
@@ -370,10 +371,10 @@ class Bench:
 
 def to_profile(plan: Plan, rows: list[measure.Row]) -> list[scenarios.Scenario]:
     """The scenarios to profile: in a full run the key ones and those whose target `rows`
-    missed, so that the results say where a miss's time goes; in a run of chosen ones, each."""
+    (compared with DIRECT) missed, so that the results say where a miss's time goes; in a run
+    of chosen ones, each."""
     if plan.chosen:
         return list(plan.matrix)
-    measure.compare(rows)
     missed = {check.scenario for check in report.checks(rows, []) if not check.met}
     return [s for s in plan.matrix if s.name in _PROFILED or s.name in missed]
 

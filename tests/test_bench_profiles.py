@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import run
 from bench.install import Tool
-from bench.measure import Row
+from bench.measure import Row, compare
 
 
 def row(scenario: str, target: str, ttft_ms: float) -> Row:
@@ -37,6 +37,7 @@ def test_a_full_run_profiles_the_scenario_of_a_missed_target_too() -> None:
         row("zero/stream/anthropic/c1", "DIRECT", 0.04),
         row("zero/stream/anthropic/c1", "messagegate", 0.24),  # +0.20 ms: met
     ]
+    compare(rows)
     names = profiled([], rows)
     assert "zero/stream/openai/c1" in names
     assert "zero/stream/anthropic/c1" not in names

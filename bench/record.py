@@ -19,7 +19,7 @@ from bench.profiling import Profile
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
-_PACKAGES = ("messagegate", "uvicorn", "uvloop", "httptools", "orjson", "msgspec")
+_PACKAGES = ("messagegate", "uvicorn", "uvloop", "httptools", "orjson", "msgspec", "aiohttp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,8 @@ class RunRecord:
     profiles: list[Profile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def checks(self) -> list[report.Check]:
-        return report.checks(self.rows, self.memory)
+    def checks(self, target: str = report.OURS) -> list[report.Check]:
+        return report.checks(self.rows, self.memory, target)
 
     def competitors(self) -> list[str]:
         present = {r.target for r in self.rows}
@@ -107,10 +107,26 @@ def to_markdown(record: RunRecord) -> str:
         "quiet, the calmer of the two kept).",
     ]
     parts += [f"Note: {note}" for note in record.notes]
-    parts += [
-        "### Targets of issue 6 (messagegate, one process)",
-        report.checks_table(record.checks()),
-    ]
+    probe = record.checks(report.PROBE)
+    parts.append("### Targets of issue 6 (messagegate, one process)")
+    if probe:
+        parts.append(
+            "`bare probe`: the same target read from the rows of issue 6's bare probe of the "
+            "minimal proxy path (`bench/probe.py`), measured in the same run."
+        )
+    parts.append(report.checks_table(record.checks(), probe))
+    yardstick = report.probe_table(record.rows)
+    if yardstick is not None:
+        parts += [
+            "### Against issue 6's bare probe, in the same run (a yardstick, not the targets)",
+            "Issue 6 set three targets against a bare probe of the minimal proxy path measured "
+            "on its own machine (`bench/probe.py`: orjson, a translation, one pooled aiohttp "
+            "call, raw ASGI on uvicorn; no validation, auth, routing, logging or metrics). Run "
+            "here beside the gateway, the probe shows how fast this machine is today: each "
+            "target as a multiple of the probe, there and here.",
+            *[line for line in [report.machine_speed(record.rows)] if line],
+            yardstick,
+        ]
     if record.competitors():
         parts += [
             "### Ours against the competitors",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.measure import NOISY_CORES, Row
@@ -11,6 +11,7 @@ from bench.profiling import Profile
 from bench.targets import ROUTES
 
 OURS = "messagegate"
+PROBE = "probe"
 COMPETITORS = ("litellm", "ccr")
 
 
@@ -157,10 +158,24 @@ def memory_table(rows: list[MemoryRow]) -> str:
     return markdown_table(header, lines)
 
 
-def checks_table(checks: list[Check]) -> str:
+def checks_table(checks: list[Check], probe: Sequence[Check] = ()) -> str:
+    """Each target as measured; with the probe's checks, the probe's value for each beside it."""
     header = ["target (issue 6)", "measured", "limit", "met", "by how much"]
-    lines = [[c.what, c.measured, c.limit, "yes" if c.met else "**no**", c.note] for c in checks]
+    by_what = {c.what: c for c in probe}
+    if probe:
+        header += ["bare probe", "probe met"]
+    lines = []
+    for c in checks:
+        line = [c.what, c.measured, c.limit, _yes(c.met), c.note]
+        if probe:
+            theirs = by_what.get(c.what)
+            line += ["-", "-"] if theirs is None else [theirs.measured, _yes(theirs.met)]
+        lines.append(line)
     return markdown_table(header, lines)
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "**no**"
 
 
 def profile_table(profile: Profile) -> str:
@@ -179,8 +194,8 @@ def profile_table(profile: Profile) -> str:
     return "\n\n".join([packages, ours, own])
 
 
-def _find(rows: list[Row], scenario: str) -> Row | None:
-    return next((r for r in rows if r.scenario == scenario and r.target == OURS), None)
+def _find(rows: list[Row], scenario: str, target: str = OURS) -> Row | None:
+    return next((r for r in rows if r.scenario == scenario and r.target == target), None)
 
 
 def _check(
@@ -207,32 +222,33 @@ def _at_most(v: float, lim: float) -> bool:
     return v <= lim
 
 
-def checks(rows: list[Row], memory: list[MemoryRow]) -> list[Check]:
+def checks(rows: list[Row], memory: list[MemoryRow], target: str = OURS) -> list[Check]:
+    """Issue 6's targets, read from `target`'s rows (messagegate's unless told)."""
     found: list[Check | None] = []
-    c64 = _find(rows, "zero/json/openai/c64")
+    c64 = _find(rows, "zero/json/openai/c64", target)
     if c64 is not None:
         found.append(_check("zero/json/openai/c64 throughput", c64.rps, 5000, "req/s", _at_least))
         found.append(
             _check("zero/json/openai/c64 gateway CPU", c64.cpu_ms, 0.2, "ms/req", _at_most)
         )
     for route in ROUTES:
-        found += _route_checks(rows, route)
-    found += _memory_checks(memory)
+        found += _route_checks(rows, route, target)
+    found += _memory_checks(memory, target)
     return [c for c in found if c is not None]
 
 
-def _route_checks(rows: list[Row], route: str) -> list[Check | None]:
+def _route_checks(rows: list[Row], route: str, target: str) -> list[Check | None]:
     out: list[Check | None] = []
-    c1 = _find(rows, f"zero/json/{route}/c1")
+    c1 = _find(rows, f"zero/json/{route}/c1", target)
     if c1 is not None:
         out.append(_check(f"zero/json/{route}/c1 added p50", c1.added_p50_ms, 0.3, "ms", _below))
         out.append(_check(f"zero/json/{route}/c1 added p99", c1.added_p99_ms, 1.0, "ms", _below))
-    s1 = _find(rows, f"zero/stream/{route}/c1")
+    s1 = _find(rows, f"zero/stream/{route}/c1", target)
     if s1 is not None:
         out.append(
             _check(f"zero/stream/{route}/c1 added TTFT", s1.added_ttft_ms, 0.3, "ms", _below)
         )
-    s64 = _find(rows, f"zero/stream/{route}/c64")
+    s64 = _find(rows, f"zero/stream/{route}/c64", target)
     if s64 is not None:
         out.append(
             _check(f"zero/stream/{route}/c64 throughput", s64.rps, 3000, "streams/s", _at_least)
@@ -241,7 +257,7 @@ def _route_checks(rows: list[Row], route: str) -> list[Check | None]:
             _check(f"zero/stream/{route}/c64 gateway CPU", s64.cpu_ms, 2.5, "ms/stream", _at_most)
         )
     for kind, floor in (("stream", 0.95), ("json", 0.98)):
-        r256 = _find(rows, f"realistic/{kind}/{route}/c256")
+        r256 = _find(rows, f"realistic/{kind}/{route}/c256", target)
         if r256 is not None:
             name = f"realistic/{kind}/{route}/c256"
             out.append(_check(f"{name} vs DIRECT", r256.x_direct, floor, "x", _at_least))
@@ -249,8 +265,8 @@ def _route_checks(rows: list[Row], route: str) -> list[Check | None]:
     return out
 
 
-def _memory_checks(memory: list[MemoryRow]) -> list[Check | None]:
-    ours = next((m for m in memory if m.target == OURS), None)
+def _memory_checks(memory: list[MemoryRow], target: str) -> list[Check | None]:
+    ours = next((m for m in memory if m.target == target), None)
     if ours is None:
         return []
     out = [
@@ -261,3 +277,55 @@ def _memory_checks(memory: list[MemoryRow]) -> list[Check | None]:
     if drift is not None:
         out.append(_check("RSS drift over 10,000 streams", abs(drift), 10, "%", _at_most))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Yardstick:
+    """A target of issue 6 next to what the issue's bare probe measured on the issue's machine."""
+
+    what: str
+    scenario: str
+    read: Callable[[Row], float | None]
+    probe: float
+    target: float
+    ok: Callable[[float, float], bool]
+
+
+YARDSTICKS = (
+    Yardstick("throughput, req/s", "zero/json/openai/c64", lambda r: r.rps, 8100, 5000, _at_least),
+    Yardstick(
+        "gateway CPU, ms/req", "zero/json/openai/c64", lambda r: r.cpu_ms, 0.12, 0.2, _at_most
+    ),
+    Yardstick("added p50, ms", "zero/json/openai/c1", lambda r: r.added_p50_ms, 0.24, 0.3, _below),
+)
+# DIRECT's throughput on the issue's machine, zero/json/openai/c64.
+ISSUE_DIRECT_RPS = 50_000
+
+
+def probe_table(rows: list[Row]) -> str | None:
+    """Each target the issue set against its probe, as a multiple of the probe, here and there."""
+    header = ["scenario", "measure", "issue: probe", "issue: target", "target / probe"]
+    header += ["here: probe", "here: messagegate", "messagegate / probe", "within the ratio"]
+    lines = []
+    for y in YARDSTICKS:
+        probe, ours = _find(rows, y.scenario, PROBE), _find(rows, y.scenario)
+        here = None if probe is None else y.read(probe)
+        value = None if ours is None else y.read(ours)
+        if here is None or value is None or here <= 0:
+            continue
+        allowed, found = y.target / y.probe, value / here
+        verdict = "yes" if y.ok(found, allowed) else "**no**"
+        issue = [y.scenario, y.what, f"{y.probe:,g}", f"{y.target:,g}", f"{allowed:.2f}x"]
+        lines.append([*issue, _num(here, 3), _num(value, 3), f"{found:.2f}x", verdict])
+    return markdown_table(header, lines) if lines else None
+
+
+def machine_speed(rows: list[Row]) -> str | None:
+    """DIRECT's zero/json/openai/c64 throughput here against the issue's machine."""
+    direct = _find(rows, "zero/json/openai/c64", "DIRECT")
+    if direct is None or direct.rps <= 0:
+        return None
+    return (
+        f"DIRECT served {direct.rps:,.0f} req/s in zero/json/openai/c64 here; the issue measured"
+        f" ~{ISSUE_DIRECT_RPS:,} on its machine ({direct.rps / ISSUE_DIRECT_RPS:.2f}x)."
+    )

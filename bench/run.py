@@ -34,7 +34,15 @@ from bench import (
     scenarios,
 )
 from bench.install import Tool
-from bench.targets import UPSTREAMS, ClaudeCodeRouter, Direct, LiteLLM, Messagegate, Target
+from bench.targets import (
+    UPSTREAMS,
+    ClaudeCodeRouter,
+    Direct,
+    LiteLLM,
+    Messagegate,
+    Probe,
+    Target,
+)
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 _IN_NETNS = "MG_BENCH_IN_NETNS"
@@ -253,7 +261,8 @@ class Bench:
             self.meter.upstream_pids[upstream.name] = child.pid
 
     def _start_targets(self) -> None:
-        targets: list[Target] = [Direct(), Messagegate(self.record.versions["messagegate"])]
+        ours = Messagegate(self.record.versions["messagegate"])
+        targets: list[Target] = [Direct(), Probe(), ours]
         if self.plan.competitors:
             targets += self._competitors()
         for target in targets:
@@ -302,7 +311,7 @@ class Bench:
                 log(_progress(row))
 
     def _run_awake(self) -> None:
-        ours = [(t, c) for t, c in self.targets if t.name in (Direct.name, report.OURS)]
+        ours = [(t, c) for t, c in self.targets if t.name in (Direct.name, Probe.name, report.OURS)]
         if not self.plan.awake or not ours:
             return
         why_not = awake.unavailable()

@@ -1,4 +1,4 @@
-"""The targets of the load: DIRECT (the fake upstream), messagegate, LiteLLM, claude-code-router.
+"""The targets of the load: DIRECT (the fake upstream), the bare probe, messagegate and competitors.
 
 Each target knows its port, how to start (config written to the run folder, pinned to the
 gateway CPU) and what request a scenario sends it; all route to the same fake upstreams.
@@ -129,6 +129,24 @@ class Direct(Target):
         headers = {"authorization": f"Bearer {UPSTREAM_KEY}"}
         path = "/v1/chat/completions"
         return Request(upstream.port, path, payload, markers(stream, True), headers)
+
+
+class Probe(Target):
+    """Issue 6's bare probe of the minimal proxy path (bench/probe.py), the machine's yardstick."""
+
+    name = "probe"
+    port = 8070 + PORT_OFFSET
+
+    def start(self, run_dir: Path, cpus: str | None) -> procs.Child:
+        command = [sys.executable, "-m", "bench.probe", "--port", str(self.port)]
+        command += ["--api-key", UPSTREAM_KEY]
+        for upstream in UPSTREAMS.values():
+            for route in ROUTES:
+                path = "/chat/completions" if route == "openai" else "/v1/messages"
+                url = _upstream_url(route, upstream) + path
+                command += [f"--{route}", f"{_model(route, upstream.name)}={url}"]
+        repo = Path(__file__).resolve().parent.parent
+        return procs.start(self.name, command, run_dir, cpus=cpus, env=child_env(), cwd=repo)
 
 
 class Messagegate(Target):

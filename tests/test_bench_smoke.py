@@ -33,7 +33,7 @@ def run_quick_bench(out: Path) -> dict[str, Any]:
 def test_quick_bench_runs_and_reaches_the_upstream_through_the_gateway(tmp_path: Path) -> None:
     run = run_quick_bench(tmp_path / "run.json")
     rows = run["rows"]
-    assert {r["target"] for r in rows} == {"DIRECT", "messagegate"}
+    assert {r["target"] for r in rows} == {"DIRECT", "probe", "messagegate"}
     scenarios = {r["scenario"] for r in rows}
     assert scenarios == {
         "zero/json/openai/c16",
@@ -44,7 +44,8 @@ def test_quick_bench_runs_and_reaches_the_upstream_through_the_gateway(tmp_path:
     for row in rows:
         assert row["rps"] > 0, row
         assert row["ok"] > 0, row
-        # Every answer the client counted came from the fake upstream (through the gateway).
+        # Every answer the client counted came from the fake upstream (through the gateway or
+        # the bare probe).
         assert row["upstream_requests"] >= row["ok"], row
     gateway = [r for r in rows if r["target"] == "messagegate"]
     assert all(r["cpu_ms"] is not None and r["peak_rss_mb"] for r in gateway)

@@ -1,0 +1,122 @@
+"""The bench's bare probe translates like the gateway's baseline, and the report reads it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from bench import body, report
+from bench.measure import Row, compare
+from bench.probe import StreamTranslator, to_anthropic, to_openai
+from bench.replies import OPENAI_MODEL
+
+
+def test_the_probe_sends_the_openai_body_that_direct_sends() -> None:
+    for stream in (False, True):
+        sent = to_openai(body.anthropic_body("bench-openai-zero", stream), OPENAI_MODEL, stream)
+        assert sent == body.openai_body(OPENAI_MODEL, stream)
+
+
+def test_the_probe_answers_a_completion_as_a_message() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+    completion = {
+        "id": "chatcmpl-1",
+        "choices": [
+            {"message": {"content": "Hi", "tool_calls": [call]}, "finish_reason": "tool_calls"}
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+    }
+    message = to_anthropic(completion, "bench-openai-zero")
+    assert message["content"] == [
+        {"type": "text", "text": "Hi"},
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+    ]
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"] == {"input_tokens": 7, "output_tokens": 3}
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def events(raw: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+
+
+def test_the_probe_translates_a_stream_cut_anywhere() -> None:
+    chunks = [{"choices": [{"delta": {"content": word}}]} for word in ("The", " fox")]
+    chunks.append({"choices": [{"delta": {}, "finish_reason": "length"}]})
+    chunks.append({"choices": [], "usage": {"completion_tokens": 2}})
+    upstream = b"".join(sse(c) for c in chunks) + b"data: [DONE]\n\n"
+    for cut in range(1, len(upstream)):
+        stream = StreamTranslator("bench-openai-zero")
+        out = stream.feed(upstream[:cut]) + stream.feed(upstream[cut:]) + stream.finish()
+        got = events(out)
+        assert [e["type"] for e in got] == [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ], cut
+        assert "".join(e["delta"]["text"] for e in got[2:4]) == "The fox"
+        assert got[5]["delta"]["stop_reason"] == "max_tokens"
+        assert got[5]["usage"] == {"output_tokens": 2}
+
+
+def row(scenario: str, target: str, rps: float, p50_ms: float, cpu_ms: float | None) -> Row:
+    return Row(
+        scenario=scenario,
+        target=target,
+        rps=rps,
+        p50_ms=p50_ms,
+        p99_ms=p50_ms,
+        ttft_p50_ms=None,
+        ttft_p99_ms=None,
+        cpu_ms=cpu_ms,
+        peak_rss_mb=80.0,
+        ok=1000,
+        errors=0,
+        upstream_requests=1000,
+        loadgen="wrk",
+    )
+
+
+def test_each_target_is_shown_as_a_multiple_of_the_probe_there_and_here() -> None:
+    rows = [
+        row("zero/json/openai/c64", "DIRECT", 20_000, 3.0, None),
+        row("zero/json/openai/c64", "probe", 2_000, 30.0, 0.40),
+        row("zero/json/openai/c64", "messagegate", 2_200, 28.0, 0.50),
+        row("zero/json/openai/c1", "DIRECT", 20_000, 0.05, None),
+        row("zero/json/openai/c1", "probe", 2_000, 0.65, 0.5),
+        row("zero/json/openai/c1", "messagegate", 2_000, 0.75, 0.5),
+    ]
+    compare(rows)
+    table = report.probe_table(rows)
+    assert table is not None
+    lines = table.splitlines()[2:]
+    # Throughput: 1.10x the probe, where the issue asked for 5,000 / 8,100 = 0.62x.
+    assert lines[0].endswith("| 0.62x | 2,000.000 | 2,200.000 | 1.10x | yes |")
+    # CPU: 1.25x the probe, where the issue allowed 0.2 / 0.12 = 1.67x.
+    assert lines[1].endswith("| 1.67x | 0.400 | 0.500 | 1.25x | yes |")
+    # Added p50: +0.70 against +0.60 is 1.17x, where the issue allowed 0.3 / 0.24 = 1.25x.
+    assert lines[2].endswith("| 1.25x | 0.600 | 0.700 | 1.17x | yes |")
+    assert report.machine_speed(rows) == (
+        "DIRECT served 20,000 req/s in zero/json/openai/c64 here; the issue measured"
+        " ~50,000 on its machine (0.40x)."
+    )
+
+
+def test_the_targets_table_shows_the_probe_beside_each_target() -> None:
+    rows = [
+        row("zero/json/openai/c64", "probe", 6_000, 10.0, 0.15),
+        row("zero/json/openai/c64", "messagegate", 4_000, 12.0, 0.25),
+    ]
+    ours, probe = report.checks(rows, []), report.checks(rows, [], report.PROBE)
+    lines = report.checks_table(ours, probe).splitlines()
+    assert lines[0].endswith("| bare probe | probe met |")
+    assert lines[2].endswith("| **no** | missed by 1,000.00 req/s (20%) | 6,000.000 req/s | yes |")
+    assert lines[3].endswith("| 0.150 ms/req | yes |")
+    assert report.probe_table(rows[1:]) is None

@@ -384,7 +384,8 @@ def to_profile(plan: Plan, rows: list[measure.Row]) -> list[scenarios.Scenario]:
     of chosen ones, each."""
     if plan.chosen:
         return list(plan.matrix)
-    missed = {check.scenario for check in report.checks(rows, []) if not check.met}
+    checks = report.checks(rows, [])
+    missed = {check.scenario for check in checks if check.judged and not check.met}
     return [s for s in plan.matrix if s.name in _PROFILED or s.name in missed]
 
 

@@ -38,6 +38,11 @@ class Upstream:
     tokens: int
     itl_ms: float
 
+    @property
+    def answer_seconds(self) -> float:
+        """How long an answer takes by the profile's pacing: first token, then the rest."""
+        return (self.ttft_ms + max(self.tokens - 1, 0) * self.itl_ms) / 1000
+
     def command(self) -> list[str]:
         return [
             sys.executable,

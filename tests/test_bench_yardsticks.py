@@ -1,4 +1,4 @@
-"""The bench's bare probe translates like the gateway's baseline, and the report reads it."""
+"""The bench's yardsticks: the bare probe, and a DIRECT its load generator did not hold back."""
 
 from __future__ import annotations
 
@@ -120,3 +120,26 @@ def test_the_targets_table_shows_the_probe_beside_each_target() -> None:
     assert lines[2].endswith("| **no** | missed by 1,000.00 req/s (20%) | 6,000.000 req/s | yes |")
     assert lines[3].endswith("| 0.150 ms/req | yes |")
     assert report.probe_table(rows[1:]) is None
+
+
+def test_a_256_stream_ratio_is_not_judged_when_direct_was_held_back() -> None:
+    # 256 realistic answers of 0.545 s allow ~470/s; DIRECT did 374 (0.80x) here.
+    rows = [
+        row("realistic/stream/openai/c256", "DIRECT", 374, 677.0, None),
+        row("realistic/stream/openai/c256", "messagegate", 409, 616.0, 2.4),
+        row("realistic/json/openai/c256", "DIRECT", 466, 549.0, None),
+        row("realistic/json/openai/c256", "messagegate", 440, 551.0, 0.5),
+    ]
+    compare(rows)
+    found = {c.what: c for c in report.checks(rows, [])}
+    for what in (
+        "realistic/stream/openai/c256 vs DIRECT",
+        "realistic/stream/openai/c256 added p50",
+    ):
+        assert not found[what].judged
+        assert found[what].note.startswith("DIRECT did 0.80x of the 470/s")
+    kept_pace = found["realistic/json/openai/c256 vs DIRECT"]
+    # 0.94x of a DIRECT that kept pace: a real miss.
+    assert kept_pace.judged
+    assert not kept_pace.met
+    assert "| not judged |" in report.checks_table(list(found.values()))

@@ -291,7 +291,7 @@ def _direct_held_back(rows: list[Row], scenario: str, concurrency: int) -> str |
     if share >= DIRECT_PACED_FLOOR:
         return None
     return (
-        f"DIRECT did {share:.2f}x of the {allowed:,.0f}/s its upstream's pacing allows:"
+        f"DIRECT did {share:.3f}x of the {allowed:,.0f}/s its upstream's pacing allows:"
         " its load generator's CPU was the limit"
     )
 

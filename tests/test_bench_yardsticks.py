@@ -137,7 +137,7 @@ def test_a_256_stream_ratio_is_not_judged_when_direct_was_held_back() -> None:
         "realistic/stream/openai/c256 added p50",
     ):
         assert not found[what].judged
-        assert found[what].note.startswith("DIRECT did 0.80x of the 470/s")
+        assert found[what].note.startswith("DIRECT did 0.796x of the 470/s")
     kept_pace = found["realistic/json/openai/c256 vs DIRECT"]
     # 0.94x of a DIRECT that kept pace: a real miss.
     assert kept_pace.judged

@@ -6,23 +6,11 @@ from bench import run
 from bench.install import Tool
 from bench.measure import Row, compare
 
+from bench_rows import bench_row
+
 
 def row(scenario: str, target: str, ttft_ms: float) -> Row:
-    return Row(
-        scenario=scenario,
-        target=target,
-        rps=1000.0,
-        p50_ms=ttft_ms,
-        p99_ms=ttft_ms,
-        ttft_p50_ms=ttft_ms,
-        ttft_p99_ms=ttft_ms,
-        cpu_ms=0.1,
-        peak_rss_mb=80.0,
-        ok=1000,
-        errors=0,
-        upstream_requests=1000,
-        loadgen="asyncio",
-    )
+    return bench_row(scenario, target, p50_ms=ttft_ms, ttft_ms=ttft_ms)
 
 
 def profiled(argv: list[str], rows: list[Row]) -> list[str]:

@@ -10,6 +10,8 @@ from bench.measure import Row, compare
 from bench.probe import StreamTranslator, to_anthropic, to_openai
 from bench.replies import OPENAI_MODEL
 
+from bench_rows import bench_row
+
 
 def test_the_probe_sends_the_openai_body_that_direct_sends() -> None:
     for stream in (False, True):
@@ -67,21 +69,7 @@ def test_the_probe_translates_a_stream_cut_anywhere() -> None:
 
 
 def row(scenario: str, target: str, rps: float, p50_ms: float, cpu_ms: float | None) -> Row:
-    return Row(
-        scenario=scenario,
-        target=target,
-        rps=rps,
-        p50_ms=p50_ms,
-        p99_ms=p50_ms,
-        ttft_p50_ms=None,
-        ttft_p99_ms=None,
-        cpu_ms=cpu_ms,
-        peak_rss_mb=80.0,
-        ok=1000,
-        errors=0,
-        upstream_requests=1000,
-        loadgen="wrk",
-    )
+    return bench_row(scenario, target, rps=rps, p50_ms=p50_ms, cpu_ms=cpu_ms)
 
 
 def test_each_target_is_shown_as_a_multiple_of_the_probe_there_and_here() -> None:

@@ -124,9 +124,11 @@ def to_markdown(record: RunRecord) -> str:
             "call, raw ASGI on uvicorn; no validation, auth, routing, logging or metrics). Run "
             "here beside the gateway, the probe shows how fast this machine is today: each "
             "target as a multiple of the probe, there and here.",
-            *[line for line in [report.machine_speed(record.rows)] if line],
-            yardstick,
         ]
+        speed = report.machine_speed(record.rows)
+        if speed is not None:
+            parts.append(speed)
+        parts.append(yardstick)
     if record.competitors():
         parts += [
             "### Ours against the competitors",

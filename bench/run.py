@@ -105,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         "--awake",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="measure the concurrency-1 zero scenarios once more (DIRECT and messagegate) with"
-        " every CPU kept from halting: what the VM's wake-ups add (off with --quick)",
+        help="measure the concurrency-1 zero scenarios once more (DIRECT, the probe and"
+        " messagegate) with every CPU kept from halting: what the VM's wake-ups add (off with"
+        " --quick)",
     )
     parser.add_argument(
         "--pin",
@@ -311,8 +312,9 @@ class Bench:
                 log(_progress(row))
 
     def _run_awake(self) -> None:
-        ours = [(t, c) for t, c in self.targets if t.name in (Direct.name, Probe.name, report.OURS)]
-        if not self.plan.awake or not ours:
+        kept = (Direct.name, Probe.name, report.OURS)
+        measured = [(t, c) for t, c in self.targets if t.name in kept]
+        if not self.plan.awake or not measured:
             return
         why_not = awake.unavailable()
         if why_not is not None:
@@ -320,7 +322,7 @@ class Bench:
             return
         with awake.cpus_kept_awake():
             for scenario in self.plan.awake:
-                for target, child in ours:
+                for target, child in measured:
                     if child is not None and not child.alive():
                         self._note_dead(target, child)
                         continue

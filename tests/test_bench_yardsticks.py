@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import orjson
 from bench import body, report
 from bench.measure import Row, compare
-from bench.probe import StreamTranslator, to_anthropic, to_openai
+from bench.probe import Probe, StreamTranslator, to_anthropic, to_openai
 from bench.replies import OPENAI_MODEL
 
 from bench_rows import bench_row
+from fakes.upstream import FakeUpstream, Reply
 
 
 def test_the_probe_sends_the_openai_body_that_direct_sends() -> None:
@@ -35,6 +37,53 @@ def test_the_probe_answers_a_completion_as_a_message() -> None:
     ]
     assert message["stop_reason"] == "tool_use"
     assert message["usage"] == {"input_tokens": 7, "output_tokens": 3}
+
+
+async def through_probe(upstream: FakeUpstream, model: str) -> tuple[int, dict[str, Any]]:
+    """One non-streaming request through the probe's ASGI app, in process."""
+    app = Probe({"bench-openai-zero": f"{upstream.url}/v1/chat/completions"}, {}, "sk-up")
+    sent: list[dict[str, Any]] = []
+    request = orjson.dumps(body.anthropic_body(model, False))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": request, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with aiohttp.ClientSession() as session:
+        app.session = session
+        await app({"type": "http"}, receive, send)
+    return sent[0]["status"], orjson.loads(sent[1]["body"])
+
+
+async def test_the_probe_sends_the_translated_request_and_answers_in_messages_form(
+    upstream: FakeUpstream,
+) -> None:
+    completion = {
+        "id": "chatcmpl-1",
+        "choices": [{"message": {"content": "Hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1},
+    }
+    upstream.script(Reply(json=completion))
+    status, answer = await through_probe(upstream, "bench-openai-zero")
+    assert status == 200
+    assert answer["content"] == [{"type": "text", "text": "Hi"}]
+    [received] = upstream.received
+    assert received.path == "/v1/chat/completions"
+    assert received.headers["authorization"] == "Bearer sk-up"
+    assert received.json == body.openai_body(OPENAI_MODEL, False)
+
+
+async def test_the_probe_refuses_an_unknown_model_and_reports_a_failed_upstream(
+    upstream: FakeUpstream,
+) -> None:
+    status, answer = await through_probe(upstream, "no-such-model")
+    assert (status, answer["error"]["type"]) == (404, "not_found_error")
+    assert upstream.received == []
+    upstream.script(Reply(status=500, json={"error": "down"}))
+    status, answer = await through_probe(upstream, "bench-openai-zero")
+    assert (status, answer["error"]["type"]) == (502, "api_error")
 
 
 def sse(payload: dict[str, Any]) -> bytes:

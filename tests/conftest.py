@@ -12,8 +12,7 @@ import pytest
 
 from fakes.upstream import FakeUpstream
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures" / "claude-code"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
 GATEWAY_KEY = "mg-test-key-0123456789"
 PROVIDER_KEY = "sk-provider-secret-abcdef"
 

@@ -16,9 +16,7 @@ import tiktoken.load
 
 from messagegate.translate import token_count as tc
 
-FIXTURES = Path("/work/shared/fixtures/claude-code")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "claude-code"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
 
 
 def _reset() -> None:

@@ -1,28 +1,32 @@
-"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config."""
+"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config, ``init``
+writes a starter config."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
+from messagegate.catalogue import no_provider_message
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
     LOG_LEVEL_VARIABLE,
     Config,
     ConfigError,
     load_config,
-    worker_settings,
 )
+from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
@@ -32,8 +36,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "init":
+        return init(args.config, os.environ)
     try:
-        config = load_config(args.config)
+        config = load_settings(args.config, os.environ)
     except ConfigError as exc:
         print(f"messagegate: invalid config: {exc}", file=sys.stderr)
         return 2
@@ -43,18 +49,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(config, args)
 
 
+_CONFIG_HELP = f"the YAML config file (default: ${CONFIG_PATH_VARIABLE}, else the embedded default)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="messagegate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway in the foreground")
-    serve_cmd.add_argument("--config", required=True, help="the YAML config file")
+    serve_cmd.add_argument("--config", help=_CONFIG_HELP)
     serve_cmd.add_argument("--host", help="overrides the config's listen host")
     serve_cmd.add_argument("--port", type=int, help="overrides the config's listen port")
     serve_cmd.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve_cmd.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="listen on a non-loopback address although no gateway key is configured",
+    )
     check_cmd = commands.add_parser("check", help="validate a config and print what it serves")
-    check_cmd.add_argument("--config", required=True, help="the YAML config file")
+    check_cmd.add_argument("--config", help=_CONFIG_HELP)
+    init_cmd = commands.add_parser(
+        "init", help="write a starter config for the providers found in the environment"
+    )
+    init_cmd.add_argument("--config", default="messagegate.yaml", help="the file to write")
     return parser
+
+
+def load_settings(path: str | None, environ: Mapping[str, str]) -> Config:
+    """The config file named, else the one in the environment, else the embedded default."""
+    path = path or environ.get(CONFIG_PATH_VARIABLE)
+    return load_config(path, environ) if path else default_config(environ)
+
+
+def init(path: str, environ: Mapping[str, str]) -> int:
+    try:
+        with open(path, "x") as file:
+            file.write(starter_file(environ, path))
+    except FileExistsError:
+        print(f"messagegate: {path} exists; not overwriting it", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"messagegate: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; start with: messagegate serve --config {path}")
+    return 0
 
 
 def tune_gc() -> None:
@@ -75,6 +113,14 @@ def configure_logging(level: str) -> None:
 
 
 def serve(config: Config, args: argparse.Namespace) -> int:
+    host, port = args.host or config.host, args.port or config.port
+    refusal = start_refusal(config, host, port, args.insecure_no_auth)
+    if refusal is not None:
+        print(f"messagegate: {refusal}", file=sys.stderr)
+        return 2
+    print(describe(config, f"{host}:{port}"), flush=True)
+    if not config.providers:
+        print(f"messagegate: {no_provider_message()}", file=sys.stderr, flush=True)
     configure_logging(args.log_level)
     tune_gc()
     # After its graceful shutdown uvicorn re-raises SIGTERM/SIGINT for the handler it found;
@@ -82,8 +128,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     options: dict[str, Any] = {
-        "host": args.host or config.host,
-        "port": args.port or config.port,
+        "host": host,
+        "port": port,
         "loop": "uvloop",
         "http": HttpProtocol,
         "lifespan": "on",
@@ -95,8 +141,10 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": config.shutdown_grace,
     }
     if args.workers > 1:
-        # Worker processes build their own app from the config file named in the environment.
-        os.environ[CONFIG_PATH_VARIABLE] = str(Path(args.config).resolve())
+        # Worker processes build their own app from the config file named in the environment
+        # (or, with none named, from the embedded default, as this process did).
+        if args.config:
+            os.environ[CONFIG_PATH_VARIABLE] = str(Path(args.config).resolve())
         os.environ[LOG_LEVEL_VARIABLE] = args.log_level
         uvicorn.run(
             "messagegate.cli:app_from_environment",
@@ -115,26 +163,83 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def app_from_environment() -> GatewayApp:
     """The app factory each worker process calls (``--workers N``); workers start afresh."""
-    config, log_level = worker_settings()
-    configure_logging(log_level)
+    config = load_settings(None, os.environ)
+    configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"))
     tune_gc()
     return GatewayApp(config)
 
 
-def describe(config: Config) -> str:
-    lines = [f"config {config.source} is valid", f"listen: {config.host}:{config.port}"]
+def start_refusal(config: Config, host: str, port: int, insecure_no_auth: bool) -> str | None:
+    """Why `serve` must not start: an open gateway off loopback, or a provider that is itself."""
+    if not config.keys and not insecure_no_auth and not _is_loopback(host):
+        return (
+            f"refusing to listen on {host}:{port} without a gateway key: set "
+            "MESSAGEGATE_API_KEY or `keys:` in a config file, or pass --insecure-no-auth"
+        )
+    for provider in config.providers.values():
+        url = urlsplit(provider.base_url)
+        default_port = 443 if url.scheme == "https" else 80
+        if (url.port or default_port) == port and _same_host(url.hostname or "", host):
+            return (
+                f"provider {provider.name!r} points at this gateway's own address "
+                f"({provider.base_url}); its requests would come back here"
+            )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_host(upstream: str, listen: str) -> bool:
+    """Would a connection to `upstream` reach a server listening on `listen`?"""
+    if upstream == listen:
+        return True
+    listens_everywhere = listen in ("0.0.0.0", "::", "")
+    return _is_loopback(upstream) and (listens_everywhere or _is_loopback(listen))
+
+
+def describe(config: Config, listen: str | None = None) -> str:
+    lines = [
+        f"config {config.source} is valid",
+        f"listen: {listen or f'{config.host}:{config.port}'}",
+    ]
     auth = f"{len(config.keys)} key(s)" if config.keys else "none (open to anyone who can connect)"
     lines.append(f"auth: {auth}")
-    lines.append("providers:")
+    lines.append("providers:" if config.providers else "providers: none")
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""
-        lines.append(f"  {p.name}: {p.kind} {p.base_url}{extra} zdr={p.zero_data_retention}")
-    lines.append("models:")
-    for m in config.models.values():
-        routes = ", ".join(r.label for r in m.routes)
+        lines.append(
+            f"  {p.name}: {p.kind} {_shown_url(p.base_url)}{extra} zdr={p.zero_data_retention}"
+        )
+    lines.append("models:" if config.models or config.patterns else "models: none")
+    for m in (*config.models.values(), *config.patterns):
+        routes = ", ".join(
+            r.label if r.model else f"{r.provider.name}/<as asked>" for r in m.routes
+        )
         fallbacks = f" (fallbacks: {', '.join(m.fallbacks)})" if m.fallbacks else ""
         lines.append(f"  {m.name} -> {routes}{fallbacks}")
+    if config.explicit_provider_models and config.providers:
+        lines.append(
+            "  provider/model -> that provider, that model (e.g. "
+            f"{next(iter(config.providers))}/some-model)"
+        )
     return "\n".join(lines)
+
+
+def _shown_url(url: str) -> str:
+    """A base URL without credentials embedded in it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Mapping
@@ -101,11 +102,25 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Model:
+    """A model clients may name; a pattern model's name is a glob and its routes' `model` may be
+    empty, meaning the name the client asked for."""
+
     name: str
     routes: tuple[Route, ...]
     fallbacks: tuple[str, ...] = ()
     display_name: str | None = None
     created_at: str = "2025-01-01T00:00:00Z"
+
+    @property
+    def is_pattern(self) -> bool:
+        return is_pattern(self.name)
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.name)
+
+
+def is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +143,10 @@ class Config:
     port: int
     keys: tuple[ApiKey, ...]
     providers: Mapping[str, Provider]
+    # Exact names; `patterns` holds the glob ones, most specific (longest) first.
     models: Mapping[str, Model]
+    patterns: tuple[Model, ...] = ()
+    explicit_provider_models: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     routing_defaults: RoutingDefaults = field(default_factory=RoutingDefaults)
     shutdown_grace: float = 30.0
@@ -140,14 +158,6 @@ class Config:
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
 LOG_LEVEL_VARIABLE = "MESSAGEGATE_LOG_LEVEL"
-
-
-def worker_settings() -> tuple[Config, str]:
-    """The config and log level ``serve --workers N`` hands its workers through the environment."""
-    path = os.environ.get(CONFIG_PATH_VARIABLE)
-    if not path:
-        raise ConfigError(f"{CONFIG_PATH_VARIABLE} is not set")
-    return load_config(path), os.environ.get(LOG_LEVEL_VARIABLE, "info")
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -222,7 +232,12 @@ class _Reader:
         top = self.mapping(raw, "", _TOP_KEYS)
         host, port = self.listen(self.get(top, "listen", "", str, "127.0.0.1:8080"))
         providers = self.providers(top.get("providers"))
-        models = self.models(top.get("models"), providers)
+        all_models = self.models(top.get("models"), providers)
+        models = {name: m for name, m in all_models.items() if not m.is_pattern}
+        # Longer patterns are more specific; sorted() keeps file order among equals.
+        patterns = sorted(
+            (m for m in all_models.values() if m.is_pattern), key=lambda m: -len(m.name)
+        )
         max_body = self.get(top, "max_body_bytes", "", int, DEFAULT_MAX_BODY_BYTES)
         if max_body <= 0:
             raise self.fail("max_body_bytes", "must be positive")
@@ -232,6 +247,8 @@ class _Reader:
             keys=self.keys(top.get("keys")),
             providers=providers,
             models=models,
+            patterns=tuple(patterns),
+            explicit_provider_models=self.get(top, "explicit_provider_models", "", bool, True),
             max_body_bytes=max_body,
             routing_defaults=self.routing(top.get("routing_defaults"), "routing_defaults"),
             shutdown_grace=self.positive(top, "shutdown_grace", "", 30.0),
@@ -376,9 +393,10 @@ class _Reader:
         models = {str(name): self.model(str(name), spec, providers) for name, spec in raw.items()}
         for model in models.values():
             for i, fallback in enumerate(model.fallbacks):
-                if fallback not in models:
+                if fallback not in models or is_pattern(fallback):
                     raise self.fail(
-                        f"models.{model.name}.fallbacks.{i}", f"unknown model {fallback!r}"
+                        f"models.{model.name}.fallbacks.{i}",
+                        f"unknown model {fallback!r} (a fallback names an exact model)",
                     )
         return models
 
@@ -396,7 +414,8 @@ class _Reader:
         return Model(
             name=name,
             routes=tuple(
-                self.route(r, f"{path}.routes.{i}", providers, i) for i, r in enumerate(routes)
+                self.route(r, f"{path}.routes.{i}", providers, i, is_pattern(name))
+                for i, r in enumerate(routes)
             ),
             fallbacks=tuple(fallbacks),
             display_name=self.get(data, "display_name", path, str),
@@ -404,15 +423,22 @@ class _Reader:
         )
 
     def route(
-        self, raw: object, path: str, providers: Mapping[str, Provider], position: int
+        self,
+        raw: object,
+        path: str,
+        providers: Mapping[str, Provider],
+        position: int,
+        in_pattern: bool,
     ) -> Route:
         data = self.mapping(raw, path, _ROUTE_KEYS)
         provider_name = self.required(data, "provider", path, str)
         if provider_name not in providers:
             raise self.fail(_join(path, "provider"), f"unknown provider {provider_name!r}")
+        # A pattern's route sends the requested name unless it names its own upstream model.
+        model = self.get(data, "model", path, str, "") if in_pattern else None
         return Route(
             provider=providers[provider_name],
-            model=self.required(data, "model", path, str),
+            model=model if model is not None else self.required(data, "model", path, str),
             quantized=self.get(data, "quantized", path, bool, False),
             price=self.price(data.get("price"), _join(path, "price")),
             max_context=self.optional_positive_int(data, "max_context", path),
@@ -449,6 +475,7 @@ _TOP_KEYS = frozenset(
         "ping_interval",
         "failover",
         "circuit_breaker",
+        "explicit_provider_models",
     }
 )
 _PROVIDER_KEYS = frozenset(

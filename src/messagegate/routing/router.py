@@ -14,12 +14,12 @@ from messagegate.config import Config, FailoverPolicy, Model, Route
 from messagegate.errors import (
     GatewayError,
     InvalidRequest,
-    NotFound,
     UpstreamError,
     UpstreamStatusError,
 )
 from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
 from messagegate.routing.health import HealthBoard
+from messagegate.routing.names import ModelNames
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
 from messagegate.translate.token_count import count_request
@@ -82,15 +82,23 @@ class Router:
         self.board = board
         self.failover = failover
         self.rng = rng or random.Random()
-        self._needs_count = any(r.max_context for m in config.models.values() for r in m.routes)
+        self._needs_count = any(
+            r.max_context for m in (*config.models.values(), *config.patterns) for r in m.routes
+        )
+        self.names = ModelNames(config, self._forget)
+        self._configured_labels = {r.label for m in config.models.values() for r in m.routes}
         # Plans that depend only on (model, settings), computed once.
         self._static_plans: dict[tuple[str, RoutingSettings], _Plan] = {}
 
     def model(self, name: str) -> Model:
-        model = self.config.models.get(name)
-        if model is None:
-            raise NotFound(f"model: {name}")
-        return model
+        """The model a client's name stands for; 404 when nothing serves it."""
+        return self.names.resolve(name)
+
+    def _forget(self, model: Model) -> None:
+        """A name made from a pattern was forgotten: so is the health of routes only it had."""
+        for route in model.routes:
+            if route.label not in self._configured_labels:
+                self.board.routes.pop(route.label, None)
 
     async def complete(self, request: RouteRequest) -> Routed[Completion]:
         """A whole answer; its total time is what the speed measure learns from it."""
@@ -118,7 +126,7 @@ class Router:
         return [
             {"model": model.name, "provider": route.provider.name, "upstream_model": route.model}
             | self.board.describe(route.label)
-            for model in self.config.models.values()
+            for model in (*self.config.models.values(), *self.names.made.values())
             for route in model.routes
         ]
 

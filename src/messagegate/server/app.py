@@ -132,7 +132,8 @@ class GatewayApp:
         elif path == "/v1/models" and method == "GET":
             await exchange.respond_json(list_models(self.config, exchange.query_params()))
         elif path.startswith("/v1/models/") and method == "GET":
-            await exchange.respond_json(get_model(self.config, path.removeprefix("/v1/models/")))
+            model_id = path.removeprefix("/v1/models/")
+            await exchange.respond_json(get_model(messages.router.names, model_id))
         elif path == "/v1/gateway/routes" and method == "GET":
             await exchange.respond_json({"data": messages.router.snapshot()})
         else:

@@ -1,35 +1,42 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the configured models, Anthropic's format."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the configured models, Anthropic's format.
+
+The list holds the exact names, then each pattern (its id is the glob, its display name says
+which providers serve it); one model is looked up as a request's `model` would be.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from messagegate.config import Config, Model
-from messagegate.errors import InvalidRequest, NotFound
+from messagegate.errors import InvalidRequest
+from messagegate.routing.names import ModelNames
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
 
 def model_object(model: Model) -> dict[str, Any]:
+    display_name = model.display_name
+    if display_name is None and model.is_pattern:
+        providers = ", ".join(dict.fromkeys(r.provider.name for r in model.routes))
+        display_name = f"{model.name} (any model of {providers} matching it)"
     return {
         "type": "model",
         "id": model.name,
-        "display_name": model.display_name or model.name,
+        "display_name": display_name or model.name,
         "created_at": model.created_at,
     }
 
 
-def get_model(config: Config, model_id: str) -> dict[str, Any]:
-    model = config.models.get(model_id)
-    if model is None:
-        raise NotFound(f"model: {model_id}")
-    return model_object(model)
+def get_model(names: ModelNames, model_id: str) -> dict[str, Any]:
+    return model_object(names.resolve(model_id))
 
 
 def list_models(config: Config, params: dict[str, str]) -> dict[str, Any]:
     """A page of models after ``after_id`` or before ``before_id``, ``limit`` long."""
-    names = list(config.models)
+    listed = {**config.models, **{m.name: m for m in config.patterns}}
+    names = list(listed)
     limit = _limit(params.get("limit"))
     after, before = params.get("after_id"), params.get("before_id")
     if after is not None:
@@ -41,7 +48,7 @@ def list_models(config: Config, params: dict[str, str]) -> dict[str, Any]:
     else:
         page, has_more = names[:limit], len(names) > limit
     return {
-        "data": [model_object(config.models[name]) for name in page],
+        "data": [model_object(listed[name]) for name in page],
         "has_more": has_more,
         "first_id": page[0] if page else None,
         "last_id": page[-1] if page else None,

@@ -295,3 +295,172 @@ async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sd
     assert len(upstream.received) == 4
     assert len(re.findall(r"Started server process \[\d+\]", log.text)) == 2
     assert len(re.findall(r"POST /v1/messages 200", log.text)) == 4
+
+
+# The embedded default and `init`.
+
+
+async def test_serve_without_a_config_serves_the_providers_in_the_environment(
+    upstream: FakeUpstream, sdk
+) -> None:
+    port = free_port()
+    env = {"ANTHROPIC_API_KEY": PROVIDER_KEY, "ANTHROPIC_BASE_URL": upstream.url}
+    process = await asyncio.create_subprocess_exec(
+        COMMAND,
+        *("serve", "--port", str(port)),
+        env={**_base_env(), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out, log = Lines(process.stdout), Lines(process.stderr)
+    try:
+        await log.wait_for("Application startup complete")
+        upstream.default = script.reply(ANSWER)
+        message = await sdk(f"http://127.0.0.1:{port}", key="anything").messages.create(
+            model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await asyncio.wait_for(asyncio.gather(out.task, log.task), timeout=10)
+    assert message.content[0].type == "text"
+    assert upstream.received[0].json["model"] == "claude-sonnet-4-5"
+    assert upstream.received[0].headers["x-api-key"] == PROVIDER_KEY
+    assert "config <embedded default> is valid" in out.text
+    assert f"listen: 127.0.0.1:{port}" in out.text
+    assert f"anthropic: anthropic {upstream.url} region=us" in out.text
+    assert "claude-* -> anthropic/<as asked>" in out.text
+    assert "auth: none" in out.text
+    assert PROVIDER_KEY not in out.text + log.text
+
+
+async def test_serve_with_no_provider_says_which_variables_it_looked_for() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        COMMAND,
+        *("serve", "--port", str(port)),
+        env=_base_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    assert process.stdout is not None
+    out, log = Lines(process.stdout), Lines(process.stderr)
+    try:
+        line = await log.wait_for("no provider is configured")
+        await log.wait_for("Application startup complete")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await asyncio.wait_for(asyncio.gather(out.task, log.task), timeout=10)
+    assert "ANTHROPIC_API_KEY" in line
+    assert "--config" in line
+    assert "providers: none" in out.text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (("--host", "0.0.0.0"), {}, "refusing to listen on 0.0.0.0:"),
+        (("--host", "::"), {"ANTHROPIC_API_KEY": "a"}, "without a gateway key"),
+        (
+            ("--port", "18080"),
+            {"ANTHROPIC_API_KEY": "a", "ANTHROPIC_BASE_URL": "http://localhost:18080"},
+            "provider 'anthropic' points at this gateway's own address",
+        ),
+    ],
+    ids=["open-everywhere", "open-v6", "itself"],
+)
+async def test_serve_refuses_an_unsafe_start(
+    args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    code, out, err = await run("serve", *args, env=env)
+    assert code == 2
+    assert expected in err
+    assert "Started server" not in err + out
+
+
+async def test_serve_on_all_addresses_is_refused_for_a_keyless_config_file_too(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    raw = gateway_yaml(upstream)
+    del raw["keys"]
+    code, _, err = await run(
+        "serve", "--config", str(write(tmp_path, raw)), "--host", "0.0.0.0", env=ENV
+    )
+    assert code == 2
+    assert "--insecure-no-auth" in err
+
+
+async def test_init_writes_a_starter_that_serves(
+    tmp_path: Path, upstream: FakeUpstream, sdk
+) -> None:
+    secret = "sk-ant-very-secret-value-42"
+    env = {
+        "ANTHROPIC_API_KEY": secret,
+        "ANTHROPIC_BASE_URL": upstream.url,
+        "MISTRAL_API_KEY": "mistral-secret-43",
+        "MESSAGEGATE_API_KEY": GATEWAY_KEY,
+    }
+    path = tmp_path / "messagegate.yaml"
+    code, out, err = await run("init", "--config", str(path), env=env)
+    assert code == 0, err
+    assert str(path) in out
+    text = path.read_text()
+    for value in (secret, "mistral-secret-43", GATEWAY_KEY, upstream.url):
+        assert value not in text
+    for reference in ("${ANTHROPIC_API_KEY}", "${ANTHROPIC_BASE_URL}", "${MISTRAL_API_KEY}"):
+        assert reference in text
+    assert "preset: mistral" in text
+    again = await run("init", "--config", str(path), env=env)
+    assert again[0] == 2
+    assert "exists" in again[2]
+    assert path.read_text() == text
+
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        COMMAND,
+        *("serve", "--config", str(path), "--port", str(port)),
+        env={**_base_env(), **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = Lines(process.stderr)
+    try:
+        await log.wait_for("Application startup complete")
+        upstream.default = script.reply(ANSWER)
+        client = sdk(f"http://127.0.0.1:{port}")
+        message = await client.messages.create(
+            model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+        models = [m.id async for m in client.models.list()]
+    finally:
+        process.kill()
+        await process.wait()
+        await asyncio.wait_for(log.task, timeout=10)
+    assert message.content[0].type == "text"
+    assert upstream.received[0].json["model"] == "claude-haiku-4-5"
+    assert upstream.received[0].headers["x-api-key"] == secret
+    assert "claude-*" in models
+    assert "mistral-*" in models
+
+
+async def test_init_with_nothing_in_the_environment_writes_a_file_that_starts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "empty.yaml"
+    code, _, err = await run("init", "--config", str(path))
+    assert code == 0, err
+    assert "providers: {}" in path.read_text()
+    code, out, err = await run("check", "--config", str(path))
+    assert code == 0, err
+    assert "providers: none" in out

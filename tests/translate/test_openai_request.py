@@ -16,7 +16,7 @@ from messagegate.translate.openai_dialect import PRESETS, OpenAIDialect
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
 from messagegate.translate.tool_ids import client_tool_id
 
-CLAUDE_CODE = Path("/work/shared/fixtures/claude-code")
+CLAUDE_CODE = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code"
 PLAIN = OpenAIDialect()
 LEADING_ONLY = replace(PLAIN, system_messages="leading_only")
 ALLOWED_KEYS = {

@@ -1,0 +1,213 @@
+"""Instructions per request of the gateway at several git revisions, measured in one run.
+
+Each revision's ``src/`` runs under ``valgrind --tool=callgrind`` (user space only, the same
+interpreter and libraries for all), against the bench's fake upstream; after a warm-up the counters
+are zeroed, a fixed number of sequential requests is sent, and the counters are dumped. The counts
+repeat to within ~0.2% for JSON answers, whatever else the machine is doing, so a change's cost is
+the difference between two revisions of the same run (DEVELOPERS.md's method, as a command).
+
+    python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKTREE = "WORKTREE"
+GATEWAY_KEY = "mg-bench-instructions"
+_TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    model: str
+    stream: bool
+
+
+SCENARIOS = {
+    "openai-json": Scenario("bench-openai", False),
+    "anthropic-json": Scenario("bench-anthropic", False),
+    "openai-stream": Scenario("bench-openai", True),
+    "anthropic-stream": Scenario("bench-anthropic", True),
+}
+
+
+def gateway_config(upstream_port: int, gateway_port: int) -> str:
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    return json.dumps(
+        {
+            "listen": f"127.0.0.1:{gateway_port}",
+            "keys": [{"key": GATEWAY_KEY, "name": "bench"}],
+            "providers": {
+                "oai": {"kind": "openai", "base_url": upstream + "/v1", "api_key": "sk-x"},
+                "anth": {"kind": "anthropic", "base_url": upstream, "api_key": "sk-y"},
+            },
+            "models": {
+                "bench-openai": {"routes": [{"provider": "oai", "model": "m-openai"}]},
+                "bench-anthropic": {"routes": [{"provider": "anth", "model": "m-anthropic"}]},
+            },
+        }
+    )
+
+
+@contextlib.contextmanager
+def source_tree(rev: str) -> Iterator[Path]:
+    """The `src/` of a revision: the working tree's own, or a temporary checkout."""
+    if rev == WORKTREE:
+        yield ROOT / "src"
+        return
+    with tempfile.TemporaryDirectory(prefix="mg-rev-") as tmp:
+        checkout = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(checkout), rev],
+            cwd=ROOT,
+            check=True,
+        )
+        try:
+            yield checkout / "src"
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(checkout)], cwd=ROOT, check=False
+            )
+
+
+def send(port: int, scenario: Scenario, count: int) -> None:
+    """`count` sequential requests on one keep-alive connection; each must succeed."""
+    body = json.dumps(
+        {
+            "model": scenario.model,
+            "max_tokens": 64,
+            "stream": scenario.stream,
+            "messages": [{"role": "user", "content": "Say hello in a few words."}],
+        }
+    )
+    headers = {"content-type": "application/json", "x-api-key": GATEWAY_KEY}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        for _ in range(count):
+            connection.request("POST", "/v1/messages", body, headers)
+            response = connection.getresponse()
+            payload = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"gateway answered {response.status}: {payload[:300]!r}")
+    finally:
+        connection.close()
+
+
+def measure(src: Path, scenario: Scenario, requests: int, warmup: int, work: Path) -> float:
+    upstream_port, gateway_port = free_port(), free_port()
+    config = work / "gateway.json"
+    config.write_text(gateway_config(upstream_port, gateway_port))
+    out = work / "callgrind.out"
+    upstream = procs.start(
+        "upstream",
+        [sys.executable, "-m", "bench.fake_upstream", "--port", str(upstream_port)],
+        work,
+        cwd=ROOT,
+    )
+    gateway = procs.start(
+        "gateway",
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "messagegate.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+        ],
+        work,
+        env={"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(Path.home())},
+    )
+    try:
+        procs.wait_port(upstream, upstream_port, 30)
+        procs.wait_port(gateway, gateway_port, 300)
+        send(gateway_port, scenario, warmup)
+        control(gateway.pid, "-z")
+        send(gateway_port, scenario, requests)
+        control(gateway.pid, "-d")
+        return instructions(out) / requests
+    finally:
+        gateway.stop()
+        upstream.stop()
+
+
+def control(pid: int, flag: str) -> None:
+    subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
+    time.sleep(0.2)
+
+
+def instructions(out: Path) -> int:
+    """The instruction total of the newest dump (the one after the zeroing)."""
+    dumps = sorted(out.parent.glob(out.name + "*"), key=lambda p: p.stat().st_mtime)
+    for dump in reversed(dumps):
+        match = _TOTALS.search(dump.read_bytes())
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1))
+    raise RuntimeError(f"no callgrind dump with a total under {out.parent}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _path() -> str:
+    return os.environ.get("PATH", "/usr/bin:/bin")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
+    parser.add_argument("--rev", action="append", help=f"a git revision or {WORKTREE} (repeat)")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=200)
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
+        return 2
+    revs = args.rev or ["HEAD", WORKTREE]
+    scenarios = args.scenario or ["openai-json", "anthropic-json"]
+    rows: dict[str, dict[str, float]] = {}
+    for rev in revs:
+        with source_tree(rev) as src:
+            for name in scenarios:
+                with tempfile.TemporaryDirectory(prefix="mg-cg-") as work:
+                    per_request = measure(
+                        src, SCENARIOS[name], args.requests, args.warmup, Path(work)
+                    )
+                rows.setdefault(name, {})[rev] = per_request
+                print(f"{rev:>12} {name:<17} {per_request:>12,.0f} instructions/request")
+    base = revs[0]
+    print("\n| scenario | " + " | ".join(revs) + f" | last / {base} |")
+    print("|---|" + "---:|" * (len(revs) + 1))
+    for name, by_rev in rows.items():
+        cells = " | ".join(f"{by_rev[r]:,.0f}" for r in revs)
+        print(f"| {name} | {cells} | {by_rev[revs[-1]] / by_rev[base]:.4f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bench.instructions import gateway_config, instructions
+
 from messagegate.config import parse_config
 
 

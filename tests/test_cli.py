@@ -464,3 +464,17 @@ async def test_init_with_nothing_in_the_environment_writes_a_file_that_starts(
     code, out, err = await run("check", "--config", str(path))
     assert code == 0, err
     assert "providers: none" in out
+
+
+async def test_check_never_prints_credentials_in_urls(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    raw = gateway_yaml(upstream)
+    raw["providers"]["anth"]["base_url"] = f"http://admin:hunter2@127.0.0.1:{upstream.port}"
+    raw["providers"]["anth"]["proxy"] = "http://proxyuser:s3cret-proxy@127.0.0.1:3128"
+    code, out, err = await run("check", "--config", str(write(tmp_path, raw)), env=ENV)
+    assert code == 0, err
+    assert "hunter2" not in out + err
+    assert "s3cret-proxy" not in out + err
+    assert f"http://***@127.0.0.1:{upstream.port}" in out
+    assert "proxy=http://***@127.0.0.1:3128" in out

@@ -214,6 +214,10 @@ def describe(config: Config, listen: str | None = None) -> str:
     lines.append("providers:" if config.providers else "providers: none")
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""
+        if p.proxy:
+            extra += f" proxy={_shown_url(p.proxy)}"
+        if not p.tls.verify:
+            extra += " tls-verify=OFF"
         lines.append(
             f"  {p.name}: {p.kind} {_shown_url(p.base_url)}{extra} zdr={p.zero_data_retention}"
         )

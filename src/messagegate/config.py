@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -61,6 +64,16 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """A provider's TLS: extra trusted CAs, a client certificate, or (for tests only) no checks."""
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: Literal["anthropic", "openai"]
@@ -73,6 +86,9 @@ class Provider:
     timeouts: Timeouts = field(default_factory=Timeouts)
     dialect: OpenAIDialect = field(default_factory=OpenAIDialect)
     token_encoding: str = "o200k_base"
+    # An http:// proxy URL (the provider's `proxy:`, else HTTPS_PROXY/HTTP_PROXY less NO_PROXY).
+    proxy: Secret | None = None
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +375,46 @@ class _Reader:
             timeouts=self.timeouts(data.get("timeouts"), _join(path, "timeouts")),
             dialect=self.dialect(data, path) if kind == "openai" else OpenAIDialect(),
             token_encoding=self.get(data, "token_encoding", path, str, "o200k_base"),
+            proxy=self.proxy(data, path, base_url),
+            tls=self.tls(data.get("tls"), _join(path, "tls")),
         )
+
+    def proxy(self, data: dict[str, Any], path: str, base_url: str) -> Secret | None:
+        """The provider's own `proxy:` (`direct` for none), else the environment's, as curl does."""
+        own = self.get(data, "proxy", path, str)
+        where = _join(path, "proxy")
+        if own is None:
+            url, where = environment_proxy(base_url, self.environ)
+            if url is None:
+                return None
+        elif own == "direct":
+            return None
+        else:
+            url = own
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme != "http" or not parts.hostname:
+            raise self.fail(where, f"expected an http:// proxy URL, got scheme {parts.scheme!r}")
+        return Secret(parts.geturl())
+
+    def tls(self, raw: object, path: str) -> TlsSettings:
+        if raw is None:
+            return TlsSettings()
+        data = self.mapping(raw, path, frozenset(TlsSettings.__dataclass_fields__))
+        settings = TlsSettings(
+            ca_file=self.get(data, "ca_file", path, str),
+            client_cert=self.get(data, "client_cert", path, str),
+            client_key=self.get(data, "client_key", path, str),
+            verify=self.get(data, "verify", path, bool, True),
+        )
+        if settings.client_key is not None and settings.client_cert is None:
+            raise self.fail(_join(path, "client_key"), "needs client_cert")
+        try:
+            context = ssl.create_default_context(cafile=settings.ca_file)
+            if settings.client_cert is not None:
+                context.load_cert_chain(settings.client_cert, settings.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise self.fail(path, f"cannot load: {exc.strerror or exc}") from None
+        return settings
 
     def timeouts(self, raw: object, path: str) -> Timeouts:
         if raw is None:
@@ -490,11 +545,59 @@ _PROVIDER_KEYS = frozenset(
         "timeouts",
         "preset",
         "token_encoding",
+        "proxy",
+        "tls",
     }
 )
 _ROUTE_KEYS = frozenset(
     {"provider", "model", "quantized", "price", "max_context", "max_output", "priority"}
 )
+
+
+def environment_proxy(base_url: str, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The proxy the environment sets for `base_url`, and the variable it came from.
+
+    As curl and httpx: `https_proxy`/`HTTPS_PROXY` for https, `http_proxy`/`HTTP_PROXY` for http,
+    `all_proxy`/`ALL_PROXY` otherwise; none when `no_proxy`/`NO_PROXY` names the host.
+    """
+    parts = urlsplit(base_url)
+    scheme = parts.scheme
+    if _no_proxy(parts.hostname or "", parts.port, environ):
+        return None, "NO_PROXY"
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value, name
+    return None, ""
+
+
+def _no_proxy(host: str, port: int | None, environ: Mapping[str, str]) -> bool:
+    raw = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    for entry in (e.strip().lower() for e in raw.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        entry_host, _, entry_port = entry.rpartition(":") if _has_port(entry) else (entry, "", "")
+        if entry_port and port is not None and str(port) != entry_port:
+            continue
+        if _host_matches(host.lower(), entry_host.strip("[]").lstrip(".")):
+            return True
+    return False
+
+
+def _has_port(entry: str) -> bool:
+    head, sep, tail = entry.rpartition(":")
+    return bool(sep) and tail.isdigit() and (head.endswith("]") or ":" not in head)
+
+
+def _host_matches(host: str, entry: str) -> bool:
+    if host == entry or host.endswith("." + entry):
+        return True
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
 
 
 def _join(path: str, key: str) -> str:

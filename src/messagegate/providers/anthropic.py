@@ -8,7 +8,8 @@ from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.dialer import Dialer
+from messagegate.providers.http import auth_headers, relayed_headers, upstream_errors
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
@@ -28,11 +29,12 @@ class AnthropicClient:
         self.provider = provider
         messages = Endpoint.parse(f"{provider.base_url}/v1/messages")
         count = Endpoint.parse(f"{provider.base_url}/v1/messages/count_tokens")
-        auth = _auth_headers(provider)
-        self.messages = RequestHead(messages, auth)
-        self.beta_messages = RequestHead(messages.with_query("beta=true"), auth)
-        self.count = RequestHead(count, auth)
-        self.beta_count = RequestHead(count.with_query("beta=true"), auth)
+        auth = {"content-type": "application/json", **auth_headers(provider)}
+        dialer = Dialer.for_provider(provider, pool.resolver)
+        self.messages = RequestHead(messages, auth, dialer)
+        self.beta_messages = RequestHead(messages.with_query("beta=true"), auth, dialer)
+        self.count = RequestHead(count, auth, dialer)
+        self.beta_count = RequestHead(count.with_query("beta=true"), auth, dialer)
 
     async def complete(self, call: UpstreamCall) -> Completion:
         with upstream_errors(self.provider):
@@ -86,13 +88,3 @@ class AnthropicClient:
             )
             error.headers.update(relayed_headers(response.headers))
             raise error
-
-
-def _auth_headers(provider: Provider) -> dict[str, str]:
-    headers = {"content-type": "application/json"}
-    if provider.api_key is not None:
-        if provider.auth == "bearer":
-            headers["authorization"] = f"Bearer {provider.api_key}"
-        else:
-            headers["x-api-key"] = str(provider.api_key)
-    return headers

@@ -3,6 +3,8 @@ where transport failures become GatewayErrors."""
 
 from __future__ import annotations
 
+import logging
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -15,7 +17,18 @@ from messagegate.errors import (
 )
 from messagegate.providers.connection import ConnectionDropped, ProtocolViolation, TransportError
 
+log = logging.getLogger("messagegate.upstream")
+
 _RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
+
+
+def auth_headers(provider: Provider) -> dict[str, str]:
+    """The provider key as its `auth` switch says: `x-api-key: K` or `authorization: Bearer K`."""
+    if provider.api_key is None:
+        return {}
+    if provider.auth == "bearer":
+        return {"authorization": f"Bearer {provider.api_key}"}
+    return {"x-api-key": str(provider.api_key)}
 
 
 def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -45,7 +58,9 @@ class upstream_errors:  # lower case, like contextlib.suppress: ``with upstream_
         tb: TracebackType | None,
     ) -> None:
         if isinstance(error, OSError | TransportError):
-            raise _gateway_error(error, self.provider.name) from None
+            failure = _gateway_error(error, self.provider.name)
+            log.warning("%s", failure.message)
+            raise failure from None
 
 
 def _gateway_error(error: OSError | TransportError, name: str) -> GatewayError:
@@ -58,4 +73,15 @@ def _gateway_error(error: OSError | TransportError, name: str) -> GatewayError:
     if isinstance(error, TransportError):
         return UpstreamUnreachable(f"provider {name!r} failed to answer")
     # An OSError is raised only while connecting: refused, unresolvable, or a failed handshake.
-    return UpstreamUnreachable(f"cannot connect to provider {name!r}")
+    return UpstreamUnreachable(f"cannot connect to provider {name!r}: {_connect_failure(error)}")
+
+
+def _connect_failure(error: OSError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"TLS certificate verification failed ({error.verify_message}); trust its "
+            "authority with the provider's tls.ca_file or SSL_CERT_FILE"
+        )
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake failed ({error.reason or error})"
+    return error.strerror or str(error) or type(error).__name__

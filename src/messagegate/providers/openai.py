@@ -11,7 +11,8 @@ from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.dialer import Dialer
+from messagegate.providers.http import auth_headers, relayed_headers, upstream_errors
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
@@ -26,10 +27,9 @@ class OpenAIClient:
     def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
         self.pool = pool
         self.provider = provider
-        headers = {"content-type": "application/json"}
-        if provider.api_key is not None:
-            headers["authorization"] = f"Bearer {provider.api_key}"
-        self.head = RequestHead(Endpoint.parse(f"{provider.base_url}/chat/completions"), headers)
+        headers = {"content-type": "application/json", **auth_headers(provider)}
+        endpoint = Endpoint.parse(f"{provider.base_url}/chat/completions")
+        self.head = RequestHead(endpoint, headers, Dialer.for_provider(provider, pool.resolver))
 
     def _translate(self, call: UpstreamCall, *, stream: bool) -> OpenAIRequest:
         body = dict(call.body)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from messagegate.config import Timeouts
 from messagegate.providers.connection import BodySink, ConnectionDropped, UpstreamConnection
+from messagegate.providers.dialer import Dialer, Resolver
 
 # Idle connections older than this are closed rather than reused: servers drop idle connections
 # on their own schedule, and a request sent into one that is closing would fail.
@@ -19,6 +20,8 @@ KEEPALIVE_SECONDS = 30.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
+# Connections are reused only by requests that would have opened them the same way.
+PoolKey = tuple[Dialer | None, Origin]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,10 @@ class Endpoint:
         return (self.scheme, self.host, self.port)
 
     @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host_header}{self.target}"
+
+    @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
@@ -54,14 +61,28 @@ class Endpoint:
 
 
 class RequestHead:
-    """The bytes of a POST to one endpoint that never change: request line and fixed headers."""
+    """The bytes of a POST to one endpoint that never change: request line and fixed headers.
 
-    __slots__ = ("endpoint", "prefix")
+    `dialer` opens its connections (None: the pool's direct one); through a forwarding proxy the
+    request line names the whole URL and carries the proxy's credentials.
+    """
 
-    def __init__(self, endpoint: Endpoint, headers: Mapping[str, str]) -> None:
+    __slots__ = ("dialer", "endpoint", "key", "prefix")
+
+    def __init__(
+        self, endpoint: Endpoint, headers: Mapping[str, str], dialer: Dialer | None = None
+    ) -> None:
         self.endpoint = endpoint
+        self.dialer = dialer
+        self.key: PoolKey = (dialer, endpoint.origin)
         fixed = {"host": endpoint.host_header, "accept-encoding": "identity", **headers}
-        self.prefix = f"POST {endpoint.target} HTTP/1.1\r\n".encode() + _header_lines(fixed)
+        target = endpoint.target
+        if dialer is not None and dialer.forwards(endpoint.scheme):
+            target = endpoint.url
+            assert dialer.proxy is not None
+            if dialer.proxy.authorization is not None:
+                fixed["proxy-authorization"] = dialer.proxy.authorization
+        self.prefix = f"POST {target} HTTP/1.1\r\n".encode() + _header_lines(fixed)
 
     def encode(self, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
         extra = _header_lines(headers) if headers else b""
@@ -160,10 +181,11 @@ class ConnectionPool:
         on_wake: Callable[[], None] | None = None,
     ) -> None:
         self.keepalive = keepalive
-        self._ssl_context = ssl_context
+        self.resolver = Resolver()
+        self._direct = Dialer(self.resolver, tls=ssl_context)
         self._on_wake = on_wake
-        self._idle: dict[Origin, deque[UpstreamConnection]] = {}
-        self._origins: dict[UpstreamConnection, Origin] = {}
+        self._idle: dict[PoolKey, deque[UpstreamConnection]] = {}
+        self._origins: dict[UpstreamConnection, PoolKey] = {}
 
     async def post(
         self,
@@ -177,8 +199,7 @@ class ConnectionPool:
         `while_waiting` runs once, as soon as the request has gone out: work the caller needs
         only once the answer comes is done during the upstream's round trip, not after it.
         """
-        endpoint = head.endpoint
-        connection = self._take_idle(endpoint.origin)
+        connection = self._take_idle(head.key)
         if connection is not None:
             try:
                 return await self._exchange(connection, request, timeouts, while_waiting)
@@ -188,7 +209,7 @@ class ConnectionPool:
                 if dropped.answered:
                     raise
                 while_waiting = None
-        connection = await self._open(endpoint, timeouts.connect)
+        connection = await self._open(head, timeouts.connect)
         return await self._exchange(connection, request, timeouts, while_waiting)
 
     async def _exchange(
@@ -208,8 +229,8 @@ class ConnectionPool:
             raise
         return UpstreamResponse(self, connection)
 
-    def _take_idle(self, origin: Origin) -> UpstreamConnection | None:
-        idle = self._idle.get(origin)
+    def _take_idle(self, key: PoolKey) -> UpstreamConnection | None:
+        idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
             if connection.closed:
@@ -223,33 +244,28 @@ class ConnectionPool:
             return connection
         return None
 
-    async def _open(self, endpoint: Endpoint, connect_seconds: float) -> UpstreamConnection:
+    async def _open(self, head: RequestHead, connect_seconds: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
-        secure = endpoint.scheme == "https"
+        endpoint = head.endpoint
+        dialer = head.dialer or self._direct
         async with asyncio.timeout(connect_seconds):
-            _, connection = await loop.create_connection(
+            _, connection = await dialer.connect(
                 lambda: UpstreamConnection(loop, self._lost, self._on_wake),
+                endpoint.scheme,
                 endpoint.host,
                 endpoint.port,
-                ssl=self._tls() if secure else None,
-                server_hostname=endpoint.host if secure else None,
             )
-        self._origins[connection] = endpoint.origin
+        self._origins[connection] = head.key
         return connection
-
-    def _tls(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
-        return self._ssl_context
 
     def release(self, connection: UpstreamConnection) -> None:
         connection.finished()
-        origin = self._origins.get(connection)
-        if origin is None or not connection.reusable:
+        key = self._origins.get(connection)
+        if key is None or not connection.reusable:
             connection.abort()
             return
         now = connection.idle_since = connection.loop.time()
-        idle = self._idle.setdefault(origin, deque())
+        idle = self._idle.setdefault(key, deque())
         # The oldest idle connections are at the left: close those past the keep-alive, so a
         # burst's connections do not stay open for ever behind a smaller steady load.
         while idle and now - idle[0].idle_since > self.keepalive:
@@ -257,8 +273,8 @@ class ConnectionPool:
         idle.append(connection)
 
     def _lost(self, connection: UpstreamConnection) -> None:
-        origin = self._origins.pop(connection, None)
-        idle = self._idle.get(origin) if origin is not None else None
+        key = self._origins.pop(connection, None)
+        idle = self._idle.get(key) if key is not None else None
         if idle and connection in idle:
             idle.remove(connection)
 

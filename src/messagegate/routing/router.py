@@ -19,7 +19,7 @@ from messagegate.errors import (
     UpstreamStatusError,
 )
 from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
-from messagegate.routing.health import HealthBoard
+from messagegate.routing.health import Admission, HealthBoard, RouteHealth
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
 from messagegate.translate.token_count import count_request
@@ -205,22 +205,63 @@ class Router:
 
     async def _run(self, request: RouteRequest, operation: Operation[T]) -> Routed[T]:
         plan = self.plan(request)
+        board = self.board
+        refused: list[tuple[Model, Route]] = []
         for model, route in plan.candidates:
-            health = self.board[route.label]
-            if not health.admit(self.board.clock(), self.board.policy):
-                plan.skipped.append(f"{route.label} skipped: cooling down after failures")
+            health = board[route.label]
+            admission = health.admit(board.clock(), board.policy)
+            if admission is Admission.REFUSED:
+                refused.append((model, route))
                 continue
-            call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
-            started = self.board.clock()
-            try:
-                value = await self._attempt(route, call, operation, plan)
-            except UpstreamError as error:
-                self._failed(route, error, plan)
-                continue
-            health.succeeded()
+            routed = await self._try(model, route, health, admission, request, operation, plan)
+            if routed is not None:
+                return routed
+        if len(refused) < len(plan.candidates):
+            plan.skipped.extend(
+                f"{r.label} skipped: cooling down after failures" for _, r in refused
+            )
+            raise self._exhausted(plan)
+        # Panic, as Envoy's: the breaker has opened every eligible route, and refusing them all
+        # would turn an upstream's blip into the gateway's outage. The one open longest goes first.
+        refused.sort(key=lambda candidate: board[candidate[1].label].opened_at or 0.0)
+        plan.skipped.append("every eligible route open: tried in panic")
+        for model, route in refused:
+            health = board[route.label]
+            health.panicked(board.clock())
+            routed = await self._try(
+                model, route, health, Admission.REFUSED, request, operation, plan
+            )
+            if routed is not None:
+                return routed
+        raise self._exhausted(plan)
+
+    async def _try(
+        self,
+        model: Model,
+        route: Route,
+        health: RouteHealth,
+        admission: Admission,
+        request: RouteRequest,
+        operation: Operation[T],
+        plan: _Plan,
+    ) -> Routed[T] | None:
+        """One route's attempts; None when they failed in a way the next route may mend."""
+        call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
+        started = self.board.clock()
+        try:
+            value = await self._attempt(route, call, operation, plan)
+        except UpstreamError as error:
+            self._failed(route, error, plan)
+            return None
+        else:
             answered = self.board.clock()
+            health.succeeded(answered)
             return Routed(value, model, route, plan.attempts, plan.skipped, started, answered)
-        raise self._exhausted(request, plan)
+        finally:
+            # A probe that ended any other way (a 400, a client gone, a cancellation) gives its
+            # lease back, or the route would stay open for good.
+            if admission is Admission.PROBE:
+                health.release(self.board.clock())
 
     async def _attempt(
         self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
@@ -271,17 +312,13 @@ class Router:
         plan.skipped.append(f"{route.label} failed: {error.message}")
         plan.last_error = error
 
-    def _exhausted(self, request: RouteRequest, plan: _Plan) -> GatewayError:
-        if plan.last_error is not None:
-            plan.last_error.message = _with_summary(plan.last_error.message, plan)
-            return plan.last_error
-        return UpstreamStatusError(
-            f"every eligible route of model {request.model.name!r} is cooling down after failures",
-            status=529,
-            error_type="overloaded_error",
-            upstream_status=529,
-            retryable=True,
-        )
+    def _exhausted(self, plan: _Plan) -> GatewayError:
+        """The last upstream failure: every route left was tried, so there always is one."""
+        error = plan.last_error
+        if error is None:
+            raise AssertionError("no route tried and none refused")  # pragma: no cover
+        error.message = _with_summary(error.message, plan)
+        return error
 
 
 def _no_route_message(request: RouteRequest, excluded: list[str], input_tokens: int | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,32 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a route can take; a request that needs more skips it (`routing/capabilities.py`)."""
+
+    vision: bool = True
+    pdf: bool = True
+    tools: bool = True
+    thinking: bool = True
+    structured_output: bool = True
+    max_stop_sequences: int | None = None
+    temperature_max: float = 1.0
+
+
+# Defaults by provider kind, then by preset (OpenAI-compatible servers get a PDF as a placeholder).
+KIND_CAPABILITIES = {
+    "anthropic": Capabilities(),
+    "openai": Capabilities(pdf=False, max_stop_sequences=4, temperature_max=2.0),
+}
+PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
+    "deepseek": {"vision": False, "structured_output": False, "max_stop_sequences": 16},
+    "vllm": {"max_stop_sequences": None},
+    "ollama": {"max_stop_sequences": None},
+    "llamacpp": {"max_stop_sequences": None},
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: Literal["anthropic", "openai"]
@@ -72,6 +98,7 @@ class Provider:
     timeouts: Timeouts = field(default_factory=Timeouts)
     dialect: OpenAIDialect = field(default_factory=OpenAIDialect)
     token_encoding: str = "o200k_base"
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +120,7 @@ class Route:
     max_output: int | None = None
     # Routes of equal priority share load by provider weight; by default each is its own level.
     priority: int = 0
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     @property
     def label(self) -> str:
@@ -342,7 +370,27 @@ class _Reader:
             timeouts=self.timeouts(data.get("timeouts"), _join(path, "timeouts")),
             dialect=self.dialect(data, path) if kind == "openai" else OpenAIDialect(),
             token_encoding=self.get(data, "token_encoding", path, str, "o200k_base"),
+            capabilities=self.kind_capabilities(kind, self.get(data, "preset", path, str)),
         )
+
+    def kind_capabilities(self, kind: str, preset: str | None) -> Capabilities:
+        base = KIND_CAPABILITIES[kind]
+        return replace(base, **PRESET_CAPABILITIES.get(preset or "", {}))
+
+    def capabilities(self, raw: object, path: str, base: Capabilities) -> Capabilities:
+        """A route's own `capabilities:` over its provider's defaults."""
+        if raw is None:
+            return base
+        data = self.mapping(raw, path, frozenset(Capabilities.__dataclass_fields__))
+        values: dict[str, Any] = {}
+        for key in data:
+            if key == "max_stop_sequences":
+                values[key] = self.optional_positive_int(data, key, path)
+            elif key == "temperature_max":
+                values[key] = self.positive(data, key, path, base.temperature_max)
+            else:
+                values[key] = self.get(data, key, path, bool, getattr(base, key))
+        return replace(base, **values)
 
     def timeouts(self, raw: object, path: str) -> Timeouts:
         if raw is None:
@@ -418,6 +466,11 @@ class _Reader:
             max_context=self.optional_positive_int(data, "max_context", path),
             max_output=self.optional_positive_int(data, "max_output", path),
             priority=self.get(data, "priority", path, int, position),
+            capabilities=self.capabilities(
+                data.get("capabilities"),
+                _join(path, "capabilities"),
+                providers[provider_name].capabilities,
+            ),
         )
 
     def price(self, raw: object, path: str) -> Price | None:
@@ -466,7 +519,16 @@ _PROVIDER_KEYS = frozenset(
     }
 )
 _ROUTE_KEYS = frozenset(
-    {"provider", "model", "quantized", "price", "max_context", "max_output", "priority"}
+    {
+        "provider",
+        "model",
+        "quantized",
+        "price",
+        "max_context",
+        "max_output",
+        "priority",
+        "capabilities",
+    }
 )
 
 

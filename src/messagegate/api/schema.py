@@ -120,11 +120,13 @@ class MessagesRequest(CountTokensRequest, kw_only=True):
     max_tokens: Annotated[int, msgspec.Meta(ge=1)]
     stream: bool = False
     stop_sequences: list[str] | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     top_k: Annotated[int, msgspec.Meta(ge=0)] | None = None
     metadata: Metadata | None = None
     output_config: dict[str, Any] | None = None
+    # The structured-outputs beta's name for output_config.format.
+    output_format: dict[str, Any] | None = None
     context_management: dict[str, Any] | None = None
     service_tier: str | None = None
 

@@ -19,6 +19,7 @@ from messagegate.errors import (
     UpstreamStatusError,
 )
 from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
+from messagegate.routing.capabilities import needs_of, shortfall
 from messagegate.routing.health import Admission, HealthBoard, RouteHealth
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
@@ -59,11 +60,22 @@ class Routed(Generic[T]):
 class _Plan:
     """The routes one request will try, and what happened to them so far."""
 
-    __slots__ = ("attempts", "candidates", "last_error", "skipped")
+    __slots__ = ("attempts", "candidates", "last_error", "scan_media", "skipped")
 
-    def __init__(self, candidates: tuple[tuple[Model, Route], ...], skipped: list[str]) -> None:
+    def __init__(
+        self,
+        candidates: tuple[tuple[Model, Route], ...],
+        skipped: list[str],
+        scan_media: bool | None = None,
+    ) -> None:
         self.candidates = candidates
         self.skipped = skipped
+        # Images and PDFs are looked for only when a candidate route cannot take them.
+        if scan_media is None:
+            scan_media = any(
+                not (r.capabilities.vision and r.capabilities.pdf) for _, r in candidates
+            )
+        self.scan_media = scan_media
         self.attempts = 0
         self.last_error: UpstreamError | None = None
 
@@ -127,11 +139,37 @@ class Router:
         key = (request.model.name, request.settings)
         cached = self._static_plans.get(key)
         if cached is not None:
-            return _Plan(cached.candidates, list(cached.skipped))
-        plan = self._new_plan(request)
-        if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
-            self._static_plans[key] = plan
-            return _Plan(plan.candidates, list(plan.skipped))
+            plan = _Plan(cached.candidates, list(cached.skipped), cached.scan_media)
+        else:
+            plan = self._new_plan(request)
+            if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
+                self._static_plans[key] = plan
+                plan = _Plan(plan.candidates, list(plan.skipped), plan.scan_media)
+        return self._preflight(request, plan)
+
+    def _preflight(self, request: RouteRequest, plan: _Plan) -> _Plan:
+        """Skip the routes this request exceeds; 400 naming each one's shortfall if none is left."""
+        needs = needs_of(request.body, plan.scan_media)
+        shortfalls = [shortfall(route.capabilities, needs) for _, route in plan.candidates]
+        if not any(shortfalls):
+            return plan
+        lacking = [
+            f"{route.label}: {reason}"
+            for (_, route), reason in zip(plan.candidates, shortfalls, strict=True)
+            if reason is not None
+        ]
+        kept = tuple(
+            candidate
+            for candidate, reason in zip(plan.candidates, shortfalls, strict=True)
+            if reason is None
+        )
+        if not kept:
+            reasons = "; ".join([*plan.skipped, *lacking])
+            raise InvalidRequest(
+                f"no route of model {request.model.name!r} can serve this request: {reasons}"
+            )
+        plan.candidates = kept
+        plan.skipped.extend(f"{reason} (skipped)" for reason in lacking)
         return plan
 
     def _is_static(self, request: RouteRequest) -> bool:

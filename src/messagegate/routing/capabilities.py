@@ -1,0 +1,86 @@
+"""What a request needs of a route, and what a route lacks for it: the pre-flight before sending.
+
+The pre-flight only skips routes; it never changes a value (``max_tokens`` above a route's
+``max_output`` is clamped by the translation, as documented, not here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from messagegate.config import Capabilities
+from messagegate.translate.structured_output import output_format
+
+_THINKING_ON = frozenset({"enabled", "adaptive"})
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per request
+class Needs:
+    temperature: float | None
+    stop_sequences: int
+    tools: bool
+    thinking: bool
+    structured_output: bool
+    vision: bool
+    pdf: bool
+
+
+def needs_of(body: Mapping[str, Any], scan_media: bool) -> Needs:
+    """What serving `body` takes; images and PDFs are looked for only when some route lacks them."""
+    thinking = body.get("thinking")
+    vision = pdf = False
+    if scan_media:
+        vision, pdf = _media(body.get("messages") or ())
+    return Needs(
+        temperature=body.get("temperature"),
+        stop_sequences=len(body.get("stop_sequences") or ()),
+        tools=bool(body.get("tools")),
+        thinking=isinstance(thinking, dict) and thinking.get("type") in _THINKING_ON,
+        structured_output=output_format(body) is not None,
+        vision=vision,
+        pdf=pdf,
+    )
+
+
+def shortfall(capabilities: Capabilities, needs: Needs) -> str | None:
+    """What the route lacks for this request, worded for the client; None when it can serve it."""
+    lacking = []
+    limit = capabilities.temperature_max
+    if needs.temperature is not None and needs.temperature > limit:
+        lacking.append(f"temperature {needs.temperature} > {limit}")
+    most = capabilities.max_stop_sequences
+    if most is not None and needs.stop_sequences > most:
+        lacking.append(f"{needs.stop_sequences} stop_sequences > {most}")
+    for name in ("tools", "thinking", "structured_output", "vision", "pdf"):
+        if getattr(needs, name) and not getattr(capabilities, name):
+            lacking.append(f"no {name}")
+    return ", ".join(lacking) if lacking else None
+
+
+def _media(messages: Any) -> tuple[bool, bool]:
+    """(any image, any PDF) in the conversation, tool results included: one tight loop, since it
+    runs over every block of every request that a route without vision or PDFs might serve."""
+    vision = pdf = False
+    for message in messages:
+        content = message["content"]
+        if content.__class__ is not list:
+            continue
+        for block in content:
+            kind = block.get("type")
+            if kind == "text" or kind == "tool_use":
+                continue
+            if kind == "image":
+                vision = True
+            elif kind == "document":
+                pdf = pdf or _is_pdf(block.get("source"))
+            elif kind == "tool_result" and block.get("content").__class__ is list:
+                found = _media([{"content": block["content"]}])
+                vision, pdf = vision or found[0], pdf or found[1]
+    return vision, pdf
+
+
+def _is_pdf(source: Any) -> bool:
+    """Text documents (a ``text`` or ``content`` source) are text to every route; others are not."""
+    return isinstance(source, dict) and source.get("type") in ("base64", "url", "file")

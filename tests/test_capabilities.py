@@ -34,7 +34,7 @@ CITY_SCHEMA = {
     "required": ["city"],
     "additionalProperties": False,
 }
-TEXT_ONLY = {"vision": False, "tools": False, "thinking": False}
+TEXT_ONLY = {"vision": False, "pdf": False, "tools": False, "thinking": False}
 
 
 def config(anth: FakeUpstream, openai: FakeUpstream) -> dict[str, Any]:
@@ -99,7 +99,7 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "an image on a text-only route": (body("oai-first", messages=with_content(IMAGE)), "anth"),
     "an image in a tool result": (body("oai-first", messages=tool_result_with(IMAGE)), "anth"),
-    "a PDF on an OpenAI-compatible route": (body("oai-first", messages=with_content(PDF)), "anth"),
+    "a PDF on a route without pdf": (body("oai-first", messages=with_content(PDF)), "anth"),
     "tools on a route without them": (body("oai-first", tools=[TOOL]), "anth"),
     "thinking on a route without it": (
         body("oai-first", thinking={"type": "enabled", "budget_tokens": 1024}),
@@ -200,7 +200,7 @@ def test_capabilities_default_by_kind_and_preset_and_a_route_may_say_otherwise()
     assert (anth.capabilities.temperature_max, anth.capabilities.max_stop_sequences) == (1.0, None)
     assert anth.capabilities.pdf
     assert (openai.capabilities.temperature_max, openai.capabilities.max_stop_sequences) == (2.0, 4)
-    assert not openai.capabilities.pdf
+    assert openai.capabilities.pdf  # as a placeholder text, which a conversation can live with
     assert not models["oai-first"].routes[0].capabilities.vision
     deepseek = models["ds-first"].routes[0].capabilities
     assert (deepseek.structured_output, deepseek.max_stop_sequences) == (False, 2)

@@ -72,10 +72,11 @@ class Capabilities:
     temperature_max: float = 1.0
 
 
-# Defaults by provider kind, then by preset (OpenAI-compatible servers get a PDF as a placeholder).
+# Defaults by provider kind, then preset. An OpenAI-compatible route takes a PDF as a placeholder
+# text (translate/openai_request.py): refusing it would refuse every later turn of its conversation.
 KIND_CAPABILITIES = {
     "anthropic": Capabilities(),
-    "openai": Capabilities(pdf=False, max_stop_sequences=4, temperature_max=2.0),
+    "openai": Capabilities(max_stop_sequences=4, temperature_max=2.0),
 }
 PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
     "deepseek": {"vision": False, "structured_output": False, "max_stop_sequences": 16},
@@ -144,10 +145,26 @@ class RoutingDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestDefaults:
+    """What a request without `model` or `max_tokens` gets (gateway-wide or per key)."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+
+    def over(self, other: RequestDefaults) -> RequestDefaults:
+        """These defaults, with `other`'s where these have none."""
+        return RequestDefaults(
+            model=self.model if self.model is not None else other.model,
+            max_tokens=self.max_tokens if self.max_tokens is not None else other.max_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     key: Secret
     name: str
     routing: RoutingDefaults = field(default_factory=RoutingDefaults)
+    request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +181,9 @@ class Config:
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     source: str = "<config>"
+    # Names clients may send for a configured model.
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -254,10 +274,17 @@ class _Reader:
         max_body = self.get(top, "max_body_bytes", "", int, DEFAULT_MAX_BODY_BYTES)
         if max_body <= 0:
             raise self.fail("max_body_bytes", "must be positive")
+        aliases = self.aliases(top.get("aliases"), models)
+        names = set(models) | set(aliases)
+        keys = self.keys(top.get("keys"))
+        for i, key in enumerate(keys):
+            self.check_default_model(key.request_defaults, f"keys.{i}.request_defaults", names)
+        defaults = self.request_defaults(top.get("request_defaults"), "request_defaults")
+        self.check_default_model(defaults, "request_defaults", names)
         return Config(
             host=host,
             port=port,
-            keys=self.keys(top.get("keys")),
+            keys=keys,
             providers=providers,
             models=models,
             max_body_bytes=max_body,
@@ -267,7 +294,37 @@ class _Reader:
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
+            aliases=aliases,
+            request_defaults=defaults,
         )
+
+    def aliases(self, raw: object, models: Mapping[str, Model]) -> dict[str, str]:
+        if raw is None:
+            return {}
+        names = frozenset(map(str, raw)) if isinstance(raw, dict) else frozenset()
+        data = self.mapping(raw, "aliases", names)
+        aliases: dict[str, str] = {}
+        for name, target in data.items():
+            path = f"aliases.{name}"
+            if str(name) in models:
+                raise self.fail(path, f"{name!r} is already a model's name")
+            if not isinstance(target, str) or target not in models:
+                raise self.fail(path, f"expected the name of a configured model, got {target!r}")
+            aliases[str(name)] = target
+        return aliases
+
+    def request_defaults(self, raw: object, path: str) -> RequestDefaults:
+        if raw is None:
+            return RequestDefaults()
+        data = self.mapping(raw, path, frozenset({"model", "max_tokens"}))
+        return RequestDefaults(
+            model=self.get(data, "model", path, str),
+            max_tokens=self.optional_positive_int(data, "max_tokens", path),
+        )
+
+    def check_default_model(self, defaults: RequestDefaults, path: str, names: set[str]) -> None:
+        if defaults.model is not None and defaults.model not in names:
+            raise self.fail(f"{path}.model", f"unknown model {defaults.model!r}")
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -317,7 +374,7 @@ class _Reader:
         return keys
 
     def key(self, raw: object, path: str) -> ApiKey:
-        data = self.mapping(raw, path, frozenset({"key", "name", "routing"}))
+        data = self.mapping(raw, path, frozenset({"key", "name", "routing", "request_defaults"}))
         key = self.required(data, "key", path, str)
         if not key:
             raise self.fail(_join(path, "key"), "must not be empty")
@@ -325,6 +382,9 @@ class _Reader:
             key=Secret(key),
             name=self.required(data, "name", path, str),
             routing=self.routing(data.get("routing"), _join(path, "routing")),
+            request_defaults=self.request_defaults(
+                data.get("request_defaults"), _join(path, "request_defaults")
+            ),
         )
 
     def routing(self, raw: object, path: str) -> RoutingDefaults:
@@ -502,6 +562,8 @@ _TOP_KEYS = frozenset(
         "ping_interval",
         "failover",
         "circuit_breaker",
+        "aliases",
+        "request_defaults",
     }
 )
 _PROVIDER_KEYS = frozenset(

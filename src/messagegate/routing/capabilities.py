@@ -46,6 +46,22 @@ def needs_of(body: Mapping[str, Any], scan_media: bool) -> Needs:
 
 def shortfall(capabilities: Capabilities, needs: Needs) -> str | None:
     """What the route lacks for this request, worded for the client; None when it can serve it."""
+    c, n = capabilities, needs
+    # The usual answer, in one expression: this runs for every candidate route of every request.
+    if (
+        (n.temperature is None or n.temperature <= c.temperature_max)
+        and (c.max_stop_sequences is None or n.stop_sequences <= c.max_stop_sequences)
+        and (c.tools or not n.tools)
+        and (c.thinking or not n.thinking)
+        and (c.structured_output or not n.structured_output)
+        and (c.vision or not n.vision)
+        and (c.pdf or not n.pdf)
+    ):
+        return None
+    return _lacking(c, n)
+
+
+def _lacking(capabilities: Capabilities, needs: Needs) -> str:
     lacking = []
     limit = capabilities.temperature_max
     if needs.temperature is not None and needs.temperature > limit:
@@ -56,7 +72,7 @@ def shortfall(capabilities: Capabilities, needs: Needs) -> str | None:
     for name in ("tools", "thinking", "structured_output", "vision", "pdf"):
         if getattr(needs, name) and not getattr(capabilities, name):
             lacking.append(f"no {name}")
-    return ", ".join(lacking) if lacking else None
+    return ", ".join(lacking)
 
 
 def _media(messages: Any) -> tuple[bool, bool]:

@@ -99,9 +99,13 @@ class Router:
         self._static_plans: dict[tuple[str, RoutingSettings], _Plan] = {}
 
     def model(self, name: str) -> Model:
+        """The configured model a client's name means: its own name or an alias of it."""
         model = self.config.models.get(name)
         if model is None:
-            raise NotFound(f"model: {name}")
+            target = self.config.aliases.get(name)
+            if target is None:
+                raise NotFound(f"model: {name}")
+            model = self.config.models[target]
         return model
 
     async def complete(self, request: RouteRequest) -> Routed[Completion]:

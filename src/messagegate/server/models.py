@@ -1,4 +1,5 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the configured models, Anthropic's format."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the configured models and their aliases,
+Anthropic's format."""
 
 from __future__ import annotations
 
@@ -11,25 +12,29 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
 
-def model_object(model: Model) -> dict[str, Any]:
+def model_object(model: Model, name: str | None = None) -> dict[str, Any]:
+    """The model as Anthropic lists one; `name` when listed under an alias."""
     return {
         "type": "model",
-        "id": model.name,
-        "display_name": model.display_name or model.name,
+        "id": name or model.name,
+        "display_name": name or model.display_name or model.name,
         "created_at": model.created_at,
     }
 
 
 def get_model(config: Config, model_id: str) -> dict[str, Any]:
     model = config.models.get(model_id)
-    if model is None:
+    if model is not None:
+        return model_object(model)
+    target = config.aliases.get(model_id)
+    if target is None:
         raise NotFound(f"model: {model_id}")
-    return model_object(model)
+    return model_object(config.models[target], model_id)
 
 
 def list_models(config: Config, params: dict[str, str]) -> dict[str, Any]:
-    """A page of models after ``after_id`` or before ``before_id``, ``limit`` long."""
-    names = list(config.models)
+    """A page of models (aliases after them) after ``after_id`` or before ``before_id``."""
+    names = [*config.models, *config.aliases]
     limit = _limit(params.get("limit"))
     after, before = params.get("after_id"), params.get("before_id")
     if after is not None:
@@ -41,7 +46,7 @@ def list_models(config: Config, params: dict[str, str]) -> dict[str, Any]:
     else:
         page, has_more = names[:limit], len(names) > limit
     return {
-        "data": [model_object(config.models[name]) for name in page],
+        "data": [get_model(config, name) for name in page],
         "has_more": has_more,
         "first_id": page[0] if page else None,
         "last_id": page[-1] if page else None,

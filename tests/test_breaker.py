@@ -171,3 +171,17 @@ async def test_a_probe_whose_client_left_leaves_the_route_probing_again(
             break
     assert state == "half_open"
     await recovers(url, fleet)
+
+
+async def test_the_access_log_says_an_open_route_was_skipped(
+    fleet: dict[str, FakeUpstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet["us"].default = DOWN
+    breaker = BreakerPolicy(failures_to_open=1, cooldown=30.0)
+    caplog.set_level("INFO", logger="messagegate.access")
+    async with gateway(two_routes(fleet), breaker=breaker, clock=FakeClock()) as (url, _):
+        await post(url, "/v1/messages", body("two"))
+        status, headers, _ = await post(url, "/v1/messages", body("two"))
+    assert (status, headers["x-messagegate-provider"]) == (200, "q")
+    line = [r.getMessage() for r in caplog.records if r.name == "messagegate.access"][-1]
+    assert "us/two-us skipped: cooling down after failures" in line

@@ -254,14 +254,12 @@ class Router:
             admission = health.admit(board.clock(), board.policy)
             if admission is Admission.REFUSED:
                 refused.append((model, route))
+                plan.skipped.append(f"{route.label} skipped: cooling down after failures")
                 continue
             routed = await self._try(model, route, health, admission, request, operation, plan)
             if routed is not None:
                 return routed
         if len(refused) < len(plan.candidates):
-            plan.skipped.extend(
-                f"{r.label} skipped: cooling down after failures" for _, r in refused
-            )
             raise self._exhausted(plan)
         # Panic, as Envoy's: the breaker has opened every eligible route, and refusing them all
         # would turn an upstream's blip into the gateway's outage. The one open longest goes first.

@@ -18,7 +18,8 @@ from fakes import openai_script as oai
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import envelope, post, sse_events
-from messagegate.config import ConfigError
+from messagegate.config import Capabilities, ConfigError
+from messagegate.routing.capabilities import floor, within
 
 HELLO = [{"role": "user", "content": "Hello"}]
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
@@ -220,3 +221,20 @@ def test_a_wrong_capability_names_its_key_path(capabilities: dict[str, Any], pro
     raw["models"]["anth-first"]["routes"][0]["capabilities"] = capabilities
     with pytest.raises(ConfigError, match=re.escape(f"models.anth-first.routes.0.{problem}")):
         build_config(raw)
+
+
+def test_the_floor_is_what_every_route_can_take_and_a_request_within_it_needs_no_look() -> None:
+    least = floor(
+        [
+            Capabilities(),
+            Capabilities(vision=False, max_stop_sequences=4, temperature_max=2.0),
+            Capabilities(max_stop_sequences=16, temperature_max=1.5),
+        ]
+    )
+    assert least == Capabilities(vision=False, max_stop_sequences=4, temperature_max=1.0)
+    assert within(least, body("m", temperature=1.0, stop_sequences=["a"] * 4))
+    assert not within(least, body("m", temperature=1.1))
+    assert not within(least, body("m", stop_sequences=["a"] * 5))
+    assert not within(least, body("m", messages=with_content(IMAGE)))
+    assert within(least, body("m", messages=with_content(PDF)))
+    assert not within(Capabilities(tools=False), body("m", tools=[TOOL]))

@@ -6,7 +6,7 @@ The pre-flight only skips routes; it never changes a value (``max_tokens`` above
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from messagegate.translate.structured_output import output_format
 _THINKING_ON = frozenset({"enabled", "adaptive"})
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 us per request
+@dataclass(slots=True)  # not frozen: a frozen one sets each field via object.__setattr__
 class Needs:
     temperature: float | None
     stop_sequences: int
@@ -25,6 +25,37 @@ class Needs:
     structured_output: bool
     vision: bool
     pdf: bool
+
+
+def floor(capabilities: Iterable[Capabilities]) -> Capabilities:
+    """What every one of these routes can take: a request within it needs no closer look."""
+    every = list(capabilities)
+    stops = [c.max_stop_sequences for c in every if c.max_stop_sequences is not None]
+    return Capabilities(
+        vision=all(c.vision for c in every),
+        pdf=all(c.pdf for c in every),
+        tools=all(c.tools for c in every),
+        thinking=all(c.thinking for c in every),
+        structured_output=all(c.structured_output for c in every),
+        max_stop_sequences=min(stops) if stops else None,
+        temperature_max=min((c.temperature_max for c in every), default=2.0),
+    )
+
+
+def within(least: Capabilities, body: Mapping[str, Any]) -> bool:
+    """Does the request stay within `least`? The usual request does, after two or three lookups:
+    this runs for every request, so what every route can take is not looked at."""
+    temperature = body.get("temperature")
+    if temperature is not None and temperature > least.temperature_max:
+        return False
+    most = least.max_stop_sequences
+    if most is not None and len(body.get("stop_sequences") or ()) > most:
+        return False
+    if not (
+        least.tools and least.thinking and least.structured_output and least.vision and least.pdf
+    ):
+        return shortfall(least, needs_of(body, scan_media=True)) is None
+    return True
 
 
 def needs_of(body: Mapping[str, Any], scan_media: bool) -> Needs:

@@ -19,7 +19,7 @@ from messagegate.errors import (
     UpstreamStatusError,
 )
 from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
-from messagegate.routing.capabilities import needs_of, shortfall
+from messagegate.routing.capabilities import floor, needs_of, shortfall, within
 from messagegate.routing.health import Admission, HealthBoard, RouteHealth
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
@@ -32,6 +32,7 @@ Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
 _STATIC_PLANS_MAX = 4096
 # Output length assumed when ordering by speed or cost (the real one is unknown in advance).
 ASSUMED_OUTPUT_TOKENS = 1000
+_ALL = RoutingSettings.resolve({"enable_model_fallback": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +61,11 @@ class Routed(Generic[T]):
 class _Plan:
     """The routes one request will try, and what happened to them so far."""
 
-    __slots__ = ("attempts", "candidates", "last_error", "scan_media", "skipped")
+    __slots__ = ("attempts", "candidates", "last_error", "skipped")
 
-    def __init__(
-        self,
-        candidates: tuple[tuple[Model, Route], ...],
-        skipped: list[str],
-        scan_media: bool | None = None,
-    ) -> None:
+    def __init__(self, candidates: tuple[tuple[Model, Route], ...], skipped: list[str]) -> None:
         self.candidates = candidates
         self.skipped = skipped
-        # Images and PDFs are looked for only when a candidate route cannot take them.
-        if scan_media is None:
-            scan_media = any(
-                not (r.capabilities.vision and r.capabilities.pdf) for _, r in candidates
-            )
-        self.scan_media = scan_media
         self.attempts = 0
         self.last_error: UpstreamError | None = None
 
@@ -97,6 +87,11 @@ class Router:
         self._needs_count = any(r.max_context for m in config.models.values() for r in m.routes)
         # Plans that depend only on (model, settings), computed once.
         self._static_plans: dict[tuple[str, RoutingSettings], _Plan] = {}
+        # Per model, what all its routes and its fallbacks' can take (filters only remove routes).
+        self._floors = {
+            name: floor(r.capabilities for m in self._models_to_try(model, _ALL) for r in m.routes)
+            for name, model in config.models.items()
+        }
 
     def model(self, name: str) -> Model:
         """The configured model a client's name means: its own name or an alias of it."""
@@ -143,17 +138,23 @@ class Router:
         key = (request.model.name, request.settings)
         cached = self._static_plans.get(key)
         if cached is not None:
-            plan = _Plan(cached.candidates, list(cached.skipped), cached.scan_media)
+            plan = _Plan(cached.candidates, list(cached.skipped))
         else:
             plan = self._new_plan(request)
             if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
                 self._static_plans[key] = plan
-                plan = _Plan(plan.candidates, list(plan.skipped), plan.scan_media)
+                plan = _Plan(plan.candidates, list(plan.skipped))
         return self._preflight(request, plan)
 
     def _preflight(self, request: RouteRequest, plan: _Plan) -> _Plan:
         """Skip the routes this request exceeds; 400 naming each one's shortfall if none is left."""
-        needs = needs_of(request.body, plan.scan_media)
+        if within(self._floors[request.model.name], request.body):
+            return plan
+        # Images and PDFs are looked for only when a candidate route cannot take them.
+        scan_media = any(
+            not (r.capabilities.vision and r.capabilities.pdf) for _, r in plan.candidates
+        )
+        needs = needs_of(request.body, scan_media)
         shortfalls = [shortfall(route.capabilities, needs) for _, route in plan.candidates]
         if not any(shortfalls):
             return plan

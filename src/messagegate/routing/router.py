@@ -20,7 +20,7 @@ from messagegate.errors import (
 )
 from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
 from messagegate.routing.capabilities import floor, needs_of, shortfall, within
-from messagegate.routing.health import Admission, HealthBoard, RouteHealth
+from messagegate.routing.health import PROBE, REFUSED, HealthBoard
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
 from messagegate.translate.token_count import count_request
@@ -144,12 +144,12 @@ class Router:
             if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
                 self._static_plans[key] = plan
                 plan = _Plan(plan.candidates, list(plan.skipped))
+        if within(self._floors[request.model.name], request.body):
+            return plan
         return self._preflight(request, plan)
 
     def _preflight(self, request: RouteRequest, plan: _Plan) -> _Plan:
         """Skip the routes this request exceeds; 400 naming each one's shortfall if none is left."""
-        if within(self._floors[request.model.name], request.body):
-            return plan
         # Images and PDFs are looked for only when a candidate route cannot take them.
         scan_media = any(
             not (r.capabilities.vision and r.capabilities.pdf) for _, r in plan.candidates
@@ -248,61 +248,50 @@ class Router:
 
     async def _run(self, request: RouteRequest, operation: Operation[T]) -> Routed[T]:
         plan = self.plan(request)
-        board = self.board
+        board, clock = self.board, self.board.clock
+        queue: Sequence[tuple[Model, Route]] = plan.candidates
         refused: list[tuple[Model, Route]] = []
-        for model, route in plan.candidates:
-            health = board[route.label]
-            admission = health.admit(board.clock(), board.policy)
-            if admission is Admission.REFUSED:
-                refused.append((model, route))
-                plan.skipped.append(f"{route.label} skipped: cooling down after failures")
-                continue
-            routed = await self._try(model, route, health, admission, request, operation, plan)
-            if routed is not None:
-                return routed
-        if len(refused) < len(plan.candidates):
-            raise self._exhausted(plan)
-        # Panic, as Envoy's: the breaker has opened every eligible route, and refusing them all
-        # would turn an upstream's blip into the gateway's outage. The one open longest goes first.
-        refused.sort(key=lambda candidate: board[candidate[1].label].opened_at or 0.0)
-        plan.skipped.append("every eligible route open: tried in panic")
-        for model, route in refused:
-            health = board[route.label]
-            health.panicked(board.clock())
-            routed = await self._try(
-                model, route, health, Admission.REFUSED, request, operation, plan
+        panic = False
+        # One loop, not a coroutine per route: this is the hot path of every request.
+        while True:
+            for model, route in queue:
+                health = board[route.label]
+                if panic:
+                    health.panicked(clock())
+                    admission = REFUSED
+                else:
+                    admission = health.admit(clock(), board.policy)
+                    if admission is REFUSED:
+                        refused.append((model, route))
+                        plan.skipped.append(f"{route.label} skipped: cooling down after failures")
+                        continue
+                call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
+                started = clock()
+                try:
+                    value = await self._attempt(route, call, operation, plan)
+                except UpstreamError as error:
+                    self._failed(route, error, plan)
+                    continue
+                else:
+                    answered = clock()
+                    health.succeeded(answered)
+                    return Routed(
+                        value, model, route, plan.attempts, plan.skipped, started, answered
+                    )
+                finally:
+                    # A probe that ended any other way (a 400, a client gone, a cancellation)
+                    # gives its lease back, or the route would stay open for good.
+                    if admission is PROBE:
+                        health.release(clock())
+            if panic or len(refused) < len(plan.candidates):
+                raise self._exhausted(plan)
+            # Panic, as Envoy's: the breaker opened every eligible route, and refusing them all
+            # would turn an upstream's blip into the gateway's outage. The longest open goes first.
+            queue = sorted(
+                refused, key=lambda candidate: board[candidate[1].label].opened_at or 0.0
             )
-            if routed is not None:
-                return routed
-        raise self._exhausted(plan)
-
-    async def _try(
-        self,
-        model: Model,
-        route: Route,
-        health: RouteHealth,
-        admission: Admission,
-        request: RouteRequest,
-        operation: Operation[T],
-        plan: _Plan,
-    ) -> Routed[T] | None:
-        """One route's attempts; None when they failed in a way the next route may mend."""
-        call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
-        started = self.board.clock()
-        try:
-            value = await self._attempt(route, call, operation, plan)
-        except UpstreamError as error:
-            self._failed(route, error, plan)
-            return None
-        else:
-            answered = self.board.clock()
-            health.succeeded(answered)
-            return Routed(value, model, route, plan.attempts, plan.skipped, started, answered)
-        finally:
-            # A probe that ended any other way (a 400, a client gone, a cancellation) gives its
-            # lease back, or the route would stay open for good.
-            if admission is Admission.PROBE:
-                health.release(self.board.clock())
+            plan.skipped.append("every eligible route open: tried in panic")
+            panic = True
 
     async def _attempt(
         self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan

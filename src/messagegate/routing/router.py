@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import stamina
 
 from messagegate.api.usage import Usage
-from messagegate.config import Config, FailoverPolicy, Model, Route
+from messagegate.config import Capabilities, Config, FailoverPolicy, Model, Route
 from messagegate.errors import (
     GatewayError,
     InvalidRequest,
@@ -88,10 +88,7 @@ class Router:
         # Plans that depend only on (model, settings), computed once.
         self._static_plans: dict[tuple[str, RoutingSettings], _Plan] = {}
         # Per model, what all its routes and its fallbacks' can take (filters only remove routes).
-        self._floors = {
-            name: floor(r.capabilities for m in self._models_to_try(model, _ALL) for r in m.routes)
-            for name, model in config.models.items()
-        }
+        self._floors = {name: self._floor(model) for name, model in config.models.items()}
 
     def model(self, name: str) -> Model:
         """The configured model a client's name means: its own name or an alias of it."""
@@ -144,9 +141,14 @@ class Router:
             if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
                 self._static_plans[key] = plan
                 plan = _Plan(plan.candidates, list(plan.skipped))
-        if within(self._floors[request.model.name], request.body):
+        # A model resolved from a name the config does not list is looked at each time.
+        least = self._floors.get(request.model.name) or self._floor(request.model)
+        if within(least, request.body):
             return plan
         return self._preflight(request, plan)
+
+    def _floor(self, model: Model) -> Capabilities:
+        return floor(r.capabilities for m in self._models_to_try(model, _ALL) for r in m.routes)
 
     def _preflight(self, request: RouteRequest, plan: _Plan) -> _Plan:
         """Skip the routes this request exceeds; 400 naming each one's shortfall if none is left."""

@@ -67,7 +67,8 @@ def test_readme_example_parses_as_documented(tmp_path: Path) -> None:
 @pytest.mark.parametrize("block", ["config-example", "claude-code-config"])
 async def test_readme_configs_serve_their_models(tmp_path: Path, sdk, block: str) -> None:
     text = readme_yaml(block)
-    written = yaml.safe_load(text)["models"]
+    parsed = yaml.safe_load(text)
+    written = [*parsed["models"], *(parsed.get("aliases") or {})]  # aliases listed after models
     config = load_config(write(tmp_path, text), environ=README_ENV)
     async with running_gateway(config) as (url, _):
         client = sdk(url, key=README_ENV["MG_KEY"])

@@ -306,7 +306,7 @@ async def test_names_made_from_patterns_are_bounded(upstream: FakeUpstream) -> N
         assert app.router is not None
         for i in range(MADE_MODELS_MAX + 50):
             app.router.model(f"gpt-{i}")
-            app.router.board[f"a/gpt-{i}"].succeeded()
+            app.router.board[f"a/gpt-{i}"].succeeded(0.0)
         assert len(app.router.names.made) == MADE_MODELS_MAX
         assert len(app.router.board.routes) <= MADE_MODELS_MAX
         assert "gpt-0" not in app.router.names.made
@@ -315,3 +315,33 @@ async def test_names_made_from_patterns_are_bounded(upstream: FakeUpstream) -> N
 
 def _body(model: str, max_tokens: int = 10) -> dict[str, Any]:
     return {"model": model, "max_tokens": max_tokens, "messages": HELLO}
+
+
+async def test_aliases_and_default_models_may_name_patterns_and_provider_models(
+    upstream: FakeUpstream, sdk: Any
+) -> None:
+    upstream.responder = answer_anthropic
+    raw = precedence_config(
+        upstream,
+        aliases={"latest": "gpt-4.1-turbo", "pinned": "b/claude-pinned"},
+        request_defaults={"model": "latest", "max_tokens": 7},
+    )
+    async with running_gateway(build_config(raw)) as (url, _):
+        client = sdk(url, key="none")
+        via_alias = await client.messages.create(model="pinned", max_tokens=5, messages=HELLO)
+        status, _, body = await post(url, "/v1/messages", {"messages": HELLO}, key=None)
+        listed = [m.id async for m in client.models.list(limit=100)]
+    assert status == 200, body
+    assert [(r.path, r.json["model"]) for r in upstream.received] == [
+        ("/b/v1/messages", "claude-pinned"),
+        ("/b/v1/messages", "gpt-4.1-turbo"),
+    ]
+    assert upstream.received[1].json["max_tokens"] == 7
+    assert via_alias.model == "b/claude-pinned"
+    assert listed[-2:] == ["latest", "pinned"]
+
+
+def test_an_alias_must_name_something_served(upstream: FakeUpstream) -> None:
+    raw = precedence_config(upstream, aliases={"latest": "mistral-large"})
+    with pytest.raises(ConfigError, match=r"aliases\.latest: expected the name of a configured"):
+        build_config(raw)

@@ -116,7 +116,7 @@ INVALID = {
     ),
     "system not str or blocks": (body(system=5), "system"),
     "system block without text": (body(system=[{"type": "text"}]), "system.0.text"),
-    "temperature out of range": (body(temperature=1.5), "temperature"),
+    "temperature out of range": (body(temperature=2.5), "temperature"),
     "top_k not int": (body(top_k="x"), "top_k"),
     "stop_sequences not strings": (body(stop_sequences=[1]), "stop_sequences.0"),
     "tool without input_schema": (body(tools=[{"name": "f"}]), "tools.0.input_schema"),

@@ -7,8 +7,8 @@ import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -74,6 +74,33 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a route can take; a request that needs more skips it (`routing/capabilities.py`)."""
+
+    vision: bool = True
+    pdf: bool = True
+    tools: bool = True
+    thinking: bool = True
+    structured_output: bool = True
+    max_stop_sequences: int | None = None
+    temperature_max: float = 1.0
+
+
+# Defaults by provider kind, then preset. An OpenAI-compatible route takes a PDF as a placeholder
+# text (translate/openai_request.py): refusing it would refuse every later turn of its conversation.
+KIND_CAPABILITIES = {
+    "anthropic": Capabilities(),
+    "openai": Capabilities(max_stop_sequences=4, temperature_max=2.0),
+}
+PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
+    "deepseek": {"vision": False, "structured_output": False, "max_stop_sequences": 16},
+    "vllm": {"max_stop_sequences": None},
+    "ollama": {"max_stop_sequences": None},
+    "llamacpp": {"max_stop_sequences": None},
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: Literal["anthropic", "openai"]
@@ -89,6 +116,7 @@ class Provider:
     # An http:// proxy URL (the provider's `proxy:`, else HTTPS_PROXY/HTTP_PROXY less NO_PROXY).
     proxy: Secret | None = None
     tls: TlsSettings = field(default_factory=TlsSettings)
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +138,7 @@ class Route:
     max_output: int | None = None
     # Routes of equal priority share load by provider weight; by default each is its own level.
     priority: int = 0
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     @property
     def label(self) -> str:
@@ -147,10 +176,26 @@ class RoutingDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestDefaults:
+    """What a request without `model` or `max_tokens` gets (gateway-wide or per key)."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+
+    def over(self, other: RequestDefaults) -> RequestDefaults:
+        """These defaults, with `other`'s where these have none."""
+        return RequestDefaults(
+            model=self.model if self.model is not None else other.model,
+            max_tokens=self.max_tokens if self.max_tokens is not None else other.max_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     key: Secret
     name: str
     routing: RoutingDefaults = field(default_factory=RoutingDefaults)
+    request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +215,9 @@ class Config:
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     source: str = "<config>"
+    # Names clients may send for a configured model.
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -257,14 +305,35 @@ class _Reader:
         max_body = self.get(top, "max_body_bytes", "", int, DEFAULT_MAX_BODY_BYTES)
         if max_body <= 0:
             raise self.fail("max_body_bytes", "must be positive")
+        explicit = self.get(top, "explicit_provider_models", "", bool, True)
+
+        def servable(name: str) -> bool:
+            """Would a request naming `name` find a model (exact, provider/model or pattern)?"""
+            provider, slash, rest = name.partition("/")
+            return (
+                name in models
+                or (explicit and bool(slash and rest) and provider in providers)
+                or any(p.matches(name) for p in patterns)
+            )
+
+        aliases = self.aliases(top.get("aliases"), models, servable)
+
+        def known(name: str) -> bool:
+            return name in aliases or servable(name)
+
+        keys = self.keys(top.get("keys"))
+        for i, key in enumerate(keys):
+            self.check_default_model(key.request_defaults, f"keys.{i}.request_defaults", known)
+        defaults = self.request_defaults(top.get("request_defaults"), "request_defaults")
+        self.check_default_model(defaults, "request_defaults", known)
         return Config(
             host=host,
             port=port,
-            keys=self.keys(top.get("keys")),
+            keys=keys,
             providers=providers,
             models=models,
             patterns=tuple(patterns),
-            explicit_provider_models=self.get(top, "explicit_provider_models", "", bool, True),
+            explicit_provider_models=explicit,
             max_body_bytes=max_body,
             routing_defaults=self.routing(top.get("routing_defaults"), "routing_defaults"),
             shutdown_grace=self.positive(top, "shutdown_grace", "", 30.0),
@@ -272,7 +341,41 @@ class _Reader:
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
+            aliases=aliases,
+            request_defaults=defaults,
         )
+
+    def aliases(
+        self, raw: object, models: Mapping[str, Model], servable: Callable[[str], bool]
+    ) -> dict[str, str]:
+        if raw is None:
+            return {}
+        names = frozenset(map(str, raw)) if isinstance(raw, dict) else frozenset()
+        data = self.mapping(raw, "aliases", names)
+        aliases: dict[str, str] = {}
+        for name, target in data.items():
+            path = f"aliases.{name}"
+            if str(name) in models:
+                raise self.fail(path, f"{name!r} is already a model's name")
+            if not isinstance(target, str) or not servable(target):
+                raise self.fail(path, f"expected the name of a configured model, got {target!r}")
+            aliases[str(name)] = target
+        return aliases
+
+    def request_defaults(self, raw: object, path: str) -> RequestDefaults:
+        if raw is None:
+            return RequestDefaults()
+        data = self.mapping(raw, path, frozenset({"model", "max_tokens"}))
+        return RequestDefaults(
+            model=self.get(data, "model", path, str),
+            max_tokens=self.optional_positive_int(data, "max_tokens", path),
+        )
+
+    def check_default_model(
+        self, defaults: RequestDefaults, path: str, known: Callable[[str], bool]
+    ) -> None:
+        if defaults.model is not None and not known(defaults.model):
+            raise self.fail(f"{path}.model", f"unknown model {defaults.model!r}")
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -322,7 +425,7 @@ class _Reader:
         return keys
 
     def key(self, raw: object, path: str) -> ApiKey:
-        data = self.mapping(raw, path, frozenset({"key", "name", "routing"}))
+        data = self.mapping(raw, path, frozenset({"key", "name", "routing", "request_defaults"}))
         key = self.required(data, "key", path, str)
         if not key:
             raise self.fail(_join(path, "key"), "must not be empty")
@@ -330,6 +433,9 @@ class _Reader:
             key=Secret(key),
             name=self.required(data, "name", path, str),
             routing=self.routing(data.get("routing"), _join(path, "routing")),
+            request_defaults=self.request_defaults(
+                data.get("request_defaults"), _join(path, "request_defaults")
+            ),
         )
 
     def routing(self, raw: object, path: str) -> RoutingDefaults:
@@ -377,6 +483,7 @@ class _Reader:
             token_encoding=self.get(data, "token_encoding", path, str, "o200k_base"),
             proxy=self.proxy(data, path, base_url),
             tls=self.tls(data.get("tls"), _join(path, "tls")),
+            capabilities=self.kind_capabilities(kind, self.get(data, "preset", path, str)),
         )
 
     def proxy(self, data: dict[str, Any], path: str, base_url: str) -> Secret | None:
@@ -415,6 +522,25 @@ class _Reader:
         except (OSError, ssl.SSLError) as exc:
             raise self.fail(path, f"cannot load: {exc.strerror or exc}") from None
         return settings
+
+    def kind_capabilities(self, kind: str, preset: str | None) -> Capabilities:
+        base = KIND_CAPABILITIES[kind]
+        return replace(base, **PRESET_CAPABILITIES.get(preset or "", {}))
+
+    def capabilities(self, raw: object, path: str, base: Capabilities) -> Capabilities:
+        """A route's own `capabilities:` over its provider's defaults."""
+        if raw is None:
+            return base
+        data = self.mapping(raw, path, frozenset(Capabilities.__dataclass_fields__))
+        values: dict[str, Any] = {}
+        for key in data:
+            if key == "max_stop_sequences":
+                values[key] = self.optional_positive_int(data, key, path)
+            elif key == "temperature_max":
+                values[key] = self.positive(data, key, path, base.temperature_max)
+            else:
+                values[key] = self.get(data, key, path, bool, getattr(base, key))
+        return replace(base, **values)
 
     def timeouts(self, raw: object, path: str) -> Timeouts:
         if raw is None:
@@ -499,6 +625,11 @@ class _Reader:
             max_context=self.optional_positive_int(data, "max_context", path),
             max_output=self.optional_positive_int(data, "max_output", path),
             priority=self.get(data, "priority", path, int, position),
+            capabilities=self.capabilities(
+                data.get("capabilities"),
+                _join(path, "capabilities"),
+                providers[provider_name].capabilities,
+            ),
         )
 
     def price(self, raw: object, path: str) -> Price | None:
@@ -531,6 +662,8 @@ _TOP_KEYS = frozenset(
         "failover",
         "circuit_breaker",
         "explicit_provider_models",
+        "aliases",
+        "request_defaults",
     }
 )
 _PROVIDER_KEYS = frozenset(
@@ -550,7 +683,16 @@ _PROVIDER_KEYS = frozenset(
     }
 )
 _ROUTE_KEYS = frozenset(
-    {"provider", "model", "quantized", "price", "max_context", "max_output", "priority"}
+    {
+        "provider",
+        "model",
+        "quantized",
+        "price",
+        "max_context",
+        "max_output",
+        "priority",
+        "capabilities",
+    }
 )
 
 

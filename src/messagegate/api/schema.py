@@ -108,7 +108,8 @@ ROUTING_FIELDS = frozenset(RoutingFields.__struct_fields__)
 
 
 class CountTokensRequest(RoutingFields, kw_only=True):
-    model: str
+    # May be missing only so that `request_defaults` can fill it (server/request_defaults.py).
+    model: str | None = None
     messages: list[Message]
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
@@ -117,14 +118,16 @@ class CountTokensRequest(RoutingFields, kw_only=True):
 
 
 class MessagesRequest(CountTokensRequest, kw_only=True):
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     stream: bool = False
     stop_sequences: list[str] | None = None
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     top_k: Annotated[int, msgspec.Meta(ge=0)] | None = None
     metadata: Metadata | None = None
     output_config: dict[str, Any] | None = None
+    # The structured-outputs beta's name for output_config.format.
+    output_format: dict[str, Any] | None = None
     context_management: dict[str, Any] | None = None
     service_tier: str | None = None
 

@@ -1,4 +1,5 @@
-"""From the model name a client sent to the Model that serves it: exact, provider/model, pattern."""
+"""From the model name a client sent to the Model that serves it: exact, alias, provider/model,
+pattern."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ MADE_MODELS_MAX = 1024
 
 
 class ModelNames:
-    """Exact names first, then `provider/model` for a configured provider, then the patterns."""
+    """Exact names first, then aliases (of any name the rest resolve), then `provider/model` for a
+    configured provider, then the patterns."""
 
     def __init__(self, config: Config, forget: Callable[[Model], None]) -> None:
         self.config = config
@@ -29,6 +31,10 @@ class ModelNames:
         self.made: dict[str, Model] = {}
 
     def resolve(self, name: str) -> Model:
+        target = self.config.aliases.get(name)
+        return self._unaliased(name if target is None else target)
+
+    def _unaliased(self, name: str) -> Model:
         model = self.config.models.get(name) or self.made.get(name)
         if model is not None:
             return model

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import stamina
 
 from messagegate.api.usage import Usage
-from messagegate.config import Config, FailoverPolicy, Model, Route
+from messagegate.config import Capabilities, Config, FailoverPolicy, Model, Route
 from messagegate.errors import (
     GatewayError,
     InvalidRequest,
@@ -18,7 +18,8 @@ from messagegate.errors import (
     UpstreamStatusError,
 )
 from messagegate.providers.base import Completion, EventStream, UpstreamCall, UpstreamClient
-from messagegate.routing.health import HealthBoard
+from messagegate.routing.capabilities import floor, needs_of, shortfall, within
+from messagegate.routing.health import PROBE, REFUSED, HealthBoard
 from messagegate.routing.names import ModelNames
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
@@ -31,6 +32,7 @@ Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
 _STATIC_PLANS_MAX = 4096
 # Output length assumed when ordering by speed or cost (the real one is unknown in advance).
 ASSUMED_OUTPUT_TOKENS = 1000
+_ALL = RoutingSettings.resolve({"enable_model_fallback": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,8 @@ class Router:
         self._configured_labels = {r.label for m in config.models.values() for r in m.routes}
         # Plans that depend only on (model, settings), computed once.
         self._static_plans: dict[tuple[str, RoutingSettings], _Plan] = {}
+        # Per model, what all its routes and its fallbacks' can take (filters only remove routes).
+        self._floors = {name: self._floor(model) for name, model in config.models.items()}
 
     def model(self, name: str) -> Model:
         """The model a client's name stands for; 404 when nothing serves it."""
@@ -135,11 +139,48 @@ class Router:
         key = (request.model.name, request.settings)
         cached = self._static_plans.get(key)
         if cached is not None:
-            return _Plan(cached.candidates, list(cached.skipped))
-        plan = self._new_plan(request)
-        if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
-            self._static_plans[key] = plan
-            return _Plan(plan.candidates, list(plan.skipped))
+            plan = _Plan(cached.candidates, list(cached.skipped))
+        else:
+            plan = self._new_plan(request)
+            if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
+                self._static_plans[key] = plan
+                plan = _Plan(plan.candidates, list(plan.skipped))
+        # A model resolved from a name the config does not list is looked at each time.
+        least = self._floors.get(request.model.name) or self._floor(request.model)
+        if within(least, request.body):
+            return plan
+        return self._preflight(request, plan)
+
+    def _floor(self, model: Model) -> Capabilities:
+        return floor(r.capabilities for m in self._models_to_try(model, _ALL) for r in m.routes)
+
+    def _preflight(self, request: RouteRequest, plan: _Plan) -> _Plan:
+        """Skip the routes this request exceeds; 400 naming each one's shortfall if none is left."""
+        # Images and PDFs are looked for only when a candidate route cannot take them.
+        scan_media = any(
+            not (r.capabilities.vision and r.capabilities.pdf) for _, r in plan.candidates
+        )
+        needs = needs_of(request.body, scan_media)
+        shortfalls = [shortfall(route.capabilities, needs) for _, route in plan.candidates]
+        if not any(shortfalls):
+            return plan
+        lacking = [
+            f"{route.label}: {reason}"
+            for (_, route), reason in zip(plan.candidates, shortfalls, strict=True)
+            if reason is not None
+        ]
+        kept = tuple(
+            candidate
+            for candidate, reason in zip(plan.candidates, shortfalls, strict=True)
+            if reason is None
+        )
+        if not kept:
+            reasons = "; ".join([*plan.skipped, *lacking])
+            raise InvalidRequest(
+                f"no route of model {request.model.name!r} can serve this request: {reasons}"
+            )
+        plan.candidates = kept
+        plan.skipped.extend(f"{reason} (skipped)" for reason in lacking)
         return plan
 
     def _is_static(self, request: RouteRequest) -> bool:
@@ -213,22 +254,50 @@ class Router:
 
     async def _run(self, request: RouteRequest, operation: Operation[T]) -> Routed[T]:
         plan = self.plan(request)
-        for model, route in plan.candidates:
-            health = self.board[route.label]
-            if not health.admit(self.board.clock(), self.board.policy):
-                plan.skipped.append(f"{route.label} skipped: cooling down after failures")
-                continue
-            call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
-            started = self.board.clock()
-            try:
-                value = await self._attempt(route, call, operation, plan)
-            except UpstreamError as error:
-                self._failed(route, error, plan)
-                continue
-            health.succeeded()
-            answered = self.board.clock()
-            return Routed(value, model, route, plan.attempts, plan.skipped, started, answered)
-        raise self._exhausted(request, plan)
+        board, clock = self.board, self.board.clock
+        queue: Sequence[tuple[Model, Route]] = plan.candidates
+        refused: list[tuple[Model, Route]] = []
+        panic = False
+        # One loop, not a coroutine per route: this is the hot path of every request.
+        while True:
+            for model, route in queue:
+                health = board[route.label]
+                if panic:
+                    health.panicked(clock())
+                    admission = REFUSED
+                else:
+                    admission = health.admit(clock(), board.policy)
+                    if admission is REFUSED:
+                        refused.append((model, route))
+                        plan.skipped.append(f"{route.label} skipped: cooling down after failures")
+                        continue
+                call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
+                started = clock()
+                try:
+                    value = await self._attempt(route, call, operation, plan)
+                except UpstreamError as error:
+                    self._failed(route, error, plan)
+                    continue
+                else:
+                    answered = clock()
+                    health.succeeded(answered)
+                    return Routed(
+                        value, model, route, plan.attempts, plan.skipped, started, answered
+                    )
+                finally:
+                    # A probe that ended any other way (a 400, a client gone, a cancellation)
+                    # gives its lease back, or the route would stay open for good.
+                    if admission is PROBE:
+                        health.release(clock())
+            if panic or len(refused) < len(plan.candidates):
+                raise self._exhausted(plan)
+            # Panic, as Envoy's: the breaker opened every eligible route, and refusing them all
+            # would turn an upstream's blip into the gateway's outage. The longest open goes first.
+            queue = sorted(
+                refused, key=lambda candidate: board[candidate[1].label].opened_at or 0.0
+            )
+            plan.skipped.append("every eligible route open: tried in panic")
+            panic = True
 
     async def _attempt(
         self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
@@ -279,17 +348,13 @@ class Router:
         plan.skipped.append(f"{route.label} failed: {error.message}")
         plan.last_error = error
 
-    def _exhausted(self, request: RouteRequest, plan: _Plan) -> GatewayError:
-        if plan.last_error is not None:
-            plan.last_error.message = _with_summary(plan.last_error.message, plan)
-            return plan.last_error
-        return UpstreamStatusError(
-            f"every eligible route of model {request.model.name!r} is cooling down after failures",
-            status=529,
-            error_type="overloaded_error",
-            upstream_status=529,
-            retryable=True,
-        )
+    def _exhausted(self, plan: _Plan) -> GatewayError:
+        """The last upstream failure: every route left was tried, so there always is one."""
+        error = plan.last_error
+        if error is None:
+            raise AssertionError("no route tried and none refused")  # pragma: no cover
+        error.message = _with_summary(error.message, plan)
+        return error
 
 
 def _no_route_message(request: RouteRequest, excluded: list[str], input_tokens: int | None) -> str:

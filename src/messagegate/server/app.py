@@ -130,7 +130,7 @@ class GatewayApp:
         elif path == "/v1/messages/count_tokens" and method == "POST":
             await messages.count_tokens(exchange, key)
         elif path == "/v1/models" and method == "GET":
-            await exchange.respond_json(list_models(self.config, exchange.query_params()))
+            await exchange.respond_json(list_models(messages.router.names, exchange.query_params()))
         elif path.startswith("/v1/models/") and method == "GET":
             model_id = path.removeprefix("/v1/models/")
             await exchange.respond_json(get_model(messages.router.names, model_id))

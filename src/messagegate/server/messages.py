@@ -16,6 +16,7 @@ from messagegate.errors import InvalidRequest
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
+from messagegate.server.request_defaults import RequestDefaulter
 from messagegate.server.streaming import StreamOutcome, relay
 
 _API_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -26,11 +27,14 @@ class MessagesEndpoint:
         self.config = config
         self.router = router
         self._key_settings: dict[str | None, RoutingSettings] = {}
+        self.defaults = RequestDefaulter(config)
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
         request = parse_messages_request(data)
-        route_request = self._route_request(exchange, data, request.model, key)
+        model = self.defaults.model(data, request.model, key)
+        self.defaults.max_tokens(data, request.max_tokens, key)
+        route_request = self._route_request(exchange, data, model, key)
         if request.stream:
             await self._stream(exchange, route_request)
             return
@@ -43,9 +47,8 @@ class MessagesEndpoint:
     async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
         request = parse_count_tokens_request(data)
-        routed = await self.router.count_tokens(
-            self._route_request(exchange, data, request.model, key)
-        )
+        model = self.defaults.model(data, request.model, key)
+        routed = await self.router.count_tokens(self._route_request(exchange, data, model, key))
         self._log_route(exchange, routed)
         await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
 
@@ -74,6 +77,9 @@ class MessagesEndpoint:
     ) -> RouteRequest:
         exchange.log_fields["model"] = model_name
         model = self.router.model(model_name)
+        if model.name != model_name:  # an alias: the log names the model it means
+            exchange.log_fields["model"] = model.name
+            exchange.log_fields["alias"] = model_name
         settings = self._settings(data, key)
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
         beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"

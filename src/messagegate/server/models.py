@@ -1,14 +1,14 @@
 """``GET /v1/models`` and ``GET /v1/models/{id}``: the configured models, Anthropic's format.
 
 The list holds the exact names, then each pattern (its id is the glob, its display name says
-which providers serve it); one model is looked up as a request's `model` would be.
+which providers serve it), then the aliases; one model is looked up as a request's `model` is.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from messagegate.config import Config, Model
+from messagegate.config import Model
 from messagegate.errors import InvalidRequest
 from messagegate.routing.names import ModelNames
 
@@ -16,39 +16,48 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
 
-def model_object(model: Model) -> dict[str, Any]:
-    display_name = model.display_name
+def model_object(model: Model, name: str | None = None) -> dict[str, Any]:
+    """The model as Anthropic lists one; `name` when listed under an alias."""
+    display_name = name or model.display_name
     if display_name is None and model.is_pattern:
         providers = ", ".join(dict.fromkeys(r.provider.name for r in model.routes))
         display_name = f"{model.name} (any model of {providers} matching it)"
     return {
         "type": "model",
-        "id": model.name,
+        "id": name or model.name,
         "display_name": display_name or model.name,
         "created_at": model.created_at,
     }
 
 
 def get_model(names: ModelNames, model_id: str) -> dict[str, Any]:
-    return model_object(names.resolve(model_id))
+    model = names.resolve(model_id)
+    return model_object(model, model_id if model_id in names.config.aliases else None)
 
 
-def list_models(config: Config, params: dict[str, str]) -> dict[str, Any]:
-    """A page of models after ``after_id`` or before ``before_id``, ``limit`` long."""
-    listed = {**config.models, **{m.name: m for m in config.patterns}}
-    names = list(listed)
+def list_models(names: ModelNames, params: dict[str, str]) -> dict[str, Any]:
+    """A page of models (patterns, then aliases after them) after ``after_id`` or before
+    ``before_id``, ``limit`` long."""
+    config = names.config
+    listed: dict[str, dict[str, Any]] = {
+        **{name: model_object(m) for name, m in config.models.items()},
+        **{m.name: model_object(m) for m in config.patterns},
+    }
+    for alias in config.aliases:
+        listed.setdefault(alias, get_model(names, alias))
+    ids = list(listed)
     limit = _limit(params.get("limit"))
     after, before = params.get("after_id"), params.get("before_id")
     if after is not None:
-        names = names[_position(names, after, "after_id") + 1 :]
-        page, has_more = names[:limit], len(names) > limit
+        ids = ids[_position(ids, after, "after_id") + 1 :]
+        page, has_more = ids[:limit], len(ids) > limit
     elif before is not None:
-        names = names[: _position(names, before, "before_id")]
-        page, has_more = names[-limit:], len(names) > limit
+        ids = ids[: _position(ids, before, "before_id")]
+        page, has_more = ids[-limit:], len(ids) > limit
     else:
-        page, has_more = names[:limit], len(names) > limit
+        page, has_more = ids[:limit], len(ids) > limit
     return {
-        "data": [model_object(listed[name]) for name in page],
+        "data": [listed[name] for name in page],
         "has_more": has_more,
         "first_id": page[0] if page else None,
         "last_id": page[-1] if page else None,

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from messagegate.translate.openai_dialect import OpenAIDialect
+from messagegate.translate.structured_output import output_format, response_format
 from messagegate.translate.tool_ids import ToolNames, upstream_tool_id
 
 Message = dict[str, Any]
@@ -56,6 +57,9 @@ def to_openai_request(
     payload.update(_sampling(body, dialect, max_output))
     payload.update(_tool_fields(tools, body.get("tool_choice"), ctx))
     payload.update(_stream_fields(body, dialect))
+    fmt = output_format(body)
+    if fmt is not None:
+        payload["response_format"] = response_format(fmt)
     return OpenAIRequest(payload, names, tuple(body.get("stop_sequences") or ()))
 
 

@@ -1,4 +1,5 @@
-"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config."""
+"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config,
+``proxy`` runs privacy mode's local proxy, ``privacy keygen`` makes or rotates its key."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from messagegate.config import (
     worker_settings,
 )
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
+from messagegate.privacy.commands import add_privacy_commands, privacy_command
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 
@@ -32,6 +34,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("proxy", "privacy"):
+        return privacy_command(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -54,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     check_cmd = commands.add_parser("check", help="validate a config and print what it serves")
     check_cmd.add_argument("--config", required=True, help="the YAML config file")
+    add_privacy_commands(commands)
     return parser
 
 

@@ -3,7 +3,7 @@ JSON field outside a versioned allow-list, keyed per exchange, bound to its posi
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import struct
@@ -25,7 +25,8 @@ REQUEST = 0
 ANSWER = 1
 _EXCHANGE_INFO = b"messagegate privacy v1 exchange\x01"
 _AAD_PREFIX = b"mgp1"
-_POSITION = struct.Struct(">BIII")
+_NONCE = struct.Struct(">B3xII")
+_AAD = struct.Struct(">4sBIII")
 
 
 class CodecError(Exception):
@@ -54,8 +55,7 @@ class ExchangeCipher:
         self, obj: dict[str, Any], direction: int, seq: int, clear: frozenset[str]
     ) -> dict[str, Any]:
         """`obj` with each field outside `clear` replaced by base64 of its sealed JSON value."""
-        names = [name for name in obj if name not in clear]
-        count = len(names)
+        count = len(obj.keys() - clear)
         out: dict[str, Any] = {}
         index = 0
         encrypt = self._aead.encrypt
@@ -63,9 +63,10 @@ class ExchangeCipher:
             if name in clear:
                 out[name] = value
                 continue
-            nonce, aad = _position(direction, seq, index, count, name)
+            nonce = _NONCE.pack(direction, seq, index)
+            aad = _AAD.pack(_AAD_PREFIX, direction, seq, index, count) + name.encode()
             sealed = encrypt(nonce, orjson.dumps(value), aad)
-            out[name] = base64.b64encode(sealed).decode("ascii")
+            out[name] = binascii.b2a_base64(sealed, newline=False).decode("ascii")
             index += 1
         return out
 
@@ -73,7 +74,7 @@ class ExchangeCipher:
         self, obj: dict[str, Any], direction: int, seq: int, clear: frozenset[str]
     ) -> dict[str, Any]:
         """The inverse of `seal`; CodecError names the first field that does not open."""
-        count = sum(1 for name in obj if name not in clear)
+        count = len(obj.keys() - clear)
         out: dict[str, Any] = {}
         index = 0
         decrypt = self._aead.decrypt
@@ -83,17 +84,11 @@ class ExchangeCipher:
                 continue
             if not isinstance(value, str):
                 raise CodecError(f"field {name!r} is not encrypted")
-            nonce, aad = _position(direction, seq, index, count, name)
+            nonce = _NONCE.pack(direction, seq, index)
+            aad = _AAD.pack(_AAD_PREFIX, direction, seq, index, count) + name.encode()
             try:
-                out[name] = orjson.loads(decrypt(nonce, base64.b64decode(value), aad))
+                out[name] = orjson.loads(decrypt(nonce, binascii.a2b_base64(value, strict_mode=True), aad))
             except (InvalidTag, ValueError):
                 raise CodecError(f"field {name!r} does not decrypt") from None
             index += 1
         return out
-
-
-def _position(direction: int, seq: int, index: int, count: int, name: str) -> tuple[bytes, bytes]:
-    """The GCM nonce and AAD of one field: where it sits, so moving it anywhere else fails."""
-    packed = _POSITION.pack(direction, seq, index, count)
-    nonce = packed[:1] + b"\x00\x00\x00" + packed[1:9]
-    return nonce, _AAD_PREFIX + packed + name.encode()

@@ -87,7 +87,9 @@ class ExchangeCipher:
             nonce = _NONCE.pack(direction, seq, index)
             aad = _AAD.pack(_AAD_PREFIX, direction, seq, index, count) + name.encode()
             try:
-                out[name] = orjson.loads(decrypt(nonce, binascii.a2b_base64(value, strict_mode=True), aad))
+                out[name] = orjson.loads(
+                    decrypt(nonce, binascii.a2b_base64(value, strict_mode=True), aad)
+                )
             except (InvalidTag, ValueError):
                 raise CodecError(f"field {name!r} does not decrypt") from None
             index += 1

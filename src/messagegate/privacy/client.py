@@ -9,7 +9,7 @@ import enum
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -55,8 +55,8 @@ class GatewayRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class RegisteredSecret:
     secret_id: str
-    secret: bytes
-    renew_at: float
+    secret: bytes = field(repr=False)
+    renew_at: float = 0.0
 
 
 class PrivacySession:

@@ -8,7 +8,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ class KeyFileError(Exception):
 @dataclass(frozen=True, slots=True)
 class GatewayKey:
     created_at: float
-    private: hpke.MLKEM768X25519PrivateKey
-    public_bytes: bytes
-    seeds: tuple[bytes, bytes]
+    # Never in a repr (a traceback or a log line must not show a private key).
+    private: hpke.MLKEM768X25519PrivateKey = field(repr=False, compare=False)
+    public_bytes: bytes = field(repr=False)
+    seeds: tuple[bytes, bytes] = field(repr=False, compare=False)
 
     @property
     def key_id(self) -> str:

@@ -349,3 +349,29 @@ async def test_the_proxy_command_exits_when_the_pin_does_not_match(
     assert process.returncode == 3
     assert b"is not one of the pinned keys" in stderr
     assert upstream.received == []
+
+
+async def test_error_messages_of_private_requests_quote_no_request_content(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    key_file, key_id = make_key_file(tmp_path)
+    quoting = f"messages.0.content: 'Read the file {MARKER}.txt' is not allowed"
+    upstream.script(script.error_reply(400, "invalid_request_error", quoting))
+    config = build_config(private(anthropic_config(upstream), key_file))
+    async with (
+        running_gateway(config) as (url, _),
+        running_proxy(url, PinnedKeys([key_id]), GATEWAY_KEY) as (_, proxy_app),
+    ):
+        bad_role = {**REQUEST, "messages": [{"role": MARKER, "content": "hi"}]}
+        invalid = await _sealed_post(url, proxy_app, {"model": "claude-test", **bad_role})
+        refused = await _sealed_post(url, proxy_app, {"model": "claude-test", **REQUEST})
+    assert invalid[0] == 400
+    assert envelope(invalid[2])[1].startswith("messages.0.role")
+    assert refused[0] == 400
+    assert envelope(refused[2]) == (
+        "invalid_request_error",
+        "messages.0.content: '…' is not allowed",
+    )
+    for _, _, body, _ in (invalid, refused):
+        assert MARKER.encode() not in body
+    assert len(upstream.received) == 1

@@ -83,7 +83,7 @@ class ExchangeCipher:
                 out[name] = value
                 continue
             if not isinstance(value, str):
-                raise CodecError(f"field {name!r} is not encrypted")
+                raise CodecError(f"field `{name}` is not encrypted")
             nonce = _NONCE.pack(direction, seq, index)
             aad = _AAD.pack(_AAD_PREFIX, direction, seq, index, count) + name.encode()
             try:
@@ -91,6 +91,6 @@ class ExchangeCipher:
                     decrypt(nonce, binascii.a2b_base64(value, strict_mode=True), aad)
                 )
             except (InvalidTag, ValueError):
-                raise CodecError(f"field {name!r} does not decrypt") from None
+                raise CodecError(f"field `{name}` does not decrypt") from None
             index += 1
         return out

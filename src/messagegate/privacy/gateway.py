@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ from cryptography.exceptions import InvalidTag
 
 from messagegate.api.usage import Usage
 from messagegate.config import PrivacySettings
-from messagegate.errors import InvalidRequest, PrivacyRefused
+from messagegate.errors import GatewayError, InvalidRequest, PrivacyRefused
 from messagegate.privacy.codec import (
     ANSWER,
     ANSWER_CLEAR,
@@ -34,6 +35,8 @@ from messagegate.providers.base import EventStream
 
 HEADER = "x-messagegate-privacy"
 ANSWER_HEADERS = {HEADER: VERSION}
+# A single- or double-quoted run of text: how validators and upstreams quote a value.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 # A registration is a key id and 1,168 bytes of base64: anything much larger is not one.
 MAX_REGISTRATION_BYTES = 4096
 
@@ -130,6 +133,15 @@ class PrivateExchange:
 
     def seal_answer(self, body: dict[str, Any]) -> bytes:
         return orjson.dumps(self.cipher.seal(body, ANSWER, 0, ANSWER_CLEAR))
+
+    def readable_error(self, error: GatewayError) -> GatewayError:
+        """The error as the client sees it: its type and status, with every quoted value in its
+        message masked (a validation or upstream message may quote the request); an upstream's
+        own body is not relayed, the gateway's envelope is."""
+        clear = GatewayError(_QUOTED.sub("'…'", error.message))
+        clear.status, clear.error_type = error.status, error.error_type
+        clear.headers = error.headers
+        return clear
 
     def seal_stream(self, stream: EventStream) -> SealedStream:
         return SealedStream(stream, EventSealer(self.cipher))

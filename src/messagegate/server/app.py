@@ -101,7 +101,10 @@ class GatewayApp:
         except GatewayError as error:
             exchange.log_fields["error"] = error.error_type
             if exchange.status == 0:
-                await exchange.respond_error(error)
+                private = exchange.privacy
+                await exchange.respond_error(
+                    error if private is None else private.readable_error(error)
+                )
         except ClientDisconnected:
             exchange.status = 499
         except Exception:

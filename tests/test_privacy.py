@@ -375,3 +375,31 @@ async def test_error_messages_of_private_requests_quote_no_request_content(
     for _, _, body, _ in (invalid, refused):
         assert MARKER.encode() not in body
     assert len(upstream.received) == 1
+
+
+async def test_routing_filters_and_failover_work_as_without_privacy(
+    upstream: FakeUpstream, second_upstream: FakeUpstream, sdk, tmp_path: Path
+) -> None:
+    key_file, key_id = make_key_file(tmp_path)
+    upstream.default = script.error_reply(529, "overloaded_error", "busy")
+    second_upstream.script(script.reply(script.message([{"type": "text", "text": "backup"}])))
+    config = anthropic_config(upstream)
+    config["providers"]["second"] = {**config["providers"]["anth"], "base_url": second_upstream.url}
+    config["providers"]["third"] = {**config["providers"]["anth"], "base_url": second_upstream.url}
+    routes = [{"provider": name, "model": f"{name}-model"} for name in ("anth", "third", "second")]
+    config["models"]["claude-test"]["routes"] = routes
+    async with (
+        running_gateway(build_config(private(config, key_file))) as (url, _),
+        running_proxy(url, PinnedKeys([key_id]), GATEWAY_KEY) as (proxy, _),
+    ):
+        response = await sdk(proxy, key="unused").messages.with_raw_response.create(
+            model="claude-test", extra_body={"allowed_providers": ["anth", "second"]}, **REQUEST
+        )
+    message = await response.parse()
+    assert message.content[0].text == "backup"
+    assert response.headers["x-messagegate-provider"] == "second"
+    assert len(upstream.received) == 2  # tried twice, as without privacy mode
+    (received,) = second_upstream.received
+    assert received.json["model"] == "second-model"
+    assert received.json["system"] == REQUEST["system"]
+    assert "allowed_providers" not in received.json

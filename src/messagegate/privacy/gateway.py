@@ -75,8 +75,6 @@ class PrivacyGate:
 
     def register(self, body: bytes) -> dict[str, Any]:
         """``POST /v1/privacy/secrets``: open a sealed secret and hold it for an hour."""
-        if len(body) > MAX_REGISTRATION_BYTES:
-            raise InvalidRequest("a secret registration is at most 4096 bytes")
         try:
             data = orjson.loads(body)
             key_id, sealed = data["key_id"], base64.b64decode(data["sealed"], validate=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
 from messagegate.errors import GatewayError, NotFound
-from messagegate.privacy.gateway import PrivacyGate
+from messagegate.privacy.gateway import MAX_REGISTRATION_BYTES, PrivacyGate
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
@@ -153,7 +153,7 @@ class GatewayApp:
         if exchange.path == "/v1/privacy/key" and exchange.method == "GET":
             await exchange.respond_json(privacy.key_document())
         elif exchange.path == "/v1/privacy/secrets" and exchange.method == "POST":
-            body = await exchange.read_body(self.config.max_body_bytes)
+            body = await exchange.read_body(MAX_REGISTRATION_BYTES)
             await exchange.respond_json(privacy.register(body))
         else:
             raise NotFound(f"no endpoint {exchange.method} {exchange.path}")

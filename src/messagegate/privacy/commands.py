@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -55,6 +57,10 @@ def keygen(path: Path, grace: float) -> int:
     return 0
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_proxy(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
@@ -72,6 +78,9 @@ def run_proxy(args: argparse.Namespace) -> int:
         log_config=None,
         log_level=args.log_level,
     )
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: exit 0 instead of dying by it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     server = uvicorn.Server(config)
     server.run()
     # A proxy that could not trust the gateway never started serving.

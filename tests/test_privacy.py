@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -403,3 +404,39 @@ async def test_routing_filters_and_failover_work_as_without_privacy(
     assert received.json["model"] == "second-model"
     assert received.json["system"] == REQUEST["system"]
     assert "allowed_providers" not in received.json
+
+
+async def test_events_reordered_on_the_wire_end_the_stream_with_a_clear_error(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    key_file, key_id = make_key_file(tmp_path)
+    upstream.script(script.stream_reply(script.message([{"type": "text", "text": "one two"}])))
+    swapped: list[bool] = []
+
+    def swap_two_deltas(data: bytes) -> bytes:
+        events = re.findall(rb"event: content_block_delta\ndata: [^\n]*\n\n", data)
+        if len(events) < 2:
+            return data
+        swapped.append(True)
+        marker = b"\x00"
+        data = data.replace(events[0], marker, 1).replace(events[1], events[0], 1)
+        return data.replace(marker, events[1], 1)
+
+    config = build_config(private(anthropic_config(upstream), key_file))
+    async with (
+        running_gateway(config) as (url, _),
+        Tap(int(url.rsplit(":", 1)[1]), rewrite=swap_two_deltas) as tap,
+        running_proxy(tap.url, PinnedKeys([key_id]), GATEWAY_KEY) as (proxy, _),
+    ):
+        status, _, body = await post(
+            proxy, "/v1/messages", {"model": "claude-test", "stream": True, **REQUEST}, key=None
+        )
+    assert swapped
+    assert status == 200
+    events = sse_events(body)
+    # The chunk that does not open is not relayed, not even its first events.
+    assert "content_block_delta" not in [name for name, _ in events]
+    name, error = events[-1]
+    assert name == "error"
+    assert error["error"]["type"] == "api_error"
+    assert error["error"]["message"] == "privacy mode: field `index` does not decrypt"

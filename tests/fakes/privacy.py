@@ -72,8 +72,10 @@ async def running_proxy(
 class Tap:
     """A TCP relay that records every byte each way (what a network observer would see)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         self.target_port = target_port
+        # Applied to each read of the answers (an attacker on the path).
+        self.rewrite = rewrite
         self.upstream = bytearray()
         self.downstream = bytearray()
         self.server: asyncio.Server | None = None
@@ -99,17 +101,21 @@ class Tap:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         await asyncio.gather(
-            _copy(reader, up_writer, self.upstream), _copy(up_reader, writer, self.downstream)
+            _copy(reader, up_writer, self.upstream, None),
+            _copy(up_reader, writer, self.downstream, self.rewrite),
         )
 
 
 async def _copy(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bytearray
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    record: bytearray,
+    rewrite: Callable[[bytes], bytes] | None,
 ) -> None:
     try:
         while data := await reader.read(65536):
             record += data
-            writer.write(data)
+            writer.write(rewrite(data) if rewrite is not None else data)
             await writer.drain()
     except ConnectionError:
         pass

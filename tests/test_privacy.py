@@ -440,3 +440,24 @@ async def test_events_reordered_on_the_wire_end_the_stream_with_a_clear_error(
     assert name == "error"
     assert error["error"]["type"] == "api_error"
     assert error["error"]["message"] == "privacy mode: field `index` does not decrypt"
+
+
+async def test_an_answer_that_is_not_sealed_is_refused_by_the_proxy(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    key_file, key_id = make_key_file(tmp_path)
+    upstream.script(script.reply(script.message([{"type": "text", "text": "hi"}])))
+
+    def hide_the_seal(data: bytes) -> bytes:
+        return data.replace(b"x-messagegate-privacy: v1\r\n", b"x-messagegate-other-0: v1\r\n")
+
+    config = build_config(private(anthropic_config(upstream), key_file))
+    async with (
+        running_gateway(config) as (url, _),
+        Tap(int(url.rsplit(":", 1)[1]), rewrite=hide_the_seal) as tap,
+        running_proxy(tap.url, PinnedKeys([key_id]), GATEWAY_KEY) as (proxy, _),
+    ):
+        status, _, body = await post(proxy, "/v1/messages", {"model": "claude-test", **REQUEST})
+    assert b"x-messagegate-privacy: v1\r\n" in tap.downstream
+    assert status == 502
+    assert envelope(body) == ("api_error", "privacy mode: the answer was not sealed")

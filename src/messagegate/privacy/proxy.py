@@ -160,8 +160,11 @@ class ProxyApp:
     ) -> None:
         head = _relayed(response.headers)
         if response.headers.get(HEADER) != VERSION:
-            # Errors come clear (their messages never echo the request).
-            await _respond(send, response.status, head, await self._read(response))
+            body = await self._read(response)
+            if response.status < 400:
+                # Only errors come clear: a clear answer to a sealed request is not the gateway's.
+                raise ProxyError(502, "api_error", "privacy mode: the answer was not sealed")
+            await _respond(send, response.status, head, body)
             return
         if not response.headers.get("content-type", "").startswith("text/event-stream"):
             try:

@@ -25,7 +25,7 @@ from messagegate.privacy.codec import (
     ExchangeCipher,
 )
 from messagegate.privacy.events import EventOpener
-from messagegate.privacy.keys import seal_secret
+from messagegate.privacy.keys import fingerprint, seal_secret
 from messagegate.privacy.trust import KeyNotTrusted, KeyTrust
 
 ERROR_HEADER = "x-messagegate-privacy-error"
@@ -124,7 +124,8 @@ class PrivacySession:
         public = base64.b64decode(key["public_key"])
         evidence = document.get("evidence")
         self.trust.check(public, base64.b64decode(evidence) if evidence else None)
-        self.key = (key["key_id"], public)
+        # The id is the fingerprint of what was trusted, not what the document claims.
+        self.key = (fingerprint(public), public)
         self._transition(SessionState.TRUSTED)
 
     async def _register(self) -> RegisteredSecret:

@@ -1,5 +1,6 @@
 """The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config, ``init``
-writes a starter config."""
+writes a starter config, ``proxy`` runs privacy mode's local proxy, ``privacy keygen`` makes or
+rotates its key."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from messagegate.config import (
 )
 from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
+from messagegate.privacy.commands import add_privacy_commands, privacy_command
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 
@@ -38,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "init":
         return init(args.config, os.environ)
+    if args.command in ("proxy", "privacy"):
+        return privacy_command(args)
     try:
         config = load_settings(args.config, os.environ)
     except ConfigError as exc:
@@ -72,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "init", help="write a starter config for the providers found in the environment"
     )
     init_cmd.add_argument("--config", default="messagegate.yaml", help="the file to write")
+    add_privacy_commands(commands)
     return parser
 
 

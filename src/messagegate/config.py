@@ -199,6 +199,19 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    """Privacy mode (docs/privacy-protocol.md): ``optional`` serves both kinds of request,
+    ``required`` refuses plaintext ones; `key_file` is written by ``messagegate privacy keygen``."""
+
+    mode: Literal["off", "optional", "required"] = "off"
+    key_file: str | None = None
+    # Seconds a replaced key still accepts new secrets after a newer one appeared in the file.
+    rotation_grace: float = 86400.0
+    # Attestation evidence served beside the public key (a TEE's quote), read at start.
+    evidence_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str
     port: int
@@ -214,6 +227,7 @@ class Config:
     ping_interval: float = 15.0
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     source: str = "<config>"
     # Names clients may send for a configured model.
     aliases: Mapping[str, str] = field(default_factory=dict)
@@ -340,6 +354,7 @@ class _Reader:
             ping_interval=self.positive(top, "ping_interval", "", 15.0),
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
+            privacy=self.privacy(top.get("privacy")),
             source=self.source,
             aliases=aliases,
             request_defaults=defaults,
@@ -399,6 +414,23 @@ class _Reader:
             raise self.fail("circuit_breaker.failures_to_open", "must be at least 1")
         cooldown = self.positive(data, "cooldown", "circuit_breaker", 30.0)
         return BreakerPolicy(failures_to_open=failures, cooldown=cooldown)
+
+    def privacy(self, raw: object) -> PrivacySettings:
+        if raw is None:
+            return PrivacySettings()
+        data = self.mapping(raw, "privacy", frozenset(PrivacySettings.__dataclass_fields__))
+        mode = self.get(data, "mode", "privacy", str, "optional")
+        if mode not in ("off", "optional", "required"):
+            raise self.fail("privacy.mode", f"expected off, optional or required, got {mode!r}")
+        key_file = self.get(data, "key_file", "privacy", str)
+        if mode != "off" and not key_file:
+            raise self.fail("privacy.key_file", "is required unless mode is off")
+        return PrivacySettings(
+            mode=mode,
+            key_file=key_file,
+            rotation_grace=self.positive(data, "rotation_grace", "privacy", 86400.0),
+            evidence_file=self.get(data, "evidence_file", "privacy", str),
+        )
 
     def listen(self, value: str) -> tuple[str, int]:
         host, sep, port = value.rpartition(":")
@@ -664,6 +696,7 @@ _TOP_KEYS = frozenset(
         "explicit_provider_models",
         "aliases",
         "request_defaults",
+        "privacy",
     }
 )
 _PROVIDER_KEYS = frozenset(

@@ -2,6 +2,7 @@
 
     GatewayError                      base: status, error_type, message
     ├── InvalidRequest                400 invalid_request_error (bad body, no eligible route)
+    │   └── PrivacyRefused            400, with x-messagegate-privacy-error: CODE (privacy mode)
     ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
@@ -35,6 +36,15 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     error_type = "invalid_request_error"
+
+
+class PrivacyRefused(InvalidRequest):
+    """A privacy-mode message the gateway cannot accept; `code` tells the proxy what to do."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"privacy mode: {message}")
+        self.code = code
+        self.headers["x-messagegate-privacy-error"] = code
 
 
 class AuthenticationFailed(GatewayError):

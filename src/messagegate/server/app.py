@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
 from messagegate.errors import GatewayError, NotFound
+from messagegate.privacy.gateway import MAX_REGISTRATION_BYTES, PrivacyGate
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
@@ -48,6 +49,7 @@ class GatewayApp:
         self.pool: ConnectionPool | None = None
         self.router: Router | None = None
         self.messages: MessagesEndpoint | None = None
+        self.privacy: PrivacyGate | None = None
 
     @property
     def ready(self) -> bool:
@@ -62,6 +64,8 @@ class GatewayApp:
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
         self.messages = MessagesEndpoint(self.config, self.router)
+        if self.config.privacy.mode != "off":
+            self.privacy = PrivacyGate(self.config.privacy)
         # What exists now lives as long as the process: keep the collector from rescanning it.
         gc.collect()
         gc.freeze()
@@ -97,7 +101,10 @@ class GatewayApp:
         except GatewayError as error:
             exchange.log_fields["error"] = error.error_type
             if exchange.status == 0:
-                await exchange.respond_error(error)
+                private = exchange.privacy
+                await exchange.respond_error(
+                    error if private is None else private.readable_error(error)
+                )
         except ClientDisconnected:
             exchange.status = 499
         except Exception:
@@ -125,10 +132,14 @@ class GatewayApp:
         path, method = exchange.path, exchange.method
         if key is not None:
             exchange.log_fields["key"] = key.name
+        if self.privacy is not None and path.startswith("/v1/messages"):
+            exchange.privacy = self.privacy.begin(exchange.headers)
         if path == "/v1/messages" and method == "POST":
             await messages.create(exchange, key)
         elif path == "/v1/messages/count_tokens" and method == "POST":
             await messages.count_tokens(exchange, key)
+        elif path.startswith("/v1/privacy/") and self.privacy is not None:
+            await self._privacy(exchange, self.privacy)
         elif path == "/v1/models" and method == "GET":
             await exchange.respond_json(list_models(messages.router.names, exchange.query_params()))
         elif path.startswith("/v1/models/") and method == "GET":
@@ -138,6 +149,15 @@ class GatewayApp:
             await exchange.respond_json({"data": messages.router.snapshot()})
         else:
             raise NotFound(f"no endpoint {method} {path}")
+
+    async def _privacy(self, exchange: Exchange, privacy: PrivacyGate) -> None:
+        if exchange.path == "/v1/privacy/key" and exchange.method == "GET":
+            await exchange.respond_json(privacy.key_document())
+        elif exchange.path == "/v1/privacy/secrets" and exchange.method == "POST":
+            body = await exchange.read_body(MAX_REGISTRATION_BYTES)
+            await exchange.respond_json(privacy.register(body))
+        else:
+            raise NotFound(f"no endpoint {exchange.method} {exchange.path}")
 
     async def _health(self, exchange: Exchange) -> None:
         if self.ready:

@@ -12,6 +12,7 @@ import orjson
 
 from messagegate.api.envelope import error_body
 from messagegate.errors import GatewayError, RequestTooLarge
+from messagegate.privacy.gateway import PrivateExchange
 from messagegate.server.http_protocol import BODY_WRITER, BodyWriter
 
 Scope = MutableMapping[str, Any]
@@ -34,6 +35,7 @@ class Exchange:
         "log_fields",
         "method",
         "path",
+        "privacy",
         "query",
         "receive",
         "request_id",
@@ -52,6 +54,8 @@ class Exchange:
         # Unique, not secret: os.urandom (a syscall) per request would cost more than it buys.
         self.request_id = f"req_{random.getrandbits(96):024x}"
         self.status = 0
+        # The exchange's cipher when its request came encrypted (privacy mode).
+        self.privacy: PrivateExchange | None = None
         # What the access log line says beyond method, path and status (never prompt text).
         self.log_fields: dict[str, str] = {}
 

@@ -13,6 +13,7 @@ from messagegate.api.schema import (
 )
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest
+from messagegate.privacy.gateway import ANSWER_HEADERS as PRIVATE_ANSWER
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
@@ -41,7 +42,11 @@ class MessagesEndpoint:
         routed = await exchange.unless_client_leaves(self.router.complete(route_request))
         self._log_route(exchange, routed)
         headers = routed.value.headers | _route_headers(routed)
-        await exchange.respond(200, orjson.dumps(routed.value.body), headers)
+        if exchange.privacy is not None:
+            body = exchange.privacy.seal_answer(routed.value.body)
+            await exchange.respond(200, body, headers | PRIVATE_ANSWER)
+        else:
+            await exchange.respond(200, orjson.dumps(routed.value.body), headers)
         exchange.log_fields["tokens"] = _tokens(routed.value.usage)
 
     async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
@@ -50,7 +55,12 @@ class MessagesEndpoint:
         model = self.defaults.model(data, request.model, key)
         routed = await self.router.count_tokens(self._route_request(exchange, data, model, key))
         self._log_route(exchange, routed)
-        await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
+        answer = {"input_tokens": routed.value}
+        if exchange.privacy is not None:
+            body = exchange.privacy.seal_answer(answer)
+            await exchange.respond(200, body, _route_headers(routed) | PRIVATE_ANSWER)
+        else:
+            await exchange.respond_json(answer, _route_headers(routed))
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
@@ -58,6 +68,9 @@ class MessagesEndpoint:
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed))
+        if exchange.privacy is not None:
+            stream = exchange.privacy.seal_stream(stream)
+            headers += encode_headers(PRIVATE_ANSWER)
         outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
@@ -68,9 +81,11 @@ class MessagesEndpoint:
     async def _read_json(self, exchange: Exchange) -> Any:
         body = await exchange.read_body(self.config.max_body_bytes)
         try:
-            return orjson.loads(body)
+            data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        # Decrypted in memory only, after the body limit and before validation and routing.
+        return data if exchange.privacy is None else exchange.privacy.open_request(data)
 
     def _route_request(
         self, exchange: Exchange, data: dict[str, Any], model_name: str, key: ApiKey | None

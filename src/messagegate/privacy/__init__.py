@@ -1,0 +1,1 @@
+"""Privacy mode: prompts and answers encrypted between the user's machine and the gateway."""

@@ -1,0 +1,96 @@
+"""Privacy mode's event streams: each SSE ``data:`` object sealed field by field, in sequence;
+``event:`` lines and error events stay clear. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from messagegate.privacy.codec import ANSWER, ANSWER_CLEAR, CodecError, ExchangeCipher
+
+_DATA = b"data: "
+# A stream's bytes held back while they end in no complete event, at most.
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+
+
+class EventSealer:
+    """The gateway's side: seals whole events (what the relay writes is whole events)."""
+
+    __slots__ = ("_cipher", "seq")
+
+    def __init__(self, cipher: ExchangeCipher) -> None:
+        self._cipher = cipher
+        self.seq = 0
+
+    def seal(self, chunk: bytes) -> bytes:
+        blocks = chunk.split(b"\n\n")
+        return b"\n\n".join([self._block(block) if block else block for block in blocks])
+
+    def _block(self, block: bytes) -> bytes:
+        head, data = _split(block)
+        if data is None:
+            return block
+        obj = orjson.loads(data)
+        if _passes_clear(obj):
+            return block
+        sealed = self._cipher.seal(obj, ANSWER, self.seq, ANSWER_CLEAR)
+        self.seq += 1
+        return head + _DATA + orjson.dumps(sealed)
+
+
+class EventOpener:
+    """The proxy's side: takes the stream in any chunks, returns the whole events it opened."""
+
+    __slots__ = ("_cipher", "_pending", "seq")
+
+    def __init__(self, cipher: ExchangeCipher) -> None:
+        self._cipher = cipher
+        self._pending = b""
+        self.seq = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            if len(data) > MAX_PENDING_BYTES:
+                raise CodecError("an event is larger than the stream allows")
+            self._pending = data
+            return b""
+        self._pending = data[end + 2 :]
+        return b"".join([self._block(b) + b"\n\n" for b in data[:end].split(b"\n\n") if b])
+
+    def finish(self) -> None:
+        if self._pending.strip():
+            raise CodecError("the stream ended inside an event")
+
+    def _block(self, block: bytes) -> bytes:
+        head, data = _split(block)
+        if data is None:
+            return block
+        try:
+            obj: Any = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise CodecError(f"event {self.seq} is not JSON") from None
+        if _passes_clear(obj):
+            return block
+        opened = self._cipher.open(obj, ANSWER, self.seq, ANSWER_CLEAR)
+        self.seq += 1
+        return head + _DATA + orjson.dumps(opened)
+
+
+def _split(block: bytes) -> tuple[bytes, bytes | None]:
+    """The event's lines before its data, and its data (its ``data:`` lines joined)."""
+    start = block.find(_DATA)
+    if start < 0 or (start > 0 and block[start - 1] != 0x0A):
+        return block, None
+    lines = block[start:].split(b"\n")
+    return block[:start], b"\n".join(line.removeprefix(_DATA) for line in lines)
+
+
+def _passes_clear(obj: Any) -> bool:
+    """Errors stay readable; an event with nothing to seal (ping, message_stop) takes no
+    sequence number, so the gateway's pings, sent by a timer, need no place in the order."""
+    if not isinstance(obj, dict) or obj.get("type") == "error":
+        return True
+    return all(name in ANSWER_CLEAR for name in obj)

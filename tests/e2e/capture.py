@@ -1,0 +1,71 @@
+"""A packet capture on loopback with tshark (installed with apt-get when missing)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+INSTALL_TIMEOUT = 600.0
+START_TIMEOUT = 30.0
+
+
+class CaptureUnavailable(Exception):
+    """tshark is missing and cannot be installed, or cannot capture here."""
+
+
+def ensure_tshark() -> str:
+    """tshark's path; Debian's package is installed (non-interactively) when it is missing."""
+    found = shutil.which("tshark")
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise CaptureUnavailable("tshark is not installed and there is no apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "tshark"]):
+        done = subprocess.run(
+            args, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
+        )
+        if done.returncode != 0:
+            raise CaptureUnavailable(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
+    found = shutil.which("tshark")
+    if not found:
+        raise CaptureUnavailable("apt-get installed tshark, but it is not on PATH")
+    return found
+
+
+@asynccontextmanager
+async def capture(tshark: str, port: int, out: Path) -> AsyncIterator[Path]:
+    """Capture TCP traffic to and from `port` on `lo` into `out` (pcap) while the block runs."""
+    process = await asyncio.create_subprocess_exec(
+        tshark,
+        "-i",
+        "lo",
+        "-f",
+        f"tcp port {port}",
+        "-F",
+        "pcap",
+        "-w",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    seen = b""
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            while b"Capturing on" not in seen:
+                line = await process.stderr.readline()
+                if not line:
+                    raise CaptureUnavailable(f"tshark did not start: {seen.decode()}")
+                seen += line
+        yield out
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)

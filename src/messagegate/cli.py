@@ -1,9 +1,12 @@
-"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config."""
+"""The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config,
+``explain`` says which scenario a saved request matches."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -24,6 +27,7 @@ from messagegate.config import (
     worker_settings,
 )
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
+from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 
@@ -40,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(config))
         return 0
+    if args.command == "explain":
+        return _explain(config, args)
     return serve(config, args)
 
 
@@ -54,7 +60,33 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     check_cmd = commands.add_parser("check", help="validate a config and print what it serves")
     check_cmd.add_argument("--config", required=True, help="the YAML config file")
+    explain_cmd = commands.add_parser(
+        "explain", help="which scenario a saved request body matches, and why the others do not"
+    )
+    explain_cmd.add_argument("--config", required=True, help="the YAML config file")
+    explain_cmd.add_argument("request", help="a saved /v1/messages request body (JSON)")
+    explain_cmd.add_argument("--key", help="the name of the key the request comes with")
+    explain_cmd.add_argument(
+        "--header", action="append", default=[], help="a request header, 'name: value'"
+    )
     return parser
+
+
+def _explain(config: Config, args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(Path(args.request).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"messagegate: cannot read request {args.request}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(body, dict):
+        print(f"messagegate: {args.request}: expected a JSON object", file=sys.stderr)
+        return 2
+    headers = {}
+    for header in args.header:
+        name, _, value = header.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    print(asyncio.run(explain(config, body, args.key, headers)))
+    return 0
 
 
 def tune_gc() -> None:
@@ -134,6 +166,7 @@ def describe(config: Config) -> str:
         routes = ", ".join(r.label for r in m.routes)
         fallbacks = f" (fallbacks: {', '.join(m.fallbacks)})" if m.fallbacks else ""
         lines.append(f"  {m.name} -> {routes}{fallbacks}")
+    lines.extend(describe_scenarios(config))
     return "\n".join(lines)
 
 

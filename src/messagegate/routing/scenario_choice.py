@@ -84,25 +84,24 @@ class ScenarioChooser:
             skipped.append(f"{rule.name}: {reason}")
         return Choice(self.router.model(view.model), None, skipped, view.counted_input_tokens)
 
-    async def explain(
-        self,
-        body: dict[str, Any],
-        headers: Mapping[str, str],
-        key: str | None,
-        settings: RoutingSettings,
-    ) -> list[tuple[str, str]]:
+    async def explain(self, view: RequestView, settings: RoutingSettings) -> list[tuple[str, str]]:
         """(scenario, verdict) of every scenario in the order they are tried."""
-        view = self.view(body, headers, key)
         verdicts: list[tuple[str, str]] = []
         chosen = False
-        for rule in self.rules(key):
+        for rule in self.rules(view.key):
             failures = rule.failures(view)
             if failures:
                 verdicts.append((rule.name, "no: " + "; ".join(failures)))
                 continue
-            target = rule.scenario.use
+            target, problem = rule.scenario.use, None
             if rule.scenario.function is not None:
-                target = await self._ask(rule.scenario, view)
+                target, problem = await self._answer(rule.scenario, view)
+            if problem is not None:
+                outcome = "rejects the request (500)" if rule.scenario.on_error == "reject" else ""
+                verdicts.append((rule.name, f"failed: {problem}; {outcome or 'skipped'}"))
+                if outcome and not chosen:
+                    break
+                continue
             if target is None:
                 verdicts.append((rule.name, "no: its function answered None"))
                 continue
@@ -136,25 +135,30 @@ class ScenarioChooser:
 
     async def _ask(self, scenario: Scenario, view: RequestView) -> str | None:
         """The model the scenario's function answers; its failure per `on_error`."""
+        target, problem = await self._answer(scenario, view)
+        if problem is None:
+            return target
+        log.warning("scenario %r: %s (on_error: %s)", scenario.name, problem, scenario.on_error)
+        if scenario.on_error == "reject":
+            raise GatewayError(f"scenario {scenario.name!r} failed: {problem}")
+        return None
+
+    async def _answer(self, scenario: Scenario, view: RequestView) -> tuple[str | None, str | None]:
+        """(the model the function named or None, what went wrong or None)."""
         assert scenario.function is not None
         try:
             answer = await self.runner.call(
                 scenario.function, function_request(view), scenario.timeout
             )
-            problem = _junk(answer, self.router)
         except TimeoutError:
-            problem = f"took longer than {scenario.timeout}s"
+            return None, f"took longer than {scenario.timeout}s"
         except FunctionBusy:
-            problem = "too many earlier calls are still running"
+            return None, "too many earlier calls are still running"
         except Exception as exc:  # whatever the user's function raised
             log.warning("scenario %r: its function raised", scenario.name, exc_info=exc)
-            problem = f"its function raised {type(exc).__name__}"
-        if problem is None:
-            return answer  # type: ignore[return-value]
-        log.warning("scenario %r: %s (on_error: %s)", scenario.name, problem, scenario.on_error)
-        if scenario.on_error == "reject":
-            raise GatewayError(f"scenario {scenario.name!r} failed: {problem}")
-        return None
+            return None, f"its function raised {type(exc).__name__}"
+        problem = _junk(answer, self.router)
+        return (None, problem) if problem is not None else (answer, None)  # type: ignore[return-value]
 
 
 def _junk(answer: object, router: Router) -> str | None:

@@ -100,7 +100,7 @@ def test_the_tag_is_taken_from_the_system_prompt_or_the_first_user_turn_only() -
 
 def _reasons(when: ScenarioConditions, body: dict[str, Any], **view: Any) -> list[str | None]:
     request = RequestView(body, view.pop("headers", {}), view.pop("key", None), **view)
-    return [check(request) for check in compile_conditions(when)]
+    return [None if c.holds(request) else c.why(request) for c in compile_conditions(when)]
 
 
 def test_each_condition_says_why_it_does_not_hold() -> None:

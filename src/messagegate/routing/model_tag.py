@@ -4,7 +4,6 @@ turn (a sub-agent's definition can pin its model with it): found, and removed be
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 OPEN = "<messagegate-model>"
@@ -13,34 +12,29 @@ _TAG = re.compile(r"<messagegate-model>\s*([^<>\s]{1,200})\s*</messagegate-model
 
 def take_tag(body: dict[str, Any]) -> str | None:
     """The first tag's name; every tag in those places is removed from `body`."""
-    found: str | None = None
-    for holder, key in _text_slots(body):
-        text = holder[key]
-        if OPEN not in text:
-            continue
-        match = _TAG.search(text)
-        if match is None:
-            continue
-        if found is None:
-            found = match.group(1)
-        holder[key] = _TAG.sub("", text)
+    found = _take(body, "system", None)
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _take(message, "content", found)
     return found
 
 
-def _text_slots(body: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
-    """(container, key) of every string the tag may sit in: system, then the first user turn."""
-    yield from _slots_of(body, "system")
-    for message in body.get("messages") or ():
-        if isinstance(message, dict) and message.get("role") == "user":
-            yield from _slots_of(message, "content")
-            return
-
-
-def _slots_of(holder: dict[str, Any], key: str) -> Iterator[tuple[Any, Any]]:
+def _take(holder: dict[str, Any], key: str, found: str | None) -> str | None:
+    """`holder[key]`, a string or a list of text blocks, without its tags; the first tag's name."""
     value = holder.get(key)
     if isinstance(value, str):
-        yield holder, key
+        if OPEN in value:
+            holder[key], found = _without_tags(value, found)
     elif isinstance(value, list):
         for block in value:
-            if isinstance(block, dict) and isinstance(block.get("text"), str):
-                yield block, "text"
+            text = block.get("text") if isinstance(block, dict) else None
+            if isinstance(text, str) and OPEN in text:
+                block["text"], found = _without_tags(text, found)
+    return found
+
+
+def _without_tags(text: str, found: str | None) -> tuple[str, str | None]:
+    match = _TAG.search(text)
+    if match is None:
+        return text, found
+    return _TAG.sub("", text), found if found is not None else match.group(1)

@@ -71,7 +71,7 @@ class ScenarioChooser:
         view = self.view(body, headers, key)
         skipped: list[str] = []
         for rule in self.rules(key):
-            if rule.failure(view) is not None:
+            if not rule.matches(view):
                 continue
             target = rule.scenario.use
             if rule.scenario.function is not None:

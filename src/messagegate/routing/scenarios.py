@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fnmatch import translate
 from types import MappingProxyType
 from typing import Any
 
@@ -17,7 +16,6 @@ from messagegate.config import Scenario, ScenarioConditions
 from messagegate.routing.sessions import SessionMemory, session_id
 from messagegate.translate.token_count import count_request
 
-Check = Callable[["RequestView"], str | None]
 # A user's function never sees the client's gateway key.
 _CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
 
@@ -55,7 +53,7 @@ class RequestView:
         self.tag = tag
         self.sessions = sessions
         self._input_tokens: int | None = None
-        self._tools: tuple[str, ...] | None = None
+        self._tools: str | None = None
         self._blocks: frozenset[str] | None = None
         self._session_input: int | None = None
         self._session_known = False
@@ -89,17 +87,17 @@ class RequestView:
         return effort if isinstance(effort, str) else None
 
     @property
-    def tools(self) -> tuple[str, ...]:
-        """Every tool's name, and the type of each server tool (`web_search_20250305`)."""
+    def tools(self) -> str:
+        """Every tool's name, and the type of each server tool (`web_search_20250305`), one per
+        line (names never hold a line break: tools_include searches them in one go)."""
         if self._tools is None:
-            found: list[str] = []
-            for tool in self.body.get("tools") or ():
-                if isinstance(tool, dict):
-                    for field in ("name", "type"):
-                        value = tool.get(field)
-                        if isinstance(value, str) and value != "custom":
-                            found.append(value)
-            self._tools = tuple(found)
+            tools = self.body.get("tools") or ()
+            try:  # a validated request: every tool a mapping with a string name
+                names = [tool["name"] for tool in tools]
+                names += [kind for tool in tools if (kind := tool.get("type")) and kind != "custom"]
+                self._tools = "\n".join(names)
+            except (KeyError, TypeError, AttributeError):
+                self._tools = _tool_names(tools)
         return self._tools
 
     @property
@@ -123,6 +121,17 @@ class RequestView:
             if session is not None and self.sessions is not None:
                 self._session_input = self.sessions.last_input(session)
         return self._session_input
+
+
+def _tool_names(tools: Any) -> str:
+    """The names and types of a request that was not validated (``messagegate explain``)."""
+    found = []
+    for tool in tools if isinstance(tools, list) else ():
+        for field in ("name", "type"):
+            value = tool.get(field) if isinstance(tool, dict) else None
+            if isinstance(value, str) and value != "custom":
+                found.append(value)
+    return "\n".join(found)
 
 
 def _collect_types(blocks: list[Any], types: set[str]) -> None:
@@ -158,7 +167,7 @@ def function_request(view: RequestView) -> ScenarioRequest:
         thinking=thinking,
         thinking_budget=budget,
         effort=view.effort,
-        tools=view.tools,
+        tools=tuple(view.tools.split("\n")) if view.tools else (),
         key=view.key,
         headers=MappingProxyType(
             {k: v for k, v in view.headers.items() if k not in _CREDENTIAL_HEADERS}
@@ -167,158 +176,162 @@ def function_request(view: RequestView) -> ScenarioRequest:
 
 
 class CompiledScenario:
-    __slots__ = ("checks", "name", "scenario")
+    __slots__ = ("conditions", "name", "scenario", "tests")
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.name = scenario.name
-        self.checks = compile_conditions(scenario.when)
+        self.conditions = compile_conditions(scenario.when)
+        self.tests = tuple(condition.holds for condition in self.conditions)
 
-    def failure(self, view: RequestView) -> str | None:
-        """Why the conditions do not hold, or None when they all do (the hot path)."""
-        for check in self.checks:
-            reason = check(view)
-            if reason is not None:
-                return reason
-        return None
+    def matches(self, view: RequestView) -> bool:
+        """Every condition holds (the hot path: no reasons are worded, no generator made)."""
+        for holds in self.tests:  # noqa: SIM110
+            if not holds(view):
+                return False
+        return True
 
     def failures(self, view: RequestView) -> list[str]:
-        """Every condition that does not hold (for ``messagegate explain``)."""
-        return [reason for check in self.checks if (reason := check(view)) is not None]
+        """Why each condition that does not hold does not (for ``messagegate explain``)."""
+        return [c.why(view) for c in self.conditions if not c.holds(view)]
 
 
-def compile_conditions(when: ScenarioConditions) -> tuple[Check, ...]:
-    """The checks of `when`, cheapest first: counting tokens comes last."""
-    checks: list[Check | None] = [
-        _glob_check("key", when.key, lambda v: v.key),
-        _glob_check("model", when.model, lambda v: v.model),
-        _header_check(when.header),
-        _thinking_check(when.thinking),
-        _budget_check(when.thinking_budget_over),
-        _effort_check(when.effort),
-        _tools_check(when.tools_include),
-        _block_check("has_image", "image", when.has_image),
-        _block_check("has_document", "document", when.has_document),
-        _tag_check(when.tag),
-        _over_check("session_input_tokens", when.session_input_tokens_over),
-        _over_check("input_tokens", when.input_tokens_over),
+@dataclass(frozen=True, slots=True)
+class Condition:
+    holds: Callable[[RequestView], bool]
+    why: Callable[[RequestView], str]
+
+
+def compile_conditions(when: ScenarioConditions) -> tuple[Condition, ...]:
+    """The conditions of `when`, cheapest first: counting tokens comes last."""
+    conditions: list[Condition | None] = [
+        _glob_condition("key", when.key, lambda v: v.key),
+        _glob_condition("model", when.model, lambda v: v.model),
+        _header_condition(when.header),
+        _thinking_condition(when.thinking),
+        _budget_condition(when.thinking_budget_over),
+        _effort_condition(when.effort),
+        _tools_condition(when.tools_include),
+        _block_condition("has_image", "image", when.has_image),
+        _block_condition("has_document", "document", when.has_document),
+        _tag_condition(when.tag),
+        _over_condition("session_input_tokens", when.session_input_tokens_over),
+        _over_condition("input_tokens", when.input_tokens_over),
     ]
-    return tuple(check for check in checks if check is not None)
+    return tuple(c for c in conditions if c is not None)
+
+
+def glob_regex(pattern: str) -> str:
+    """A glob (`*` any run, `?` one character, within one line) as a regular expression."""
+    parts = (
+        "[^\n]*" if char == "*" else "[^\n]" if char == "?" else re.escape(char) for char in pattern
+    )
+    return "".join(parts)
 
 
 def glob(pattern: str) -> Callable[[str], re.Match[str] | None]:
-    return re.compile(translate(pattern)).match
+    return re.compile(glob_regex(pattern) + r"\Z").match
 
 
-def _glob_check(
+def _glob_condition(
     label: str, pattern: str | None, value: Callable[[RequestView], str | None]
-) -> Check | None:
+) -> Condition | None:
     if pattern is None:
         return None
     matches = glob(pattern)
 
-    def check(view: RequestView) -> str | None:
+    def holds(view: RequestView) -> bool:
         actual = value(view)
-        if actual is not None and matches(actual):
-            return None
-        return f"{label} {actual!r} does not match {pattern!r}"
+        return actual is not None and matches(actual) is not None
 
-    return check
+    return Condition(holds, lambda v: f"{label} {value(v)!r} does not match {pattern!r}")
 
 
-def _header_check(headers: Mapping[str, str] | None) -> Check | None:
+def _header_condition(headers: Mapping[str, str] | None) -> Condition | None:
     if not headers:
         return None
-    wanted = tuple((name, pattern, glob(pattern)) for name, pattern in headers.items())
+    wanted = tuple((name, glob(pattern)) for name, pattern in headers.items())
 
-    def check(view: RequestView) -> str | None:
-        for name, pattern, matches in wanted:
+    def holds(view: RequestView) -> bool:
+        for name, matches in wanted:
             actual = view.headers.get(name)
-            if actual is None or not matches(actual):
-                return f"header {name} {actual!r} does not match {pattern!r}"
-        return None
+            if actual is None or matches(actual) is None:
+                return False
+        return True
 
-    return check
+    def why(view: RequestView) -> str:
+        return "; ".join(
+            f"header {name} {view.headers.get(name)!r} does not match {pattern!r}"
+            for name, pattern in headers.items()
+            if not (view.headers.get(name) is not None and glob(pattern)(view.headers[name]))
+        )
+
+    return Condition(holds, why)
 
 
-def _thinking_check(wanted: str | None) -> Check | None:
+def _thinking_condition(wanted: str | None) -> Condition | None:
     if wanted is None:
         return None
-
-    def check(view: RequestView) -> str | None:
-        kind = view.thinking[0]
-        return None if kind == wanted else f"thinking is {kind}, not {wanted}"
-
-    return check
+    return Condition(
+        lambda v: v.thinking[0] == wanted,
+        lambda v: f"thinking is {v.thinking[0]}, not {wanted}",
+    )
 
 
-def _budget_check(limit: int | None) -> Check | None:
+def _budget_condition(limit: int | None) -> Condition | None:
     if limit is None:
         return None
 
-    def check(view: RequestView) -> str | None:
+    def holds(view: RequestView) -> bool:
         kind, budget = view.thinking
-        if kind == "enabled" and budget is not None and budget > limit:
-            return None
-        return f"thinking budget {budget} is not over {limit}"
+        return kind == "enabled" and budget is not None and budget > limit
 
-    return check
+    return Condition(holds, lambda v: f"thinking budget {v.thinking[1]} is not over {limit}")
 
 
-def _effort_check(efforts: tuple[str, ...] | None) -> Check | None:
+def _effort_condition(efforts: tuple[str, ...] | None) -> Condition | None:
     if efforts is None:
         return None
     wanted = frozenset(efforts)
-
-    def check(view: RequestView) -> str | None:
-        effort = view.effort
-        return None if effort in wanted else f"effort {effort} is not one of {list(efforts)}"
-
-    return check
+    return Condition(
+        lambda v: v.effort in wanted,
+        lambda v: f"effort {v.effort} is not one of {list(efforts)}",
+    )
 
 
-def _tools_check(patterns: tuple[str, ...] | None) -> Check | None:
+def _tools_condition(patterns: tuple[str, ...] | None) -> Condition | None:
     if patterns is None:
         return None
-    matches = re.compile("|".join(f"(?:{translate(p)})" for p in patterns)).match
+    # One search over the names, one per line, instead of a match per tool.
+    alternatives = "|".join(glob_regex(p) for p in patterns)
+    search = re.compile(f"^(?:{alternatives})$", re.MULTILINE).search
+    return Condition(
+        lambda v: search(v.tools) is not None,
+        lambda v: f"no tool matches {list(patterns)}",
+    )
 
-    def check(view: RequestView) -> str | None:
-        if any(matches(tool) for tool in view.tools):
-            return None
-        return f"no tool matches {list(patterns)}"
 
-    return check
-
-
-def _block_check(label: str, block: str, wanted: bool | None) -> Check | None:
+def _block_condition(label: str, block: str, wanted: bool | None) -> Condition | None:
     if wanted is None:
         return None
-
-    def check(view: RequestView) -> str | None:
-        present = block in view.block_types
-        return None if present == wanted else f"{label} is {str(present).lower()}"
-
-    return check
+    return Condition(
+        lambda v: (block in v.block_types) == wanted,
+        lambda v: f"{label} is {str(block in v.block_types).lower()}",
+    )
 
 
-def _tag_check(name: str | None) -> Check | None:
+def _tag_condition(name: str | None) -> Condition | None:
     if name is None:
         return None
-
-    def check(view: RequestView) -> str | None:
-        return None if view.tag == name else f"tag is {view.tag!r}, not {name!r}"
-
-    return check
+    return Condition(lambda v: v.tag == name, lambda v: f"tag is {v.tag!r}, not {name!r}")
 
 
-def _over_check(label: str, limit: int | None) -> Check | None:
+def _over_condition(label: str, limit: int | None) -> Condition | None:
     if limit is None:
         return None
 
-    def check(view: RequestView) -> str | None:
+    def holds(view: RequestView) -> bool:
         value: int | None = getattr(view, label)
-        if value is not None and value > limit:
-            return None
-        return f"{label} {value} is not over {limit}"
+        return value is not None and value > limit
 
-    return check
+    return Condition(holds, lambda v: f"{label} {getattr(v, label)} is not over {limit}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from helpers import readme_yaml
 from messagegate.config import ConfigError, ScenarioConditions, parse_config
 
 PROVIDERS = {"anth": {"kind": "anthropic", "base_url": "http://127.0.0.1:9"}}
@@ -100,3 +103,23 @@ def test_a_keys_scenario_target_is_checked_too() -> None:
     keys = [{"key": "k", "name": "a", "scenarios": [{"name": "s", "when": {}, "use": "zz"}]}]
     with pytest.raises(ConfigError, match=r"keys\.0\.scenarios\.0\.use: unknown model 'zz'"):
         parse(None, keys=keys)
+
+
+def test_the_readme_example_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "my_routing"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rules.py").write_text("def choose(request):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    example = yaml.safe_load(readme_yaml("scenarios-example"))
+    route = [{"provider": "anth", "model": "up"}]
+    models = {name: {"routes": route} for name in _targets(example["scenarios"])}
+    raw = {"providers": PROVIDERS, "models": models, **example}
+    config = parse_config(raw, source="README.md", environ={})
+    names = [s.name for s in config.scenarios]
+    assert names == ["background", "plan", "long-context", "search", "explorer", "mine"]
+    assert config.scenarios[-1].function is not None
+
+
+def _targets(scenarios: list[dict[str, Any]]) -> set[str]:
+    return {s["use"] for s in scenarios if "use" in s}

@@ -369,3 +369,27 @@ async def test_a_failing_user_function_is_skipped_or_rejects_per_on_error(
         assert "the user's bug" not in message
         assert not fleet["us"].received
         assert not fleet["eu"].received
+
+
+async def test_an_error_answer_names_the_scenario_too(fleet: dict[str, FakeUpstream]) -> None:
+    fleet["eu"].responder = lambda received: script.error_reply(
+        400, "invalid_request_error", "max_tokens: too large for this model"
+    )
+    async with _gateway(fleet, [BACKGROUND]) as url:
+        chore = claude_code_fixture("messages_subagent_small_model") | {"stream": True}
+        status, headers, raw = await _send(url, chore)
+        assert status == 400
+        assert headers["x-messagegate-scenario"] == "background"
+        assert envelope(raw) == ("invalid_request_error", "max_tokens: too large for this model")
+
+
+async def test_count_tokens_goes_where_the_message_would(fleet: dict[str, FakeUpstream]) -> None:
+    fleet["eu"].responder = lambda received: Reply(json={"input_tokens": 1234})
+    async with _gateway(fleet, [BACKGROUND]) as url:
+        body = claude_code_fixture("count_tokens_with_tools") | {"model": SMALL}
+        status, headers, raw = await post(url, "/v1/messages/count_tokens?beta=true", body)
+        assert (status, raw) == (200, b'{"input_tokens":1234}')
+        assert headers["x-messagegate-scenario"] == "background"
+        [received] = fleet["eu"].received
+        assert received.path == "/v1/messages/count_tokens"
+        assert received.json["model"] == "up-cheap"

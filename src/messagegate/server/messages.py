@@ -98,7 +98,14 @@ class MessagesEndpoint:
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
         beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"
         tokens = choice.input_tokens if choice is not None else None
-        return RouteRequest(model, data, headers, settings, beta, input_tokens=tokens)
+        return RouteRequest(
+            model=model,
+            body=data,
+            headers=headers,
+            settings=settings,
+            beta=beta,
+            input_tokens=tokens,
+        )
 
     async def _scenario_request(
         self, exchange: Exchange, data: dict[str, Any], model_name: str, key: ApiKey | None

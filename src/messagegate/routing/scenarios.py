@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter, methodcaller
 from types import MappingProxyType
 from typing import Any
 
@@ -16,6 +17,8 @@ from messagegate.config import Scenario, ScenarioConditions
 from messagegate.routing.sessions import SessionMemory, session_id
 from messagegate.translate.token_count import count_request
 
+_NAME = itemgetter("name")
+_TYPE = methodcaller("get", "type")
 # A user's function never sees the client's gateway key.
 _CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
 
@@ -88,14 +91,13 @@ class RequestView:
 
     @property
     def tools(self) -> str:
-        """Every tool's name, and the type of each server tool (`web_search_20250305`), one per
-        line (names never hold a line break: tools_include searches them in one go)."""
+        """Every tool's name and type (`web_search_20250305`, `custom`), one per line (names
+        hold no line break: tools_include searches them all in one go)."""
         if self._tools is None:
             tools = self.body.get("tools") or ()
-            try:  # a validated request: every tool a mapping with a string name
-                names = [tool["name"] for tool in tools]
-                names += [kind for tool in tools if (kind := tool.get("type")) and kind != "custom"]
-                self._tools = "\n".join(names)
+            try:  # a validated request: every tool a mapping with a string name (C-level loops)
+                names = "\n".join(map(_NAME, tools))
+                self._tools = "\n".join(filter(None, (names, *map(_TYPE, tools))))
             except (KeyError, TypeError, AttributeError):
                 self._tools = _tool_names(tools)
         return self._tools
@@ -129,7 +131,7 @@ def _tool_names(tools: Any) -> str:
     for tool in tools if isinstance(tools, list) else ():
         for field in ("name", "type"):
             value = tool.get(field) if isinstance(tool, dict) else None
-            if isinstance(value, str) and value != "custom":
+            if isinstance(value, str):
                 found.append(value)
     return "\n".join(found)
 

@@ -1,5 +1,6 @@
 """The CPU a request pays for scenario matching: the endpoint's routing step without scenarios
-and with ten rules, timed in the same process, interleaved, best of several rounds.
+and with ten rules, timed in the same process, interleaved, best of several rounds. Each step
+parses its body afresh, as a request does; the parse is the same in every row.
 
     python -m bench.routing_rules [--iterations N] [--rounds R]
 """
@@ -7,11 +8,12 @@ and with ten rules, timed in the same process, interleaved, best of several roun
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bench.body import anthropic_body
 from messagegate.config import Config, parse_config
@@ -55,9 +57,10 @@ def config(rules: list[dict[str, Any]], model: str) -> Config:
     return parse_config(raw, source="bench", environ={})
 
 
-def routing_step(rules: list[dict[str, Any]], body: dict[str, Any]) -> Callable[[], object]:
-    """One request's routing step in `MessagesEndpoint`, as `create` runs it."""
-    cfg = config(rules, body["model"])
+def routing_step(rules: list[dict[str, Any]], raw: bytes) -> Callable[[], object]:
+    """One request's parse and routing step in `MessagesEndpoint`, as `create` runs them."""
+    model = orjson.loads(raw)["model"]
+    cfg = config(rules, model)
     router = Router(cfg, {}, HealthBoard(cfg.breaker, time.monotonic), cfg.failover)
     endpoint = MessagesEndpoint(cfg, router)
     key = cfg.keys[0]
@@ -70,9 +73,10 @@ def routing_step(rules: list[dict[str, Any]], body: dict[str, Any]) -> Callable[
 
     def step() -> object:
         exchange = Exchange(scope, _never, _never)
+        body = orjson.loads(raw)
         if endpoint.scenarios is None:
-            return endpoint._route_request(exchange, body, body["model"], key)
-        coroutine = endpoint._scenario_request(exchange, body, body["model"], key)
+            return endpoint._route_request(exchange, body, model, key)
+        coroutine = endpoint._scenario_request(exchange, body, model, key)
         try:
             coroutine.send(None)
         except StopIteration as done:
@@ -99,8 +103,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     bodies = {
-        "realistic 6.4 KB": anthropic_body("claude-main", False),
-        "Claude Code first turn": json.loads(_FIXTURE.read_text()),
+        "realistic 6.4 KB": orjson.dumps(anthropic_body("claude-main", False)),
+        "Claude Code first turn": _FIXTURE.read_bytes(),
     }
     variants = {
         "no scenarios": [],

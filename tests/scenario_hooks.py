@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from messagegate.routing.scenarios import ScenarioRequest
 
 SEEN: list[ScenarioRequest] = []
@@ -22,3 +24,12 @@ def junk(request: ScenarioRequest) -> object:
 
 async def unknown_model(request: ScenarioRequest) -> str | None:
     return "no-such-model"
+
+
+RELEASE = threading.Event()
+
+
+def stuck(request: ScenarioRequest) -> str | None:
+    """Blocks until the test releases it: longer than any scenario's time limit."""
+    RELEASE.wait(30)
+    return "cheap"

@@ -393,3 +393,31 @@ async def test_count_tokens_goes_where_the_message_would(fleet: dict[str, FakeUp
         [received] = fleet["eu"].received
         assert received.path == "/v1/messages/count_tokens"
         assert received.json["model"] == "up-cheap"
+
+
+async def test_a_user_function_over_its_time_limit(
+    fleet: dict[str, FakeUpstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="messagegate.scenarios")
+    rules = [
+        {"name": "slow", "python": "scenario_hooks:stuck", "timeout": 0.05},
+        {"name": "slow-strict", "python": "scenario_hooks:stuck", "timeout": 0.05}
+        | {"on_error": "reject"},
+    ]
+    scenario_hooks.RELEASE.clear()
+    try:
+        async with _gateway(fleet, rules[:1]) as url:
+            status, headers, _ = await _send(url, _first_turn())
+            assert (status, _upstream_model(fleet)) == (200, "up-main")
+            assert "x-messagegate-scenario" not in headers
+        async with _gateway(fleet, rules[1:]) as url:
+            status, _, raw = await _send(url, _first_turn())
+            assert status == 500
+            assert envelope(raw) == (
+                "api_error",
+                "scenario 'slow-strict' failed: took longer than 0.05s",
+            )
+    finally:
+        scenario_hooks.RELEASE.set()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "messagegate.scenarios"]
+    assert "scenario 'slow': took longer than 0.05s (on_error: skip)" in warnings

@@ -149,3 +149,13 @@ def test_conditions_that_hold() -> None:
     )
     holds = _reasons(when, body, headers={"x-app": "cli"}, key="alice", tag="x", sessions=memory)
     assert holds == [None] * 10
+
+
+def test_tools_include_sees_names_and_types_even_of_an_odd_tools_list() -> None:
+    when = ScenarioConditions(tools_include=("web_search_*",))
+    server = {"type": "web_search_20250305", "name": "web_search"}
+    for tools in ([{"name": "Read"}, server], [{"name": "Read", "type": None}, server]):
+        assert _reasons(when, {"tools": tools}) == [None]
+    assert _reasons(when, {"tools": [{"name": "web_search"}, "junk"]}) == [
+        "no tool matches ['web_search_*']"
+    ]

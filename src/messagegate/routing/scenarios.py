@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter, methodcaller
 from types import MappingProxyType
 from typing import Any
 
@@ -17,8 +16,6 @@ from messagegate.config import Scenario, ScenarioConditions
 from messagegate.routing.sessions import SessionMemory, session_id
 from messagegate.translate.token_count import count_request
 
-_NAME = itemgetter("name")
-_TYPE = methodcaller("get", "type")
 # A user's function never sees the client's gateway key.
 _CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization"})
 
@@ -95,9 +92,10 @@ class RequestView:
         hold no line break: tools_include searches them all in one go)."""
         if self._tools is None:
             tools = self.body.get("tools") or ()
-            try:  # a validated request: every tool a mapping with a string name (C-level loops)
-                names = "\n".join(map(_NAME, tools))
-                self._tools = "\n".join(filter(None, (names, *map(_TYPE, tools))))
+            try:  # a validated request: every tool a mapping with a string name
+                names = [tool["name"] for tool in tools]
+                names += [tool["type"] for tool in tools if "type" in tool]
+                self._tools = "\n".join(names)  # a null type: TypeError, the slow way
             except (KeyError, TypeError, AttributeError):
                 self._tools = _tool_names(tools)
         return self._tools

@@ -33,15 +33,9 @@ class Choice:
 
 
 class ScenarioChooser:
-    def __init__(
-        self,
-        config: Config,
-        router: Router,
-        runner: FunctionRunner | None = None,
-        sessions: SessionMemory | None = None,
-    ) -> None:
+    def __init__(self, config: Config, router: Router) -> None:
         self.router = router
-        self.runner = runner or FunctionRunner()
+        self.runner = FunctionRunner()
         shared: Rules = tuple(CompiledScenario(s) for s in config.scenarios)
         self._rules: dict[str | None, Rules] = {None: shared}
         for key in config.keys:
@@ -49,7 +43,7 @@ class ScenarioChooser:
         every = all_scenarios(config)
         self.takes_tags = any(s.when.tag is not None for s in every)
         wants_sessions = any(s.when.session_input_tokens_over is not None for s in every)
-        self.sessions = (sessions or SessionMemory()) if wants_sessions else None
+        self.sessions = SessionMemory() if wants_sessions else None
 
     def rules(self, key: str | None) -> Rules:
         return self._rules.get(key) or self._rules[None]

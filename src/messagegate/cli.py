@@ -1,12 +1,14 @@
 """The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config, ``init``
-writes a starter config, ``proxy`` runs privacy mode's local proxy, ``privacy keygen`` makes or
-rotates its key."""
+writes a starter config, ``explain`` says which scenario a saved request matches, ``proxy`` runs
+privacy mode's local proxy, ``privacy keygen`` makes or rotates its key."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -30,6 +32,7 @@ from messagegate.config import (
 from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
 from messagegate.privacy.commands import add_privacy_commands, privacy_command
+from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 
@@ -50,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(config))
         return 0
+    if args.command == "explain":
+        return _explain(config, args)
     return serve(config, args)
 
 
@@ -77,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     init_cmd.add_argument("--config", default="messagegate.yaml", help="the file to write")
     add_privacy_commands(commands)
+    explain_cmd = commands.add_parser(
+        "explain", help="which scenario a saved request body matches, and why the others do not"
+    )
+    explain_cmd.add_argument("--config", help=_CONFIG_HELP)
+    explain_cmd.add_argument("request", help="a saved /v1/messages request body (JSON)")
+    explain_cmd.add_argument("--key", help="the name of the key the request comes with")
+    explain_cmd.add_argument(
+        "--header", action="append", default=[], help="a request header, 'name: value'"
+    )
     return parser
 
 
@@ -97,6 +111,23 @@ def init(path: str, environ: Mapping[str, str]) -> int:
         print(f"messagegate: cannot write {path}: {exc.strerror}", file=sys.stderr)
         return 2
     print(f"wrote {path}; start with: messagegate serve --config {path}")
+    return 0
+
+
+def _explain(config: Config, args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(Path(args.request).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"messagegate: cannot read request {args.request}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(body, dict):
+        print(f"messagegate: {args.request}: expected a JSON object", file=sys.stderr)
+        return 2
+    headers = {}
+    for header in args.header:
+        name, _, value = header.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    print(asyncio.run(explain(config, body, args.key, headers)))
     return 0
 
 
@@ -238,6 +269,7 @@ def describe(config: Config, listen: str | None = None) -> str:
             "  provider/model -> that provider, that model (e.g. "
             f"{next(iter(config.providers))}/some-model)"
         )
+    lines.extend(describe_scenarios(config))
     return "\n".join(lines)
 
 

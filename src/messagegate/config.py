@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import ipaddress
 import os
 import re
@@ -191,11 +192,44 @@ class RequestDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class ScenarioConditions:
+    """What a scenario's `when:` asks of a request; None means "not asked"."""
+
+    model: str | None = None
+    thinking: Literal["enabled", "adaptive", "off"] | None = None
+    thinking_budget_over: int | None = None
+    effort: tuple[str, ...] | None = None
+    input_tokens_over: int | None = None
+    session_input_tokens_over: int | None = None
+    tools_include: tuple[str, ...] | None = None
+    has_image: bool | None = None
+    has_document: bool | None = None
+    tag: str | None = None
+    header: Mapping[str, str] | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A rule that rewrites a request's model: `use`, or what `function` answers."""
+
+    name: str
+    when: ScenarioConditions
+    use: str | None = None
+    python: str | None = None
+    function: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    on_error: Literal["skip", "reject"] = "skip"
+    timeout: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     key: Secret
     name: str
     routing: RoutingDefaults = field(default_factory=RoutingDefaults)
     request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
+    # Tried before the gateway-wide scenarios.
+    scenarios: tuple[Scenario, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +266,7 @@ class Config:
     # Names clients may send for a configured model.
     aliases: Mapping[str, str] = field(default_factory=dict)
     request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
+    scenarios: tuple[Scenario, ...] = ()
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -340,6 +375,10 @@ class _Reader:
             self.check_default_model(key.request_defaults, f"keys.{i}.request_defaults", known)
         defaults = self.request_defaults(top.get("request_defaults"), "request_defaults")
         self.check_default_model(defaults, "request_defaults", known)
+        scenarios = self.scenarios(top.get("scenarios"), "scenarios")
+        self.scenario_targets(scenarios, "scenarios", known)
+        for i, key in enumerate(keys):
+            self.scenario_targets(key.scenarios, f"keys.{i}.scenarios", known)
         return Config(
             host=host,
             port=port,
@@ -358,6 +397,7 @@ class _Reader:
             source=self.source,
             aliases=aliases,
             request_defaults=defaults,
+            scenarios=scenarios,
         )
 
     def aliases(
@@ -457,7 +497,9 @@ class _Reader:
         return keys
 
     def key(self, raw: object, path: str) -> ApiKey:
-        data = self.mapping(raw, path, frozenset({"key", "name", "routing", "request_defaults"}))
+        data = self.mapping(
+            raw, path, frozenset({"key", "name", "routing", "request_defaults", "scenarios"})
+        )
         key = self.required(data, "key", path, str)
         if not key:
             raise self.fail(_join(path, "key"), "must not be empty")
@@ -468,7 +510,121 @@ class _Reader:
             request_defaults=self.request_defaults(
                 data.get("request_defaults"), _join(path, "request_defaults")
             ),
+            scenarios=self.scenarios(data.get("scenarios"), _join(path, "scenarios")),
         )
+
+    def scenarios(self, raw: object, path: str) -> tuple[Scenario, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail(path, f"expected a list, got {_kind(raw)}")
+        scenarios = tuple(self.scenario(item, f"{path}.{i}") for i, item in enumerate(raw))
+        names = [s.name for s in scenarios]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise self.fail(f"{path}.{i}.name", f"duplicate scenario name {name!r}")
+        return scenarios
+
+    def scenario(self, raw: object, path: str) -> Scenario:
+        data = self.mapping(raw, path, _SCENARIO_KEYS)
+        name = self.required(data, "name", path, str)
+        use = self.get(data, "use", path, str)
+        python = self.get(data, "python", path, str)
+        if (use is None) == (python is None):
+            raise self.fail(path, "needs exactly one of use: (a model) or python: (a function)")
+        if data.get("when") is None and python is None:
+            raise self.fail(_join(path, "when"), "is required")
+        on_error = self.get(data, "on_error", path, str, "skip")
+        if on_error not in ("skip", "reject"):
+            raise self.fail(_join(path, "on_error"), f"expected skip or reject, got {on_error!r}")
+        timeout = self.positive(data, "timeout", path, 0.1)
+        if timeout > _SCENARIO_TIMEOUT_MAX:
+            raise self.fail(_join(path, "timeout"), f"must be at most {_SCENARIO_TIMEOUT_MAX}")
+        return Scenario(
+            name=name,
+            when=self.conditions(data.get("when", {}), _join(path, "when")),
+            use=use,
+            python=python,
+            function=self.function(python, _join(path, "python")) if python else None,
+            on_error=on_error,
+            timeout=timeout,
+        )
+
+    def conditions(self, raw: object, path: str) -> ScenarioConditions:
+        data = self.mapping(raw, path, frozenset(ScenarioConditions.__dataclass_fields__))
+        thinking = self.get(data, "thinking", path, str)
+        if thinking not in (None, "enabled", "adaptive", "off"):
+            raise self.fail(
+                _join(path, "thinking"), f"expected enabled, adaptive or off, got {thinking!r}"
+            )
+        effort = self.names(data, "effort", path)
+        if effort is not None and not set(effort) <= _EFFORTS:
+            raise self.fail(_join(path, "effort"), f"expected some of: {_list(_EFFORTS)}")
+        return ScenarioConditions(
+            model=self.get(data, "model", path, str),
+            thinking=thinking,
+            thinking_budget_over=self.non_negative_int(data, "thinking_budget_over", path),
+            effort=effort,
+            input_tokens_over=self.non_negative_int(data, "input_tokens_over", path),
+            session_input_tokens_over=self.non_negative_int(
+                data, "session_input_tokens_over", path
+            ),
+            tools_include=self.names(data, "tools_include", path),
+            has_image=self.get(data, "has_image", path, bool),
+            has_document=self.get(data, "has_document", path, bool),
+            tag=self.get(data, "tag", path, str),
+            header=self.header_globs(data.get("header"), _join(path, "header")),
+            key=self.get(data, "key", path, str),
+        )
+
+    def names(self, data: dict[str, Any], key: str, path: str) -> tuple[str, ...] | None:
+        """A name or a list of names."""
+        value = data.get(key)
+        if value is None:
+            return None
+        values = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+        ):
+            raise self.fail(_join(path, key), "expected a name or a non-empty list of names")
+        return tuple(values)
+
+    def header_globs(self, raw: object, path: str) -> Mapping[str, str] | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise self.fail(path, "expected a mapping of header names to value globs")
+        # Header names arrive lower-cased.
+        return {str(k).lower(): v for k, v in raw.items()}
+
+    def non_negative_int(self, data: dict[str, Any], key: str, path: str) -> int | None:
+        value: int | None = self.get(data, key, path, int)
+        if value is not None and value < 0:
+            raise self.fail(_join(path, key), "must not be negative")
+        return value
+
+    def function(self, spec: str, path: str) -> Callable[..., Any]:
+        module_name, sep, attribute = spec.partition(":")
+        if not sep or not module_name or not attribute:
+            raise self.fail(path, f"expected package.module:function, got {spec!r}")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # the user's module may fail in any way while importing
+            raise self.fail(path, f"cannot import {module_name}: {exc}") from None
+        function = getattr(module, attribute, None)
+        if not callable(function):
+            raise self.fail(path, f"{module_name} has no function {attribute}")
+        return function  # type: ignore[no-any-return]
+
+    def scenario_targets(
+        self, scenarios: tuple[Scenario, ...], path: str, known: Callable[[str], bool]
+    ) -> None:
+        """`use:` names a model the gateway serves: exact, alias, `provider/model` or pattern."""
+        for i, scenario in enumerate(scenarios):
+            if scenario.use is not None and not known(scenario.use):
+                raise self.fail(f"{path}.{i}.use", f"unknown model {scenario.use!r}")
 
     def routing(self, raw: object, path: str) -> RoutingDefaults:
         if raw is None:
@@ -697,6 +853,7 @@ _TOP_KEYS = frozenset(
         "aliases",
         "request_defaults",
         "privacy",
+        "scenarios",
     }
 )
 _PROVIDER_KEYS = frozenset(
@@ -715,6 +872,9 @@ _PROVIDER_KEYS = frozenset(
         "tls",
     }
 )
+_SCENARIO_KEYS = frozenset({"name", "when", "use", "python", "on_error", "timeout"})
+_SCENARIO_TIMEOUT_MAX = 10.0
+_EFFORTS = frozenset({"low", "medium", "high", "max"})
 _ROUTE_KEYS = frozenset(
     {
         "provider",

@@ -42,6 +42,8 @@ class RouteRequest:
     headers: Mapping[str, str]
     settings: RoutingSettings
     beta: bool = False
+    # Already counted locally (a scenario asked): not counted again.
+    input_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -133,6 +135,17 @@ class Router:
             for model in (*self.config.models.values(), *self.names.made.values())
             for route in model.routes
         ]
+
+    def refusal(self, model: Model, settings: RoutingSettings) -> str | None:
+        """Why `settings` leave no route of `model` (its fallbacks included), or None."""
+        reasons: list[str] = []
+        for candidate in self._models_to_try(model, settings):
+            for route in candidate.routes:
+                reason = exclusion(route, settings, None)
+                if reason is None:
+                    return None
+                reasons.append(f"{route.label} excluded by {reason}")
+        return "; ".join(reasons)
 
     def plan(self, request: RouteRequest) -> _Plan:
         """Every eligible (model, route) in the order to try them; 400 if the filters leave none."""
@@ -233,6 +246,8 @@ class Router:
         wants_count = self._needs_count or request.settings.preference in ("cost", "balanced")
         if not wants_count:
             return None
+        if request.input_tokens is not None:
+            return request.input_tokens
         return count_request(request.body)
 
     def _order(

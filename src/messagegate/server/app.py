@@ -19,7 +19,7 @@ from messagegate.routing.router import Router
 from messagegate.server.auth import KeyChecker
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
-from messagegate.server.messages import MessagesEndpoint
+from messagegate.server.messages import SCENARIO_HEADER, MessagesEndpoint
 from messagegate.server.models import get_model, list_models
 from messagegate.translate.token_count import active_encoding
 
@@ -100,6 +100,8 @@ class GatewayApp:
             await self._dispatch(exchange)
         except GatewayError as error:
             exchange.log_fields["error"] = error.error_type
+            if "scenario" in exchange.log_fields:
+                error.headers[SCENARIO_HEADER] = exchange.log_fields["scenario"]
             if exchange.status == 0:
                 private = exchange.privacy
                 await exchange.respond_error(

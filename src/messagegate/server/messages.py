@@ -16,11 +16,13 @@ from messagegate.errors import InvalidRequest
 from messagegate.privacy.gateway import ANSWER_HEADERS as PRIVATE_ANSWER
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
+from messagegate.routing.scenario_choice import Choice, ScenarioChooser, all_scenarios
 from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.request_defaults import RequestDefaulter
 from messagegate.server.streaming import StreamOutcome, relay
 
 _API_HEADERS = ("anthropic-version", "anthropic-beta")
+SCENARIO_HEADER = "x-messagegate-scenario"
 
 
 class MessagesEndpoint:
@@ -29,51 +31,65 @@ class MessagesEndpoint:
         self.router = router
         self._key_settings: dict[str | None, RoutingSettings] = {}
         self.defaults = RequestDefaulter(config)
+        # Without scenarios, requests pay nothing for them.
+        self.scenarios = ScenarioChooser(config, router) if all_scenarios(config) else None
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
         request = parse_messages_request(data)
         model = self.defaults.model(data, request.model, key)
         self.defaults.max_tokens(data, request.max_tokens, key)
-        route_request = self._route_request(exchange, data, model, key)
+        if self.scenarios is None:
+            route_request = self._route_request(exchange, data, model, key)
+        else:
+            route_request = await self._scenario_request(exchange, data, model, key)
         if request.stream:
             await self._stream(exchange, route_request)
             return
         routed = await exchange.unless_client_leaves(self.router.complete(route_request))
         self._log_route(exchange, routed)
-        headers = routed.value.headers | _route_headers(routed)
+        headers = routed.value.headers | _route_headers(routed, exchange)
         if exchange.privacy is not None:
             body = exchange.privacy.seal_answer(routed.value.body)
             await exchange.respond(200, body, headers | PRIVATE_ANSWER)
         else:
             await exchange.respond(200, orjson.dumps(routed.value.body), headers)
         exchange.log_fields["tokens"] = _tokens(routed.value.usage)
+        if self.scenarios is not None:
+            self.scenarios.remember(data, routed.value.usage)
 
     async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
         request = parse_count_tokens_request(data)
         model = self.defaults.model(data, request.model, key)
-        routed = await self.router.count_tokens(self._route_request(exchange, data, model, key))
+        if self.scenarios is None:
+            route_request = self._route_request(exchange, data, model, key)
+        else:
+            route_request = await self._scenario_request(exchange, data, model, key)
+        routed = await self.router.count_tokens(route_request)
         self._log_route(exchange, routed)
         answer = {"input_tokens": routed.value}
+        headers = _route_headers(routed, exchange)
         if exchange.privacy is not None:
             body = exchange.privacy.seal_answer(answer)
-            await exchange.respond(200, body, _route_headers(routed) | PRIVATE_ANSWER)
+            await exchange.respond(200, body, headers | PRIVATE_ANSWER)
         else:
-            await exchange.respond_json(answer, _route_headers(routed))
+            await exchange.respond_json(answer, headers)
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
         routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
-        headers = encode_headers(stream.headers | _route_headers(routed))
+        headers = encode_headers(stream.headers | _route_headers(routed, exchange))
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)
         outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
+            if self.scenarios is not None:
+                self.scenarios.remember(route_request.body, stream.usage)
         elif outcome is StreamOutcome.FAILED:
             self.router.record_failure(routed)
         exchange.log_fields["tokens"] = _tokens(stream.usage)
@@ -88,17 +104,47 @@ class MessagesEndpoint:
         return data if exchange.privacy is None else exchange.privacy.open_request(data)
 
     def _route_request(
-        self, exchange: Exchange, data: dict[str, Any], model_name: str, key: ApiKey | None
+        self,
+        exchange: Exchange,
+        data: dict[str, Any],
+        model_name: str,
+        key: ApiKey | None,
+        choice: Choice | None = None,
     ) -> RouteRequest:
         exchange.log_fields["model"] = model_name
-        model = self.router.model(model_name)
-        if model.name != model_name:  # an alias: the log names the model it means
+        model = self.router.model(model_name) if choice is None else choice.model
+        if model.name != model_name and choice is None:  # an alias: the log names its model
             exchange.log_fields["model"] = model.name
             exchange.log_fields["alias"] = model_name
         settings = self._settings(data, key)
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
         beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"
-        return RouteRequest(model=model, body=data, headers=headers, settings=settings, beta=beta)
+        tokens = choice.input_tokens if choice is not None else None
+        return RouteRequest(
+            model=model,
+            body=data,
+            headers=headers,
+            settings=settings,
+            beta=beta,
+            input_tokens=tokens,
+        )
+
+    async def _scenario_request(
+        self, exchange: Exchange, data: dict[str, Any], model_name: str, key: ApiKey | None
+    ) -> RouteRequest:
+        """The request with the model the first matching scenario chose (the access log says)."""
+        assert self.scenarios is not None
+        exchange.log_fields["model"] = model_name
+        name = key.name if key is not None else None
+        settings = self._settings(data, key)
+        choice = await self.scenarios.choose(data, exchange.headers, name, settings)
+        if choice.skipped:
+            exchange.log_fields["scenario_skipped"] = " | ".join(choice.skipped)
+        if choice.scenario is None:
+            return self._route_request(exchange, data, model_name, key, choice)
+        exchange.log_fields["scenario"] = choice.scenario
+        exchange.log_fields["requested_model"] = model_name
+        return self._route_request(exchange, data, choice.model.name, key, choice)
 
     def _settings(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:
         """The request's routing settings; without routing fields, its key's defaults (cached)."""
@@ -124,12 +170,16 @@ class MessagesEndpoint:
             exchange.log_fields["skipped"] = " | ".join(routed.skipped)
 
 
-def _route_headers(routed: Routed[Any]) -> dict[str, str]:
-    return {
+def _route_headers(routed: Routed[Any], exchange: Exchange) -> dict[str, str]:
+    headers = {
         "x-messagegate-provider": routed.route.provider.name,
         "x-messagegate-upstream-model": routed.route.model,
         "x-messagegate-attempts": str(routed.attempts),
     }
+    scenario = exchange.log_fields.get("scenario")
+    if scenario is not None:
+        headers[SCENARIO_HEADER] = scenario
+    return headers
 
 
 def _tokens(usage: Any) -> str:

@@ -17,6 +17,7 @@ from conftest import GATEWAY_KEY, PROVIDER_KEY, claude_code_fixture, claude_code
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import envelope, post, sse_events
+from messagegate.config import ConfigError
 from messagegate.translate.token_count import count_request
 
 OTHER_KEY = "mg-other-key-9876543210"
@@ -421,3 +422,36 @@ async def test_a_user_function_over_its_time_limit(
         scenario_hooks.RELEASE.set()
     warnings = [r.getMessage() for r in caplog.records if r.name == "messagegate.scenarios"]
     assert "scenario 'slow': took longer than 0.05s (on_error: skip)" in warnings
+
+
+async def test_a_scenario_may_use_a_provider_model_name_an_alias_or_a_pattern(
+    fleet: dict[str, FakeUpstream],
+) -> None:
+    scenarios = [
+        {"name": "direct", "when": {"model": "direct-*"}, "use": "eu/up-direct"},
+        {"name": "aliased", "when": {"model": "aliased-*"}, "use": "fast"},
+        {"name": "patterned", "when": {"model": "patterned-*"}, "use": "loc-7b"},
+    ]
+    models = {
+        MAIN: {"routes": [{"provider": "us", "model": "up-main"}]},
+        "cheap": {"routes": [{"provider": "eu", "model": "up-cheap"}]},
+        "loc-*": {"routes": [{"provider": "eu"}]},
+    }
+    async with _gateway(fleet, scenarios, aliases={"fast": "cheap"}, models=models) as url:
+        for asked, scenario, upstream_model in [
+            ("direct-1", "direct", "up-direct"),
+            ("aliased-1", "aliased", "up-cheap"),
+            ("patterned-1", "patterned", "loc-7b"),
+        ]:
+            status, headers, raw = await _send(url, _first_turn(model=asked))
+            assert status == 200, raw
+            assert headers["x-messagegate-scenario"] == scenario
+            assert _upstream_model(fleet) == upstream_model
+
+
+def test_a_scenario_target_nothing_serves_is_refused_at_start(
+    fleet: dict[str, FakeUpstream],
+) -> None:
+    scenarios = [{"name": "nowhere", "when": {"model": "x-*"}, "use": "loc-7b"}]
+    with pytest.raises(ConfigError, match=r"scenarios\.0\.use: unknown model 'loc-7b'"):
+        _config(fleet, scenarios)

@@ -17,8 +17,11 @@ from messagegate.catalogue import KNOWN_PROVIDERS
 from messagegate.config import ConfigError
 from messagegate.defaults import default_config
 from messagegate.routing.names import MADE_MODELS_MAX
+from messagegate.routing.policy import RoutingSettings
+from messagegate.routing.router import RouteRequest
 
 HELLO = [{"role": "user", "content": "hello"}]
+SETTINGS = RoutingSettings.resolve({})
 
 
 def answer_anthropic(received: Received) -> Reply:
@@ -305,9 +308,11 @@ async def test_names_made_from_patterns_are_bounded(upstream: FakeUpstream) -> N
     async with running_gateway(build_config(precedence_config(upstream))) as (_, app):
         assert app.router is not None
         for i in range(MADE_MODELS_MAX + 50):
-            app.router.model(f"gpt-{i}")
+            model = app.router.model(f"gpt-{i}")
+            app.router.plan(RouteRequest(model, _body(model.name), {}, SETTINGS))
             app.router.board[f"a/gpt-{i}"].succeeded(0.0)
         assert len(app.router.names.made) == MADE_MODELS_MAX
+        assert len(app.router._floors) <= MADE_MODELS_MAX + len(app.router.config.models)
         assert len(app.router.board.routes) <= MADE_MODELS_MAX
         assert "gpt-0" not in app.router.names.made
         assert f"gpt-{MADE_MODELS_MAX + 49}" in app.router.names.made

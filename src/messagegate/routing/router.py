@@ -101,7 +101,9 @@ class Router:
         return self.names.resolve(name)
 
     def _forget(self, model: Model) -> None:
-        """A name made from a pattern was forgotten: so is the health of routes only it had."""
+        """A name made from a pattern was forgotten: so are its floor and the health of routes
+        only it had."""
+        self._floors.pop(model.name, None)
         for route in model.routes:
             if route.label not in self._configured_labels:
                 self.board.routes.pop(route.label, None)
@@ -158,8 +160,10 @@ class Router:
             if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
                 self._static_plans[key] = plan
                 plan = _Plan(plan.candidates, list(plan.skipped))
-        # A model resolved from a name the config does not list is looked at each time.
-        least = self._floors.get(request.model.name) or self._floor(request.model)
+        least = self._floors.get(request.model.name)
+        if least is None:
+            # A name made from a pattern: kept as long as the name is (`_forget`).
+            least = self._floors[request.model.name] = self._floor(request.model)
         if within(least, request.body):
             return plan
         return self._preflight(request, plan)

@@ -123,6 +123,19 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``GET /metrics``: who may read it, where, and whether keys get their own series."""
+
+    enabled: bool = True
+    auth: Literal["none", "key"] = "none"
+    # A second listener for /metrics only (host, port); None serves it on the API port.
+    listen: tuple[str, int] | None = None
+    key_labels: bool = False
+    # Keys beyond this many share the series `key="other"`.
+    max_key_series: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str
     port: int
@@ -136,10 +149,14 @@ class Config:
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     source: str = "<config>"
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log_format: Literal["text", "json"] = "text"
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
 LOG_LEVEL_VARIABLE = "MESSAGEGATE_LOG_LEVEL"
+# prometheus_client's own variable: set, every worker writes its metrics to files there.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def worker_settings() -> tuple[Config, str]:
@@ -148,6 +165,11 @@ def worker_settings() -> tuple[Config, str]:
     if not path:
         raise ConfigError(f"{CONFIG_PATH_VARIABLE} is not set")
     return load_config(path), os.environ.get(LOG_LEVEL_VARIABLE, "info")
+
+
+def metrics_directory() -> str | None:
+    """Where ``serve --workers N`` has its workers share metrics (None: one process)."""
+    return os.environ.get(METRICS_DIR_VARIABLE) or None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -239,7 +261,33 @@ class _Reader:
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
+            metrics=self.metrics(top.get("metrics")),
+            log_format=self.choice(top, "log_format", "", ("text", "json")),
         )
+
+    def metrics(self, raw: object) -> MetricsSettings:
+        if raw is None:
+            return MetricsSettings()
+        data = self.mapping(raw, "metrics", frozenset(MetricsSettings.__dataclass_fields__))
+        listen = self.get(data, "listen", "metrics", str)
+        max_keys = self.get(data, "max_key_series", "metrics", int, 100)
+        if max_keys < 0:
+            raise self.fail("metrics.max_key_series", "must not be negative")
+        return MetricsSettings(
+            enabled=self.get(data, "enabled", "metrics", bool, True),
+            auth=self.choice(data, "auth", "metrics", ("none", "key")),
+            listen=None if listen is None else self.listen(listen, "metrics.listen"),
+            key_labels=self.get(data, "key_labels", "metrics", bool, False),
+            max_key_series=max_keys,
+        )
+
+    def choice(self, data: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> Any:
+        """One of `allowed`, the first being the default."""
+        value = self.get(data, key, path, str, allowed[0])
+        if value not in allowed:
+            expected = " or ".join(repr(a) for a in allowed)
+            raise self.fail(_join(path, key), f"expected {expected}, got {value!r}")
+        return value
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -264,10 +312,10 @@ class _Reader:
         cooldown = self.positive(data, "cooldown", "circuit_breaker", 30.0)
         return BreakerPolicy(failures_to_open=failures, cooldown=cooldown)
 
-    def listen(self, value: str) -> tuple[str, int]:
+    def listen(self, value: str, path: str = "listen") -> tuple[str, int]:
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self.fail("listen", f"expected HOST:PORT, got {value!r}")
+            raise self.fail(path, f"expected HOST:PORT, got {value!r}")
         return host.strip("[]") or "127.0.0.1", int(port)
 
     def positive(self, data: dict[str, Any], key: str, path: str, default: float) -> float:
@@ -449,6 +497,8 @@ _TOP_KEYS = frozenset(
         "ping_interval",
         "failover",
         "circuit_breaker",
+        "metrics",
+        "log_format",
     }
 )
 _PROVIDER_KEYS = frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import stamina
 
@@ -31,6 +31,22 @@ Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
 _STATIC_PLANS_MAX = 4096
 # Output length assumed when ordering by speed or cost (the real one is unknown in advance).
 ASSUMED_OUTPUT_TOKENS = 1000
+
+
+class AttemptObserver(Protocol):
+    """Told of every failed upstream attempt and every route given up on (telemetry)."""
+
+    def attempt_failed(self, route: Route, seconds: float, error: GatewayError) -> None: ...
+
+    def route_failed(self, route: Route, breaker_open: bool) -> None: ...
+
+
+class _Unobserved:
+    def attempt_failed(self, route: Route, seconds: float, error: GatewayError) -> None:
+        pass
+
+    def route_failed(self, route: Route, breaker_open: bool) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +92,10 @@ class Router:
         board: HealthBoard,
         failover: FailoverPolicy,
         rng: random.Random | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer or _Unobserved()
         self.clients = clients
         self.board = board
         self.failover = failover
@@ -213,7 +231,7 @@ class Router:
             call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
             started = self.board.clock()
             try:
-                value = await self._attempt(route, call, operation, plan)
+                value = await self._attempt(route, call, operation, plan, started)
             except UpstreamError as error:
                 self._failed(route, error, plan)
                 continue
@@ -223,7 +241,7 @@ class Router:
         raise self._exhausted(request, plan)
 
     async def _attempt(
-        self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
+        self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan, started: float
     ) -> T:
         client = self.clients[route.provider.name]
         plan.attempts += 1
@@ -231,6 +249,7 @@ class Router:
             # Most requests succeed at once: only a failure pays for the retry machinery.
             return await operation(client, call)
         except UpstreamError as error:
+            self.observer.attempt_failed(route, self.board.clock() - started, error)
             if self.failover.attempts_per_route < 2 or self._backoff(error) is False:
                 raise
             first_failure: UpstreamError | None = error
@@ -249,7 +268,12 @@ class Router:
                     failed, first_failure = first_failure, None
                     raise failed
                 plan.attempts += 1
-                return await operation(client, call)
+                started = self.board.clock()
+                try:
+                    return await operation(client, call)
+                except UpstreamError as error:
+                    self.observer.attempt_failed(route, self.board.clock() - started, error)
+                    raise
         raise AssertionError("stamina ended without an attempt")  # pragma: no cover
 
     def _backoff(self, error: Exception) -> bool | float:
@@ -267,7 +291,9 @@ class Router:
     def _failed(self, route: Route, error: UpstreamError, plan: _Plan) -> None:
         if not error.retryable:
             raise error
-        self.board[route.label].failed(self.board.clock(), self.board.policy)
+        health = self.board[route.label]
+        health.failed(self.board.clock(), self.board.policy)
+        self.observer.route_failed(route, health.opened_at is not None)
         plan.skipped.append(f"{route.label} failed: {error.message}")
         plan.last_error = error
 

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 
-from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
+from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy, metrics_directory
 from messagegate.errors import GatewayError, NotFound
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
@@ -20,6 +20,7 @@ from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
+from messagegate.telemetry import metrics as telemetry
 from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
@@ -48,6 +49,11 @@ class GatewayApp:
         self.pool: ConnectionPool | None = None
         self.router: Router | None = None
         self.messages: MessagesEndpoint | None = None
+        self.metrics = (
+            telemetry.GatewayMetrics(config, clock, metrics_directory())
+            if config.metrics.enabled
+            else None
+        )
 
     @property
     def ready(self) -> bool:
@@ -60,8 +66,10 @@ class GatewayApp:
         # A task woken by an upstream's answer writes to its client in the same loop turn.
         self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
         clients = create_clients(self.pool, self.config.providers.values())
-        self.router = Router(self.config, clients, self.board, self.failover, self.rng)
-        self.messages = MessagesEndpoint(self.config, self.router)
+        self.router = Router(
+            self.config, clients, self.board, self.failover, self.rng, self.metrics
+        )
+        self.messages = MessagesEndpoint(self.config, self.router, self.metrics)
         # What exists now lives as long as the process: keep the collector from rescanning it.
         gc.collect()
         gc.freeze()
@@ -71,6 +79,8 @@ class GatewayApp:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        if self.metrics is not None:
+            self.metrics.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -105,7 +115,10 @@ class GatewayApp:
             if exchange.status == 0:
                 await exchange.respond_error(GatewayError("internal gateway error"))
         finally:
-            _log_access(exchange, time.perf_counter() - started)
+            ended = time.perf_counter()
+            _log_access(exchange, ended - started)
+            if self.metrics is not None:
+                self.metrics.finished(exchange, started, ended)
 
     async def _dispatch(self, exchange: Exchange) -> None:
         path, method = exchange.path, exchange.method
@@ -115,6 +128,8 @@ class GatewayApp:
             await self._health(exchange)
         elif path.startswith("/v1/"):
             await self._api(exchange, self.keys.check(exchange.headers))
+        elif path == "/metrics" and method == "GET" and self.metrics is not None:
+            await self._metrics(exchange, self.metrics)
         else:
             raise NotFound(f"no endpoint {method} {path}")
 
@@ -137,6 +152,14 @@ class GatewayApp:
             await exchange.respond_json({"data": messages.router.snapshot()})
         else:
             raise NotFound(f"no endpoint {method} {path}")
+
+    async def _metrics(self, exchange: Exchange, metrics: telemetry.GatewayMetrics) -> None:
+        if metrics.settings.auth == "key":
+            self.keys.check(exchange.headers)
+        body = metrics.render()
+        content_type = (b"content-type", telemetry.CONTENT_TYPE.encode())
+        await exchange.start(200, [content_type, (b"content-length", b"%d" % len(body))])
+        await exchange.send({"type": "http.response.body", "body": body})
 
     async def _health(self, exchange: Exchange) -> None:
         if self.ready:

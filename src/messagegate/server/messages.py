@@ -17,14 +17,18 @@ from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.streaming import StreamOutcome, relay
+from messagegate.telemetry.metrics import GatewayMetrics
 
 _API_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 class MessagesEndpoint:
-    def __init__(self, config: Config, router: Router) -> None:
+    def __init__(
+        self, config: Config, router: Router, metrics: GatewayMetrics | None = None
+    ) -> None:
         self.config = config
         self.router = router
+        self.metrics = metrics
         self._key_settings: dict[str | None, RoutingSettings] = {}
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
@@ -55,6 +59,8 @@ class MessagesEndpoint:
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed))
+        if self.metrics is not None:
+            self.metrics.stream_opened(exchange)
         outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
@@ -94,6 +100,7 @@ class MessagesEndpoint:
         return RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
 
     def _log_route(self, exchange: Exchange, routed: Routed[Any]) -> None:
+        exchange.served = routed
         exchange.log_fields["provider"] = routed.route.provider.name
         exchange.log_fields["route"] = routed.route.label
         exchange.log_fields["attempts"] = str(routed.attempts)

@@ -26,6 +26,7 @@ from messagegate.config import (
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
+from messagegate.telemetry.json_logs import JsonFormatter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -62,9 +63,10 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 1000)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     handler = BufferedStderrHandler()
-    handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
+    json = log_format == "json"
+    handler.setFormatter(JsonFormatter() if json else CachedTimeFormatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
     # The format uses none of these, and gathering them per record (the caller's frame above
     # all) is most of what an access line costs: the logging HOWTO's "Optimization".
@@ -75,7 +77,7 @@ def configure_logging(level: str) -> None:
 
 
 def serve(config: Config, args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, config.log_format)
     tune_gc()
     # After its graceful shutdown uvicorn re-raises SIGTERM/SIGINT for the handler it found;
     # with Python's defaults the process would then die by the signal instead of exiting 0.
@@ -116,7 +118,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def app_from_environment() -> GatewayApp:
     """The app factory each worker process calls (``--workers N``); workers start afresh."""
     config, log_level = worker_settings()
-    configure_logging(log_level)
+    configure_logging(log_level, config.log_format)
     tune_gc()
     return GatewayApp(config)
 

@@ -21,6 +21,7 @@ from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, S
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
 from messagegate.telemetry import metrics as telemetry
+from messagegate.telemetry.json_logs import AccessFields
 from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
@@ -171,7 +172,6 @@ class GatewayApp:
 def _log_access(exchange: Exchange, seconds: float) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
-    fields = " ".join(f"{k}={v}" for k, v in exchange.log_fields.items())
     access_log.info(
         "%s %s %d %.1fms %s %s",
         exchange.method,
@@ -179,5 +179,5 @@ def _log_access(exchange: Exchange, seconds: float) -> None:
         exchange.status,
         seconds * 1000,
         exchange.request_id,
-        fields,
+        AccessFields(exchange),
     )

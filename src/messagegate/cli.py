@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,9 +21,11 @@ import uvicorn
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
     LOG_LEVEL_VARIABLE,
+    METRICS_DIR_VARIABLE,
     Config,
     ConfigError,
     load_config,
+    metrics_directory,
     worker_settings,
 )
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
@@ -100,15 +105,31 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         # Worker processes build their own app from the config file named in the environment.
         os.environ[CONFIG_PATH_VARIABLE] = str(Path(args.config).resolve())
         os.environ[LOG_LEVEL_VARIABLE] = args.log_level
-        uvicorn.run(
-            "messagegate.cli:app_from_environment",
-            factory=True,
-            workers=args.workers,
-            **options,
-        )
+        with _shared_metrics(config):
+            uvicorn.run(
+                "messagegate.cli:app_from_environment",
+                factory=True,
+                workers=args.workers,
+                **options,
+            )
     else:
         uvicorn.run(GatewayApp(config), **options)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(config: Config) -> Iterator[None]:
+    """Workers write their metrics to files in one directory, so that any worker's scrape
+    covers them all; a directory the operator chose is kept, one made here is removed."""
+    if not config.metrics.enabled or metrics_directory() is not None:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="messagegate-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -18,7 +18,9 @@ from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, get, post
+from messagegate.config import ConfigError
 from messagegate.telemetry.metrics import GatewayMetrics
+from test_cli import free_port
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -184,6 +186,31 @@ async def test_metrics_need_no_key_by_default_and_can_be_off(upstream: FakeUpstr
     config = anthropic_config(upstream, metrics={"enabled": False})
     async with running_gateway(build_config(config)) as (url, _):
         assert (await get(url, "/metrics", key=None))[0] == 404
+
+
+async def test_metrics_can_have_a_port_of_their_own(upstream: FakeUpstream) -> None:
+    port = free_port()
+    config = anthropic_config(upstream, metrics={"listen": f"127.0.0.1:{port}", "auth": "key"})
+    async with running_gateway(build_config(config)) as (url, _):
+        assert (await get(url, "/metrics", key=GATEWAY_KEY))[0] == 404
+        own = f"http://127.0.0.1:{port}"
+        status, _, raw = await get(own, "/metrics", key=None)
+        assert status == 401
+        assert envelope(raw)[0] == "authentication_error"
+        assert (await get(own, "/v1/models", key=GATEWAY_KEY))[0] == 404
+        assert (await get(own, "/metrics", key=GATEWAY_KEY, method="POST"))[0] == 404
+        text = await scrape(own, key=GATEWAY_KEY)
+    assert total(text, "messagegate_requests_total", endpoint="/metrics", status="404") == 1
+
+
+def test_metrics_auth_key_needs_keys(upstream: FakeUpstream) -> None:
+    config = anthropic_config(upstream, metrics={"auth": "key"})
+    del config["keys"]
+    with pytest.raises(ConfigError, match=r"metrics.auth: 'key' needs gateway keys"):
+        build_config(config)
+    config["metrics"] = {"listen": "nowhere"}
+    with pytest.raises(ConfigError, match=r"metrics.listen: expected HOST:PORT"):
+        build_config(config)
 
 
 def _random_name(rng: random.Random) -> str:

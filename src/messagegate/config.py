@@ -261,11 +261,11 @@ class _Reader:
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
-            metrics=self.metrics(top.get("metrics")),
+            metrics=self.metrics(top.get("metrics"), has_keys=bool(top.get("keys"))),
             log_format=self.choice(top, "log_format", "", ("text", "json")),
         )
 
-    def metrics(self, raw: object) -> MetricsSettings:
+    def metrics(self, raw: object, *, has_keys: bool) -> MetricsSettings:
         if raw is None:
             return MetricsSettings()
         data = self.mapping(raw, "metrics", frozenset(MetricsSettings.__dataclass_fields__))
@@ -273,9 +273,12 @@ class _Reader:
         max_keys = self.get(data, "max_key_series", "metrics", int, 100)
         if max_keys < 0:
             raise self.fail("metrics.max_key_series", "must not be negative")
+        auth = self.choice(data, "auth", "metrics", ("none", "key"))
+        if auth == "key" and not has_keys:
+            raise self.fail("metrics.auth", "'key' needs gateway keys (`keys:`)")
         return MetricsSettings(
             enabled=self.get(data, "enabled", "metrics", bool, True),
-            auth=self.choice(data, "auth", "metrics", ("none", "key")),
+            auth=auth,
             listen=None if listen is None else self.listen(listen, "metrics.listen"),
             key_labels=self.get(data, "key_labels", "metrics", bool, False),
             max_key_series=max_keys,

@@ -7,7 +7,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy, metrics_directory
 from messagegate.errors import GatewayError, NotFound
@@ -19,6 +19,7 @@ from messagegate.server.auth import KeyChecker
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
+from messagegate.server.metrics_listener import MetricsListener
 from messagegate.server.models import get_model, list_models
 from messagegate.telemetry import metrics as telemetry
 from messagegate.telemetry.json_logs import AccessFields
@@ -55,6 +56,7 @@ class GatewayApp:
             if config.metrics.enabled
             else None
         )
+        self.metrics_listener: MetricsListener | None = None
 
     @property
     def ready(self) -> bool:
@@ -71,6 +73,13 @@ class GatewayApp:
             self.config, clients, self.board, self.failover, self.rng, self.metrics
         )
         self.messages = MessagesEndpoint(self.config, self.router, self.metrics)
+        listen = self.config.metrics.listen
+        if self.metrics is not None and listen is not None:
+            content_type = telemetry.CONTENT_TYPE
+            self.metrics_listener = MetricsListener(
+                self.metrics.render, content_type, self._scraper
+            )
+            await self.metrics_listener.start(*listen)
         # What exists now lives as long as the process: keep the collector from rescanning it.
         gc.collect()
         gc.freeze()
@@ -80,6 +89,8 @@ class GatewayApp:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
         if self.metrics is not None:
             self.metrics.close()
 
@@ -129,8 +140,8 @@ class GatewayApp:
             await self._health(exchange)
         elif path.startswith("/v1/"):
             await self._api(exchange, self.keys.check(exchange.headers))
-        elif path == "/metrics" and method == "GET" and self.metrics is not None:
-            await self._metrics(exchange, self.metrics)
+        elif path == "/metrics" and method == "GET" and self.metrics_served_here:
+            await self._metrics(exchange)
         else:
             raise NotFound(f"no endpoint {method} {path}")
 
@@ -154,10 +165,19 @@ class GatewayApp:
         else:
             raise NotFound(f"no endpoint {method} {path}")
 
-    async def _metrics(self, exchange: Exchange, metrics: telemetry.GatewayMetrics) -> None:
-        if metrics.settings.auth == "key":
-            self.keys.check(exchange.headers)
-        body = metrics.render()
+    @property
+    def metrics_served_here(self) -> bool:
+        return self.metrics is not None and self.config.metrics.listen is None
+
+    def _scraper(self, headers: Mapping[str, str]) -> None:
+        """May these headers read /metrics? AuthenticationFailed if not."""
+        if self.config.metrics.auth == "key":
+            self.keys.check(headers)
+
+    async def _metrics(self, exchange: Exchange) -> None:
+        assert self.metrics is not None
+        self._scraper(exchange.headers)
+        body = self.metrics.render()
         content_type = (b"content-type", telemetry.CONTENT_TYPE.encode())
         await exchange.start(200, [content_type, (b"content-length", b"%d" % len(body))])
         await exchange.send({"type": "http.response.body", "body": body})

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -17,7 +18,7 @@ import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
-from helpers import anthropic_config, envelope, get, post
+from helpers import anthropic_config, envelope, get, post, readme_yaml
 from messagegate.config import ConfigError
 from messagegate.telemetry.metrics import GatewayMetrics
 from test_cli import free_port
@@ -211,6 +212,13 @@ def test_metrics_auth_key_needs_keys(upstream: FakeUpstream) -> None:
     config["metrics"] = {"listen": "nowhere"}
     with pytest.raises(ConfigError, match=r"metrics.listen: expected HOST:PORT"):
         build_config(config)
+
+
+def test_the_readme_example_is_valid(upstream: FakeUpstream) -> None:
+    example = yaml.safe_load(readme_yaml("observability-config"))
+    config = build_config(anthropic_config(upstream, **example))
+    assert config.metrics.listen == ("127.0.0.1", 9464)
+    assert config.log_format == "text"
 
 
 def _random_name(rng: random.Random) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import string
 import tracemalloc
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,15 +64,8 @@ async def scrape(url: str, key: str | None = None) -> str:
     return body.decode()
 
 
-@pytest.fixture
-async def backup() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def two_routes(upstream: FakeUpstream, backup: FakeUpstream, **extra: Any) -> dict[str, Any]:
+    """`claude-test` served by `upstream`, then by `backup` (provider `spare`, model `spare-1`)."""
     config = anthropic_config(upstream, **extra)
     config["providers"]["spare"] = {
         "kind": "anthropic",
@@ -95,8 +87,9 @@ def billed(input_tokens: int, output_tokens: int, cache_read: int = 0) -> dict[s
 
 
 async def test_a_failover_is_counted_per_attempt_and_tokens_equal_what_was_billed(
-    upstream: FakeUpstream, backup: FakeUpstream
+    upstream: FakeUpstream, second_upstream: FakeUpstream
 ) -> None:
+    backup = second_upstream
     upstream.default = script.error_reply(500, "api_error", "boom")
     backup.script(script.reply(billed(100, 20, cache_read=30)), script.stream_reply(billed(7, 5)))
     async with running_gateway(build_config(two_routes(upstream, backup))) as (url, _):

@@ -136,6 +136,15 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OtelSettings:
+    """OpenTelemetry traces (the ``otel`` extra); the exporter reads the OTEL_* variables."""
+
+    enabled: bool = False
+    # Prompt and answer text become span attributes only when asked for.
+    capture_content: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str
     port: int
@@ -151,6 +160,7 @@ class Config:
     source: str = "<config>"
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_format: Literal["text", "json"] = "text"
+    otel: OtelSettings = field(default_factory=OtelSettings)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -263,6 +273,16 @@ class _Reader:
             source=self.source,
             metrics=self.metrics(top.get("metrics"), has_keys=bool(top.get("keys"))),
             log_format=self.choice(top, "log_format", "", ("text", "json")),
+            otel=self.otel(top.get("otel")),
+        )
+
+    def otel(self, raw: object) -> OtelSettings:
+        if raw is None:
+            return OtelSettings()
+        data = self.mapping(raw, "otel", frozenset(OtelSettings.__dataclass_fields__))
+        return OtelSettings(
+            enabled=self.get(data, "enabled", "otel", bool, False),
+            capture_content=self.get(data, "capture_content", "otel", bool, False),
         )
 
     def metrics(self, raw: object, *, has_keys: bool) -> MetricsSettings:
@@ -502,6 +522,7 @@ _TOP_KEYS = frozenset(
         "circuit_breaker",
         "metrics",
         "log_format",
+        "otel",
     }
 )
 _PROVIDER_KEYS = frozenset(

@@ -49,6 +49,18 @@ class _Unobserved:
         pass
 
 
+class AttemptSpan(Protocol):
+    """One traced attempt: `call` is the attempt's call with its trace headers."""
+
+    call: UpstreamCall
+
+    def end(self, error: GatewayError | None, value: object = None) -> None: ...
+
+
+class AttemptTracer(Protocol):
+    def attempt(self, call: UpstreamCall, number: int) -> AttemptSpan: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
     model: Model
@@ -93,9 +105,11 @@ class Router:
         failover: FailoverPolicy,
         rng: random.Random | None = None,
         observer: AttemptObserver | None = None,
+        tracer: AttemptTracer | None = None,
     ) -> None:
         self.config = config
         self.observer = observer or _Unobserved()
+        self.tracer = tracer
         self.clients = clients
         self.board = board
         self.failover = failover
@@ -231,7 +245,7 @@ class Router:
             call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
             started = self.board.clock()
             try:
-                value = await self._attempt(route, call, operation, plan, started)
+                value = await self._attempt(route, call, operation, plan)
             except UpstreamError as error:
                 self._failed(route, error, plan)
                 continue
@@ -241,15 +255,13 @@ class Router:
         raise self._exhausted(request, plan)
 
     async def _attempt(
-        self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan, started: float
+        self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
     ) -> T:
         client = self.clients[route.provider.name]
-        plan.attempts += 1
         try:
             # Most requests succeed at once: only a failure pays for the retry machinery.
-            return await operation(client, call)
+            return await self._once(client, call, operation, plan)
         except UpstreamError as error:
-            self.observer.attempt_failed(route, self.board.clock() - started, error)
             if self.failover.attempts_per_route < 2 or self._backoff(error) is False:
                 raise
             first_failure: UpstreamError | None = error
@@ -267,14 +279,26 @@ class Router:
                     # stamina's first attempt is the one that already failed: it backs off as usual.
                     failed, first_failure = first_failure, None
                     raise failed
-                plan.attempts += 1
-                started = self.board.clock()
-                try:
-                    return await operation(client, call)
-                except UpstreamError as error:
-                    self.observer.attempt_failed(route, self.board.clock() - started, error)
-                    raise
+                return await self._once(client, call, operation, plan)
         raise AssertionError("stamina ended without an attempt")  # pragma: no cover
+
+    async def _once(
+        self, client: UpstreamClient, call: UpstreamCall, operation: Operation[T], plan: _Plan
+    ) -> T:
+        """One upstream attempt, reported to the observer (and the tracer)."""
+        plan.attempts += 1
+        started = self.board.clock()
+        span = None if self.tracer is None else self.tracer.attempt(call, plan.attempts)
+        try:
+            value = await operation(client, call if span is None else span.call)
+        except UpstreamError as error:
+            self.observer.attempt_failed(call.route, self.board.clock() - started, error)
+            if span is not None:
+                span.end(error)
+            raise
+        if span is not None:
+            span.end(None, value)
+        return value
 
     def _backoff(self, error: Exception) -> bool | float:
         """Retry the same route? A float is the wait the upstream asked for (retry-after)."""

@@ -8,6 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy, metrics_directory
 from messagegate.errors import GatewayError, NotFound
@@ -23,6 +24,9 @@ from messagegate.server.metrics_listener import MetricsListener
 from messagegate.server.models import get_model, list_models
 from messagegate.telemetry import metrics as telemetry
 from messagegate.telemetry.json_logs import AccessFields
+
+if TYPE_CHECKING:
+    from messagegate.telemetry.traces import Tracing
 from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
@@ -57,6 +61,12 @@ class GatewayApp:
             else None
         )
         self.metrics_listener: MetricsListener | None = None
+        self.tracing: Tracing | None = None
+        if config.otel.enabled:
+            # The `otel` extra is imported only when traces are asked for.
+            from messagegate.telemetry.traces import Tracing
+
+            self.tracing = Tracing(config.otel.capture_content)
 
     @property
     def ready(self) -> bool:
@@ -70,7 +80,7 @@ class GatewayApp:
         self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(
-            self.config, clients, self.board, self.failover, self.rng, self.metrics
+            self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
         )
         self.messages = MessagesEndpoint(self.config, self.router, self.metrics)
         listen = self.config.metrics.listen
@@ -93,6 +103,8 @@ class GatewayApp:
             self.metrics_listener.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -114,6 +126,8 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(scope, receive, send)
         started = time.perf_counter()
+        tracing = self.tracing
+        traced = None if tracing is None else tracing.start_request(exchange)
         try:
             await self._dispatch(exchange)
         except GatewayError as error:
@@ -131,6 +145,8 @@ class GatewayApp:
             _log_access(exchange, ended - started)
             if self.metrics is not None:
                 self.metrics.finished(exchange, started, ended)
+            if tracing is not None and traced is not None:
+                tracing.finish_request(exchange, traced)
 
     async def _dispatch(self, exchange: Exchange) -> None:
         path, method = exchange.path, exchange.method

@@ -60,7 +60,10 @@ class AccessFields:
         doc: dict[str, Any] = {name: fields.get(name) for name in TEXT_FIELDS}
         attempts = fields.get("attempts")
         doc["attempts"] = int(attempts) if attempts is not None else None
-        doc["trace_id"] = trace_id(self.request.headers.get("traceparent"))
+        # The request's span's (tracing on), else a client's well-formed traceparent's.
+        doc["trace_id"] = fields.get("trace_id") or trace_id(
+            self.request.headers.get("traceparent")
+        )
         usage = getattr(self.request.served, "value", None)
         usage = getattr(usage, "usage", None)
         doc["input_tokens"] = None if usage is None else usage.input_tokens

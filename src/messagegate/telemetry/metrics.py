@@ -14,21 +14,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+import prometheus_client
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from messagegate.api.usage import Usage
 from messagegate.config import Config, MetricsSettings, Model, Route
 from messagegate.errors import GatewayError, UpstreamStatusError
+from messagegate.telemetry import series
 
 # The classic text format, which every Prometheus since 2.0 reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -177,78 +171,79 @@ class GatewayMetrics:
         self.clock = clock
         self.shared_directory = shared_directory
         self.registry = CollectorRegistry(auto_describe=False)
-        self._define(self.registry)
+        # One process: plain values; workers: prometheus_client's, shared through files.
+        self._define(self.registry, prometheus_client if shared_directory else series)
         self._models = {name: name for name in config.models}
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
         self._key_labels: dict[str, str] = {}
         self._open_routes: set[str] = set()
 
-    def _define(self, registry: CollectorRegistry) -> None:
-        self.server_duration = Histogram(
+    def _define(self, registry: CollectorRegistry, kinds: Any) -> None:
+        self.server_duration = kinds.Histogram(
             "gen_ai_server_request_duration", "Generative AI server request duration such as "
             "time-to-last byte or last output token.", GEN_AI_LABELS, unit="seconds",
             buckets=DURATION_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.time_to_first_token = Histogram(
+        self.time_to_first_token = kinds.Histogram(
             "gen_ai_server_time_to_first_token", "Time to generate first token for successful "
             "responses.", GEN_AI_LABELS[:4], unit="seconds",
             buckets=TIME_TO_FIRST_TOKEN_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.time_per_output_token = Histogram(
+        self.time_per_output_token = kinds.Histogram(
             "gen_ai_server_time_per_output_token", "Time per output token generated after the "
             "first token for successful responses.", GEN_AI_LABELS[:4], unit="seconds",
             buckets=TIME_PER_OUTPUT_TOKEN_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.client_duration = Histogram(
+        self.client_duration = kinds.Histogram(
             "gen_ai_client_operation_duration", "GenAI operation duration (one upstream "
             "attempt).", GEN_AI_LABELS, unit="seconds", buckets=DURATION_BUCKETS,
             registry=registry,
         )  # fmt: skip
-        self.token_usage = Histogram(
+        self.token_usage = kinds.Histogram(
             "gen_ai_client_token_usage", "Number of input and output tokens used (one upstream "
             "attempt; Anthropic input includes cache reads and writes).", TOKEN_LABELS,
             buckets=TOKEN_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.requests = Counter(
+        self.requests = kinds.Counter(
             "messagegate_requests", "Requests answered, by endpoint, status and error type.",
             ("endpoint", "status", "error_type"), registry=registry,
         )  # fmt: skip
-        self.attempts = Counter(
+        self.attempts = kinds.Counter(
             "messagegate_upstream_attempts", "Upstream attempts by route and error type "
             "(empty: it answered).", ("route", "error_type"), registry=registry,
         )  # fmt: skip
-        self.failovers = Counter(
+        self.failovers = kinds.Counter(
             "messagegate_failovers", "Routes given up on for a request after failures, by route.",
             ("route",), registry=registry,
         )  # fmt: skip
-        self.fallbacks = Counter(
+        self.fallbacks = kinds.Counter(
             "messagegate_model_fallbacks", "Requests answered by a fallback model.",
             ("requested_model", "model"), registry=registry,
         )  # fmt: skip
-        self.breaker_open = Gauge(
+        self.breaker_open = kinds.Gauge(
             "messagegate_route_breaker_open", "1 while a route's circuit breaker is open or its "
             "probe pending (the worst worker's).", ("route",), registry=registry,
             multiprocess_mode="livemax",
         )  # fmt: skip
-        self.open_streams = Gauge(
+        self.open_streams = kinds.Gauge(
             "messagegate_open_streams", "Event streams being relayed to clients now.",
             registry=registry, multiprocess_mode="livesum",
         )  # fmt: skip
-        self.client_aborts = Counter(
+        self.client_aborts = kinds.Counter(
             "messagegate_client_aborts", "Requests whose client left before the answer ended.",
             ("endpoint",), registry=registry,
         )  # fmt: skip
-        self.overhead = Histogram(
+        self.overhead = kinds.Histogram(
             "messagegate_gateway_overhead", "Time of a request answered at the first attempt "
             "not spent waiting for the upstream's answer.", unit="seconds",
             buckets=OVERHEAD_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.key_requests = Counter(
+        self.key_requests = kinds.Counter(
             "messagegate_key_requests", "Requests by gateway key name (metrics.key_labels).",
             ("key",), registry=registry,
         )  # fmt: skip
-        self.key_tokens = Counter(
+        self.key_tokens = kinds.Counter(
             "messagegate_key_tokens", "Tokens billed by gateway key name (metrics.key_labels).",
             ("key", "gen_ai_token_type"), registry=registry,
         )  # fmt: skip
@@ -289,7 +284,8 @@ class GatewayMetrics:
     ) -> None:
         route = answer.route
         requested = self._models.get(fields.get("model", ""), OTHER)
-        key = (requested, route.label, answer.model.name)
+        label = fields.get("route", "")  # route.label, already formatted for the access line
+        key = (requested, label, answer.model.name)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(self, requested, answer.model, route)
@@ -303,9 +299,9 @@ class GatewayMetrics:
             series.attempt_ok.inc()
         if series.fallback is not None:
             series.fallback.inc()
-        if route.label in self._open_routes:
-            self._open_routes.discard(route.label)
-            self.breaker_open.labels(route.label).set(0)
+        if label in self._open_routes:
+            self._open_routes.discard(label)
+            self.breaker_open.labels(label).set(0)
         usage: Usage = answer.value.usage
         input_tokens = (
             usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
@@ -373,7 +369,7 @@ class GatewayMetrics:
         if self.shared_directory is not None:
             mark_process_dead(os.getpid(), self.shared_directory)  # type: ignore[no-untyped-call]
 
-    def _child(self, metric: MetricWrapperBase, labels: tuple[Any, ...]) -> Any:
+    def _child(self, metric: Any, labels: tuple[Any, ...]) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:

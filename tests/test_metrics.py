@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -19,6 +20,7 @@ from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, get, post, readme_yaml
 from messagegate.config import ConfigError
+from messagegate.errors import UpstreamTimeout
 from messagegate.telemetry.metrics import GatewayMetrics
 from test_cli import free_port
 
@@ -257,3 +259,46 @@ def test_ten_thousand_model_names_and_five_thousand_keys_keep_the_series_capped(
     # 9,000 more requests with new names and keys: the metrics' memory stays where it was
     # (the key map is bounded by the config's 5,000 keys, each seen once before the snapshot).
     assert grown < 600_000, grown
+
+
+def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Any) -> None:
+    config = build_config(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+            "models": {"m": {"routes": [{"provider": "p", "model": "m-1"}]}},
+        }
+    )
+    route = config.models["m"].routes[0]
+    fast = GatewayMetrics(config, clock=lambda: 5.0)
+    library = GatewayMetrics(config, clock=lambda: 5.0, shared_directory=str(tmp_path))
+    usage = SimpleNamespace(
+        input_tokens=70000,
+        output_tokens=3,
+        cache_read_input_tokens=0,
+        cache_creation_input_tokens=1,
+    )
+    served = SimpleNamespace(
+        model=config.models["m"], route=route, attempts=1, started=4.0, answered=4.5,
+        value=SimpleNamespace(usage=usage),
+    )  # fmt: skip
+    for metrics in (fast, library):
+        for seconds in (0.0, 0.01, 0.015, 81.92, 100.0):
+            fields = {"model": "m", "route": route.label, "attempts": "1"}
+            request = SimpleNamespace(
+                path="/v1/messages",
+                status=200,
+                log_fields=fields,
+                served=served,
+                stream_started=0.0,
+            )
+            metrics.finished(request, 1.0, 1.0 + seconds)  # type: ignore[arg-type]
+            metrics.stream_opened(request)  # type: ignore[arg-type]
+        metrics.attempt_failed(route, 0.02, UpstreamTimeout("slow"))
+        metrics.route_failed(route, breaker_open=True)
+    expected = {(s.name, tuple(sorted(s.labels.items())), s.value) for s in
+                samples(generate_latest(library.registry).decode())}  # fmt: skip
+    got = {
+        (s.name, tuple(sorted(s.labels.items())), s.value) for s in samples(fast.render().decode())
+    }
+    assert got == expected
+    assert total(fast.render().decode(), "gen_ai_client_token_usage_bucket", le="65536.0") == 5

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 import fakes.anthropic_script as script
+from fakes.otlp import SERVER_KIND, Receiver, running_receiver
 from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import get, post
 from test_cli import COMMAND, Lines, _base_env, free_port, gateway_yaml, write
@@ -27,12 +28,14 @@ ENV = {"MG_KEY": CANARY_GATEWAY_KEY, "UPSTREAM_KEY": CANARY_PROVIDER_KEY}
 
 
 @asynccontextmanager
-async def serving(path: Path, *extra: str) -> AsyncIterator[tuple[str, Lines]]:
+async def serving(
+    path: Path, *extra: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, Lines]]:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         COMMAND,
         *("serve", "--config", str(path), "--port", str(port), *extra),
-        env={**_base_env(), **ENV},
+        env={**_base_env(), **ENV, **(env or {})},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # so that a failure can kill the workers too
@@ -90,16 +93,24 @@ def fault(received: Received) -> Reply:
     return faults[orjson.loads(received.body)["max_tokens"]]
 
 
-async def test_no_key_or_prompt_reaches_logs_or_metrics_over_a_fault_matrix(
+async def test_no_key_or_prompt_reaches_logs_spans_or_metrics_over_a_fault_matrix(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
+    with running_receiver() as receiver:
+        await _fault_matrix(tmp_path, upstream, receiver)
+
+
+async def _fault_matrix(tmp_path: Path, upstream: FakeUpstream, receiver: Receiver) -> None:
     upstream.responder = fault
-    config = gateway_yaml(upstream, log_format="json", metrics={"key_labels": True})
+    config = gateway_yaml(
+        upstream, log_format="json", metrics={"key_labels": True}, otel={"enabled": True}
+    )
     config["failover"] = {"attempts_per_route": 2, "backoff_initial": 0.0, "backoff_max": 0.0}
     path = write(tmp_path, config)
     messages = [{"role": "user", "content": CANARY_PROMPT}]
     seen: list[int] = []
-    async with serving(path, "--log-level", "debug") as (url, log):
+    otlp = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}
+    async with serving(path, "--log-level", "debug", env=otlp) as (url, log):
         for number in range(1, 10):
             for stream in (False, True):
                 body = {
@@ -127,10 +138,13 @@ async def test_no_key_or_prompt_reaches_logs_or_metrics_over_a_fault_matrix(
     assert "stamina.retry_scheduled" in log.text  # the retries' own log records, formatted too
     lines = [line for line in log.text.splitlines() if line.startswith("{")]
     assert len([orjson.loads(line) for line in lines if '"messagegate.access"' in line]) == 23
+    spans = b"".join(receiver.bodies).decode("latin-1")
+    assert len([s for s in receiver.spans() if s.kind == SERVER_KIND]) == 23
     for canary in (CANARY_PROVIDER_KEY, CANARY_GATEWAY_KEY, CANARY_WRONG_KEY, CANARY_PROMPT):
         assert canary not in log.text, canary
         assert canary not in metrics, canary
+        assert canary not in spans, canary
     for fragment in ("canary", "eagle", "owl", "Bearer"):
-        assert fragment not in log.text + metrics, fragment
+        assert fragment not in log.text + metrics + spans, fragment
     assert "alice" in metrics  # key names are labels (key_labels), key values never
     assert "claude-nope" not in metrics  # an unknown model is `other`

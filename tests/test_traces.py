@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.gateway import build_config, running_gateway
+from fakes.otlp import CLIENT_KIND, SERVER_KIND, Receiver, attributes, running_receiver
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
 from messagegate.config import FailoverPolicy
@@ -21,66 +18,13 @@ from test_metrics import two_routes
 PROMPT = "the secret plan is 4417"
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_PARENT = "00f067aa0ba902b7"
-SERVER_KIND, CLIENT_KIND = 2, 3  # opentelemetry.proto's Span.SpanKind
-
-
-class Receiver:
-    """An OTLP/HTTP trace receiver on a loopback port (a thread: the exporter's calls block)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["content-length"])
-                received.append(self.rfile.read(min(length, 64 * 1024 * 1024)))
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-
-    def spans(self) -> list[Any]:
-        out = []
-        for body in self.bodies:
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            for resource in request.resource_spans:
-                for scope in resource.scope_spans:
-                    out.extend(scope.spans)
-        return out
 
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.thread.start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.endpoint)
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-
-
-def attributes(span: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in span.attributes:
-        value = item.value
-        kind = value.WhichOneof("value")
-        if kind == "array_value":
-            out[item.key] = [v.string_value for v in value.array_value.values]
-        else:
-            out[item.key] = getattr(value, kind)
-    return out
+    with running_receiver() as found:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", found.endpoint)
+        yield found
 
 
 async def test_a_failed_over_request_is_one_server_and_two_client_spans(

@@ -24,10 +24,10 @@ from messagegate.server.metrics_listener import MetricsListener
 from messagegate.server.models import get_model, list_models
 from messagegate.telemetry import metrics as telemetry
 from messagegate.telemetry.json_logs import AccessFields
+from messagegate.translate.token_count import active_encoding
 
 if TYPE_CHECKING:
     from messagegate.telemetry.traces import Tracing
-from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
 error_log = logging.getLogger("messagegate.error")

@@ -16,10 +16,11 @@ from prometheus_client.samples import Sample
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
+from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, get, post, readme_yaml
-from messagegate.config import ConfigError
+from messagegate.config import BreakerPolicy, ConfigError
 from messagegate.errors import UpstreamTimeout
 from messagegate.telemetry.metrics import GatewayMetrics
 from test_cli import free_port
@@ -302,3 +303,38 @@ def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Any) -> N
     }
     assert got == expected
     assert total(fast.render().decode(), "gen_ai_client_token_usage_bucket", le="65536.0") == 5
+
+
+async def test_breaker_state_and_model_fallbacks(
+    upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> None:
+    upstream.default = script.error_reply(500, "api_error", "boom")
+    config = anthropic_config(upstream)
+    config["providers"]["spare"] = {"kind": "anthropic", "base_url": second_upstream.url}
+    config["models"]["claude-test"]["fallbacks"] = ["backup"]
+    config["models"]["backup"] = {"routes": [{"provider": "spare", "model": "spare-1"}]}
+    second_upstream.default = script.reply(billed(2, 3))
+    clock = FakeClock()
+    breaker = BreakerPolicy(failures_to_open=1, cooldown=30)
+    body = {"model": "claude-test", "max_tokens": 5, "messages": HELLO}
+    async with running_gateway(build_config(config), breaker=breaker, clock=clock) as (url, _):
+        assert (await post(url, "/v1/messages", body))[0] == 200
+        opened = await scrape(url)
+        clock.advance(31)
+        upstream.default = script.reply(billed(2, 3))
+        assert (await post(url, "/v1/messages", body))[0] == 200
+        closed = await scrape(url)
+    route = "anth/claude-upstream-1"
+    assert total(opened, "messagegate_route_breaker_open", route=route) == 1
+    assert total(closed, "messagegate_route_breaker_open", route=route) == 0
+    fallbacks = "messagegate_model_fallbacks_total"
+    assert total(opened, fallbacks, requested_model="claude-test", model="backup") == 1
+    assert total(closed, fallbacks) == 1
+    assert (
+        total(
+            closed,
+            "gen_ai_server_request_duration_seconds_count",
+            gen_ai_request_model="claude-test",
+        )
+        == 2
+    )

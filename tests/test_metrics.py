@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import string
 import tracemalloc
@@ -18,7 +19,7 @@ import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
-from fakes.upstream import FakeUpstream
+from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, get, post, readme_yaml
 from messagegate.config import BreakerPolicy, ConfigError
 from messagegate.errors import UpstreamTimeout
@@ -338,3 +339,31 @@ async def test_breaker_state_and_model_fallbacks(
         )
         == 2
     )
+
+
+async def test_open_streams_and_client_aborts(upstream: FakeUpstream, sdk: Any) -> None:
+    never = asyncio.Event()
+    answer = billed(4, 9)
+    upstream.script(Reply(chunks=script.events(answer), hold=never, hold_after=2))
+    try:
+        async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+            async with sdk(url).messages.stream(
+                model="claude-test", max_tokens=100, messages=HELLO
+            ) as stream:
+                first = await asyncio.wait_for(anext(aiter(stream)), timeout=30)
+                assert first.type == "message_start"
+                during = await scrape(url)
+            await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
+            # The aborted request's task ends soon after the upstream saw it go: bounded wait.
+            for _ in range(200):
+                after = await scrape(url)
+                if total(after, "messagegate_client_aborts_total") == 1:
+                    break
+    finally:
+        never.set()
+    assert total(during, "messagegate_open_streams") == 1
+    assert total(after, "messagegate_open_streams") == 0
+    assert total(after, "messagegate_client_aborts_total", endpoint="/v1/messages") == 1
+    assert total(after, "gen_ai_server_time_to_first_token_seconds_count") == 0  # not a success
+    server = "gen_ai_server_request_duration_seconds_count"
+    assert total(after, server, error_type="client_disconnected") == 1

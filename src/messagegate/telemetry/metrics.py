@@ -30,6 +30,8 @@ OTHER = "other"
 # The conventions' fallback for an error class the instrumentation does not name.
 OTHER_ERROR = "_OTHER"
 OPERATION = "chat"
+# error.type of a request whose client left before its answer ended.
+CLIENT_GONE = "client_disconnected"
 MESSAGES_PATH = "/v1/messages"
 
 # The ExplicitBucketBoundaries the GenAI semantic conventions specify for each histogram.
@@ -258,9 +260,10 @@ class GatewayMetrics:
         path = request.path
         endpoint = path if path in ENDPOINTS else OTHER
         status = request.status
-        self._child(self.requests, (endpoint, status, error_type)).inc()
         if status == 499 or "disconnected" in fields:
+            error_type = error_type or CLIENT_GONE
             self._child(self.client_aborts, (endpoint,)).inc()
+        self._child(self.requests, (endpoint, status, error_type)).inc()
         if self.settings.key_labels and "key" in fields:
             self._child(self.key_requests, (self._key(fields["key"]),)).inc()
         if path != MESSAGES_PATH:

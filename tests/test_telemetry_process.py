@@ -44,6 +44,8 @@ async def serving(
     log = Lines(process.stderr)
     try:
         await log.wait_for("Application startup complete", within=30)
+        # A single process binds its port after the app's startup, and logs this then.
+        await log.wait_for("Uvicorn running on", within=30)
         yield f"http://127.0.0.1:{port}", log
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 import fakes.anthropic_script as script
@@ -13,6 +15,7 @@ from fakes.otlp import CLIENT_KIND, SERVER_KIND, Receiver, attributes, running_r
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
 from messagegate.config import FailoverPolicy
+from messagegate.telemetry.json_logs import JsonFormatter
 from test_metrics import two_routes
 
 PROMPT = "the secret plan is 4417"
@@ -119,3 +122,22 @@ async def test_without_otel_nothing_is_traced_or_sent_upstream(upstream: FakeUps
         assert (await post(url, "/v1/messages", body, headers))[0] == 200
         assert app.tracing is None
     assert "traceparent" not in upstream.received[0].headers
+
+
+async def test_the_access_line_names_the_trace(
+    receiver: Receiver, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="messagegate.access")
+    upstream.default = script.reply(script.message([{"type": "text", "text": "hi"}]))
+    config = anthropic_config(upstream, otel={"enabled": True})
+    async with running_gateway(build_config(config)) as (url, _):
+        body = {
+            "model": "claude-test",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        assert (await post(url, "/v1/messages", body))[0] == 200
+    (span,) = [s for s in receiver.spans() if s.kind == SERVER_KIND]
+    (record,) = [r for r in caplog.records if r.name == "messagegate.access"]
+    assert f"trace_id={span.trace_id.hex()} " in record.getMessage()
+    assert orjson.loads(JsonFormatter().format(record))["trace_id"] == span.trace_id.hex()

@@ -71,6 +71,10 @@ class Tracing:
     def finish_request(self, request: Any, handle: tuple[Span, Token[Context]]) -> None:
         span, token = handle
         context.detach(token)
+        if not span.is_recording():
+            # Sampled out: attributes would be dropped, so none are gathered.
+            span.end()
+            return
         fields = request.log_fields
         span.set_attribute("http.response.status_code", request.status)
         error = fields.get("error") or fields.get("stream_error")
@@ -125,6 +129,20 @@ class Tracing:
     def attempt(self, call: Any, number: int) -> TracedAttempt:
         """An upstream attempt starts: its span, and the call with its ``traceparent``."""
         route = call.route
+        attributes = (
+            self._attempt_attributes(call, number)
+            if trace.get_current_span().is_recording()
+            else None
+        )
+        span = self.tracer.start_span(
+            f"{OPERATION} {route.model}", kind=SpanKind.CLIENT, attributes=attributes
+        )
+        headers = dict(call.headers)
+        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
+        return TracedAttempt(self, span, dataclasses.replace(call, headers=headers))
+
+    def _attempt_attributes(self, call: Any, number: int) -> dict[str, Any]:
+        route = call.route
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": OPERATION,
             "gen_ai.provider.name": provider_name(route),
@@ -145,12 +163,7 @@ class Tracing:
             attributes["gen_ai.input.messages"] = _json(body.get("messages"))
             if "system" in body:
                 attributes["gen_ai.system_instructions"] = _json(body["system"])
-        span = self.tracer.start_span(
-            f"{OPERATION} {route.model}", kind=SpanKind.CLIENT, attributes=attributes
-        )
-        headers = dict(call.headers)
-        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
-        return TracedAttempt(self, span, dataclasses.replace(call, headers=headers))
+        return attributes
 
     def _server(self, provider: Any) -> tuple[str, int | None]:
         known = self._servers.get(provider.name)
@@ -175,6 +188,9 @@ class TracedAttempt:
         self.call = call
 
     def end(self, error: GatewayError | None, value: object = None) -> None:
+        if not self.span.is_recording():
+            self.span.end()
+            return
         if error is not None:
             self.span.set_attribute("error.type", error_type_of(error))
             self.span.set_status(Status(StatusCode.ERROR))

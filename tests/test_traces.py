@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from fakes.gateway import build_config, running_gateway
 from fakes.otlp import CLIENT_KIND, SERVER_KIND, Receiver, attributes, running_receiver
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
-from messagegate.config import FailoverPolicy
+from messagegate.config import ConfigError, FailoverPolicy
 from messagegate.telemetry.json_logs import JsonFormatter
 from test_metrics import two_routes
 
@@ -141,3 +142,17 @@ async def test_the_access_line_names_the_trace(
     (record,) = [r for r in caplog.records if r.name == "messagegate.access"]
     assert f"trace_id={span.trace_id.hex()} " in record.getMessage()
     assert orjson.loads(JsonFormatter().format(record))["trace_id"] == span.trace_id.hex()
+
+
+def test_otel_without_the_extra_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
+) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "opentelemetry.sdk" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError, match=r"otel.enabled: needs the otel extra"):
+        build_config(anthropic_config(upstream, otel={"enabled": True}))
+    assert not build_config(anthropic_config(upstream, otel={"enabled": False})).otel.enabled

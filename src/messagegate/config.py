@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -280,8 +281,11 @@ class _Reader:
         if raw is None:
             return OtelSettings()
         data = self.mapping(raw, "otel", frozenset(OtelSettings.__dataclass_fields__))
+        enabled = self.get(data, "enabled", "otel", bool, False)
+        if enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise self.fail("otel.enabled", "needs the otel extra: pip install 'messagegate[otel]'")
         return OtelSettings(
-            enabled=self.get(data, "enabled", "otel", bool, False),
+            enabled=enabled,
             capture_content=self.get(data, "capture_content", "otel", bool, False),
         )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 import fakes.anthropic_script as script
 from fakes.otlp import SERVER_KIND, Receiver, running_receiver
@@ -62,15 +63,21 @@ def answer() -> dict[str, Any]:
     )
 
 
-async def test_one_scrape_covers_every_worker(tmp_path: Path, upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize("own_port", [False, True], ids=["api-port", "metrics-listen"])
+async def test_one_scrape_covers_every_worker(
+    tmp_path: Path, upstream: FakeUpstream, own_port: bool
+) -> None:
     upstream.default = script.reply(answer())
-    path = write(tmp_path, gateway_yaml(upstream))
+    metrics_port = free_port()
+    extra = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}} if own_port else {}
+    path = write(tmp_path, gateway_yaml(upstream, **extra))
     body = {"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     async with serving(path, "--workers", "2") as (url, log):
         # Each call opens its own connection, so both workers serve some of them.
         for _ in range(10):
             assert (await post(url, "/v1/messages", body, key=CANARY_GATEWAY_KEY))[0] == 200
-        scrapes = [(await get(url, "/metrics", key=None))[2].decode() for _ in range(6)]
+        scraped = f"http://127.0.0.1:{metrics_port}" if own_port else url
+        scrapes = [(await get(scraped, "/metrics", key=None))[2].decode() for _ in range(6)]
     assert len(upstream.received) == 10
     for text in scrapes:
         assert total(text, "messagegate_requests_total", endpoint="/v1/messages") == 10

@@ -157,3 +157,24 @@ def test_otel_without_the_extra_is_a_config_error(
     with pytest.raises(ConfigError, match=r"otel.enabled: needs the otel extra"):
         build_config(anthropic_config(upstream, otel={"enabled": True}))
     assert not build_config(anthropic_config(upstream, otel={"enabled": False})).otel.enabled
+
+
+async def test_a_sampled_out_request_still_carries_its_trace_upstream(
+    receiver: Receiver, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    upstream.default = script.reply(script.message([{"type": "text", "text": "hi"}]))
+    config = anthropic_config(upstream, otel={"enabled": True})
+    async with running_gateway(build_config(config)) as (url, _):
+        body = {
+            "model": "claude-test",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_PARENT}-00"}
+        assert (await post(url, "/v1/messages", body, headers))[0] == 200
+    assert receiver.spans() == []
+    sent = upstream.received[0].headers["traceparent"]
+    version, trace_id, parent, flags = sent.split("-")
+    assert (version, trace_id, flags) == ("00", CLIENT_TRACE, "00")
+    assert len(parent) == 16

@@ -128,16 +128,16 @@ class Tracing:
 
     def attempt(self, call: Any, number: int) -> TracedAttempt:
         """An upstream attempt starts: its span, and the call with its ``traceparent``."""
-        route = call.route
-        attributes = (
-            self._attempt_attributes(call, number)
-            if trace.get_current_span().is_recording()
-            else None
-        )
-        span = self.tracer.start_span(
-            f"{OPERATION} {route.model}", kind=SpanKind.CLIENT, attributes=attributes
-        )
         headers = dict(call.headers)
+        if not trace.get_current_span().is_recording():
+            # The request was sampled out: no span of its own, the request's context goes upstream.
+            _PROPAGATOR.inject(headers)
+            return TracedAttempt(self, None, dataclasses.replace(call, headers=headers))
+        span = self.tracer.start_span(
+            f"{OPERATION} {call.route.model}",
+            kind=SpanKind.CLIENT,
+            attributes=self._attempt_attributes(call, number),
+        )
         _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
         return TracedAttempt(self, span, dataclasses.replace(call, headers=headers))
 
@@ -182,14 +182,13 @@ class TracedAttempt:
 
     __slots__ = ("call", "span", "tracing")
 
-    def __init__(self, tracing: Tracing, span: Span, call: Any) -> None:
+    def __init__(self, tracing: Tracing, span: Span | None, call: Any) -> None:
         self.tracing = tracing
         self.span = span
         self.call = call
 
     def end(self, error: GatewayError | None, value: object = None) -> None:
-        if not self.span.is_recording():
-            self.span.end()
+        if self.span is None:
             return
         if error is not None:
             self.span.set_attribute("error.type", error_type_of(error))

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,9 +28,11 @@ from messagegate.catalogue import no_provider_message
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
     LOG_LEVEL_VARIABLE,
+    METRICS_DIR_VARIABLE,
     Config,
     ConfigError,
     load_config,
+    metrics_directory,
 )
 from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
@@ -35,6 +40,7 @@ from messagegate.privacy.commands import add_privacy_commands, privacy_command
 from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
+from messagegate.telemetry.json_logs import JsonFormatter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -136,9 +142,10 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 1000)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     handler = BufferedStderrHandler()
-    handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
+    json = log_format == "json"
+    handler.setFormatter(JsonFormatter() if json else CachedTimeFormatter(LOG_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
     # The format uses none of these, and gathering them per record (the caller's frame above
     # all) is most of what an access line costs: the logging HOWTO's "Optimization".
@@ -157,7 +164,7 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     print(describe(config, f"{host}:{port}"), flush=True)
     if not config.providers:
         print(f"messagegate: {no_provider_message()}", file=sys.stderr, flush=True)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, config.log_format)
     tune_gc()
     # After its graceful shutdown uvicorn re-raises SIGTERM/SIGINT for the handler it found;
     # with Python's defaults the process would then die by the signal instead of exiting 0.
@@ -182,15 +189,31 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         if args.config:
             os.environ[CONFIG_PATH_VARIABLE] = str(Path(args.config).resolve())
         os.environ[LOG_LEVEL_VARIABLE] = args.log_level
-        uvicorn.run(
-            "messagegate.cli:app_from_environment",
-            factory=True,
-            workers=args.workers,
-            **options,
-        )
+        with _shared_metrics(config):
+            uvicorn.run(
+                "messagegate.cli:app_from_environment",
+                factory=True,
+                workers=args.workers,
+                **options,
+            )
     else:
         uvicorn.run(GatewayApp(config), **options)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(config: Config) -> Iterator[None]:
+    """Workers write their metrics to files in one directory, so that any worker's scrape
+    covers them all; a directory the operator chose is kept, one made here is removed."""
+    if not config.metrics.enabled or metrics_directory() is not None:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="messagegate-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -200,7 +223,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def app_from_environment() -> GatewayApp:
     """The app factory each worker process calls (``--workers N``); workers start afresh."""
     config = load_settings(None, os.environ)
-    configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"))
+    configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"), config.log_format)
     tune_gc()
     return GatewayApp(config)
 

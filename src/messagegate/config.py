@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import importlib.util
 import ipaddress
 import os
 import re
@@ -246,6 +247,28 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``GET /metrics``: who may read it, where, and whether keys get their own series."""
+
+    enabled: bool = True
+    auth: Literal["none", "key"] = "none"
+    # A second listener for /metrics only (host, port); None serves it on the API port.
+    listen: tuple[str, int] | None = None
+    key_labels: bool = False
+    # Keys beyond this many share the series `key="other"`.
+    max_key_series: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class OtelSettings:
+    """OpenTelemetry traces (the ``otel`` extra); the exporter reads the OTEL_* variables."""
+
+    enabled: bool = False
+    # Prompt and answer text become span attributes only when asked for.
+    capture_content: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     host: str
     port: int
@@ -267,10 +290,20 @@ class Config:
     aliases: Mapping[str, str] = field(default_factory=dict)
     request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
     scenarios: tuple[Scenario, ...] = ()
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    log_format: Literal["text", "json"] = "text"
+    otel: OtelSettings = field(default_factory=OtelSettings)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
 LOG_LEVEL_VARIABLE = "MESSAGEGATE_LOG_LEVEL"
+# prometheus_client's own variable: set, every worker writes its metrics to files there.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_directory() -> str | None:
+    """Where ``serve --workers N`` has its workers share metrics (None: one process)."""
+    return os.environ.get(METRICS_DIR_VARIABLE) or None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -398,6 +431,9 @@ class _Reader:
             aliases=aliases,
             request_defaults=defaults,
             scenarios=scenarios,
+            metrics=self.metrics(top.get("metrics"), has_keys=bool(top.get("keys"))),
+            log_format=self.choice(top, "log_format", "", ("text", "json")),
+            otel=self.otel(top.get("otel")),
         )
 
     def aliases(
@@ -431,6 +467,45 @@ class _Reader:
     ) -> None:
         if defaults.model is not None and not known(defaults.model):
             raise self.fail(f"{path}.model", f"unknown model {defaults.model!r}")
+
+    def otel(self, raw: object) -> OtelSettings:
+        if raw is None:
+            return OtelSettings()
+        data = self.mapping(raw, "otel", frozenset(OtelSettings.__dataclass_fields__))
+        enabled = self.get(data, "enabled", "otel", bool, False)
+        if enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise self.fail("otel.enabled", "needs the otel extra: pip install 'messagegate[otel]'")
+        return OtelSettings(
+            enabled=enabled,
+            capture_content=self.get(data, "capture_content", "otel", bool, False),
+        )
+
+    def metrics(self, raw: object, *, has_keys: bool) -> MetricsSettings:
+        if raw is None:
+            return MetricsSettings()
+        data = self.mapping(raw, "metrics", frozenset(MetricsSettings.__dataclass_fields__))
+        listen = self.get(data, "listen", "metrics", str)
+        max_keys = self.get(data, "max_key_series", "metrics", int, 100)
+        if max_keys < 0:
+            raise self.fail("metrics.max_key_series", "must not be negative")
+        auth = self.choice(data, "auth", "metrics", ("none", "key"))
+        if auth == "key" and not has_keys:
+            raise self.fail("metrics.auth", "'key' needs gateway keys (`keys:`)")
+        return MetricsSettings(
+            enabled=self.get(data, "enabled", "metrics", bool, True),
+            auth=auth,
+            listen=None if listen is None else self.listen(listen, "metrics.listen"),
+            key_labels=self.get(data, "key_labels", "metrics", bool, False),
+            max_key_series=max_keys,
+        )
+
+    def choice(self, data: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> Any:
+        """One of `allowed`, the first being the default."""
+        value = self.get(data, key, path, str, allowed[0])
+        if value not in allowed:
+            expected = " or ".join(repr(a) for a in allowed)
+            raise self.fail(_join(path, key), f"expected {expected}, got {value!r}")
+        return value
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -472,10 +547,10 @@ class _Reader:
             evidence_file=self.get(data, "evidence_file", "privacy", str),
         )
 
-    def listen(self, value: str) -> tuple[str, int]:
+    def listen(self, value: str, path: str = "listen") -> tuple[str, int]:
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self.fail("listen", f"expected HOST:PORT, got {value!r}")
+            raise self.fail(path, f"expected HOST:PORT, got {value!r}")
         return host.strip("[]") or "127.0.0.1", int(port)
 
     def positive(self, data: dict[str, Any], key: str, path: str, default: float) -> float:
@@ -854,6 +929,9 @@ _TOP_KEYS = frozenset(
         "request_defaults",
         "privacy",
         "scenarios",
+        "metrics",
+        "log_format",
+        "otel",
     }
 )
 _PROVIDER_KEYS = frozenset(

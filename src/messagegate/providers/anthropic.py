@@ -19,7 +19,8 @@ from messagegate.translate.anthropic import (
     with_client_model,
 )
 
-_FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# traceparent and tracestate are only in a call when tracing put them there (its CLIENT span).
+_FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "traceparent", "tracestate")
 _DEFAULT_VERSION = "2023-06-01"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import orjson
 
@@ -44,7 +44,7 @@ class OpenAIClient:
     async def complete(self, call: UpstreamCall) -> Completion:
         request = self._translate(call, stream=False)
         with upstream_errors(self.provider):
-            response = await self._post(request)
+            response = await self._post(request, trace=_trace_headers(call.headers))
             raw = await response.read()
         self._raise_for_status(response, raw)
         try:
@@ -75,7 +75,7 @@ class OpenAIClient:
 
         # The prompt is counted (for message_start) while the upstream works, not before sending.
         with upstream_errors(self.provider):
-            response = await self._post(request, while_waiting=count)
+            response = await self._post(request, count, _trace_headers(call.headers))
             if response.status >= 400:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
@@ -92,9 +92,12 @@ class OpenAIClient:
         return count_request(call.body, self.provider.token_encoding)
 
     async def _post(
-        self, request: OpenAIRequest, while_waiting: Callable[[], None] | None = None
+        self,
+        request: OpenAIRequest,
+        while_waiting: Callable[[], None] | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
-        encoded = self.head.encode(orjson.dumps(request.payload))
+        encoded = self.head.encode(orjson.dumps(request.payload), trace)
         return await self.pool.post(self.head, encoded, self.provider.timeouts, while_waiting)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
@@ -161,3 +164,10 @@ class OpenAIEventConverter:
 
     def _encode(self, events: list[Event]) -> bytes:
         return b"".join([encode_event(name, data) for name, data in events])
+
+
+def _trace_headers(headers: Mapping[str, str]) -> Mapping[str, str] | None:
+    """The W3C trace headers tracing put in the call (the client's API headers stay here)."""
+    if "traceparent" not in headers:
+        return None
+    return {k: headers[k] for k in ("traceparent", "tracestate") if k in headers}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import stamina
 
@@ -33,6 +33,34 @@ _STATIC_PLANS_MAX = 4096
 # Output length assumed when ordering by speed or cost (the real one is unknown in advance).
 ASSUMED_OUTPUT_TOKENS = 1000
 _ALL = RoutingSettings.resolve({"enable_model_fallback": True})
+
+
+class AttemptObserver(Protocol):
+    """Told of every failed upstream attempt and every route given up on (telemetry)."""
+
+    def attempt_failed(self, route: Route, seconds: float, error: GatewayError) -> None: ...
+
+    def route_failed(self, route: Route, breaker_open: bool) -> None: ...
+
+
+class _Unobserved:
+    def attempt_failed(self, route: Route, seconds: float, error: GatewayError) -> None:
+        pass
+
+    def route_failed(self, route: Route, breaker_open: bool) -> None:
+        pass
+
+
+class AttemptSpan(Protocol):
+    """One traced attempt: `call` is the attempt's call with its trace headers."""
+
+    call: UpstreamCall
+
+    def end(self, error: GatewayError | None, value: object = None) -> None: ...
+
+
+class AttemptTracer(Protocol):
+    def attempt(self, call: UpstreamCall, number: int) -> AttemptSpan: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +108,12 @@ class Router:
         board: HealthBoard,
         failover: FailoverPolicy,
         rng: random.Random | None = None,
+        observer: AttemptObserver | None = None,
+        tracer: AttemptTracer | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer or _Unobserved()
+        self.tracer = tracer
         self.clients = clients
         self.board = board
         self.failover = failover
@@ -322,10 +354,9 @@ class Router:
         self, route: Route, call: UpstreamCall, operation: Operation[T], plan: _Plan
     ) -> T:
         client = self.clients[route.provider.name]
-        plan.attempts += 1
         try:
             # Most requests succeed at once: only a failure pays for the retry machinery.
-            return await operation(client, call)
+            return await self._once(client, call, operation, plan)
         except UpstreamError as error:
             if self.failover.attempts_per_route < 2 or self._backoff(error) is False:
                 raise
@@ -344,9 +375,26 @@ class Router:
                     # stamina's first attempt is the one that already failed: it backs off as usual.
                     failed, first_failure = first_failure, None
                     raise failed
-                plan.attempts += 1
-                return await operation(client, call)
+                return await self._once(client, call, operation, plan)
         raise AssertionError("stamina ended without an attempt")  # pragma: no cover
+
+    async def _once(
+        self, client: UpstreamClient, call: UpstreamCall, operation: Operation[T], plan: _Plan
+    ) -> T:
+        """One upstream attempt, reported to the observer (and the tracer)."""
+        plan.attempts += 1
+        started = self.board.clock()
+        span = None if self.tracer is None else self.tracer.attempt(call, plan.attempts)
+        try:
+            value = await operation(client, call if span is None else span.call)
+        except UpstreamError as error:
+            self.observer.attempt_failed(call.route, self.board.clock() - started, error)
+            if span is not None:
+                span.end(error)
+            raise
+        if span is not None:
+            span.end(None, value)
+        return value
 
     def _backoff(self, error: Exception) -> bool | float:
         """Retry the same route? A float is the wait the upstream asked for (retry-after)."""
@@ -363,7 +411,9 @@ class Router:
     def _failed(self, route: Route, error: UpstreamError, plan: _Plan) -> None:
         if not error.retryable:
             raise error
-        self.board[route.label].failed(self.board.clock(), self.board.policy)
+        health = self.board[route.label]
+        health.failed(self.board.clock(), self.board.policy)
+        self.observer.route_failed(route, health.opened_at is not None)
         plan.skipped.append(f"{route.label} failed: {error.message}")
         plan.last_error = error
 

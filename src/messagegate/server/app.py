@@ -7,9 +7,10 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
+from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy, metrics_directory
 from messagegate.errors import GatewayError, NotFound
 from messagegate.privacy.gateway import MAX_REGISTRATION_BYTES, PrivacyGate
 from messagegate.providers.pool import ConnectionPool
@@ -20,8 +21,14 @@ from messagegate.server.auth import KeyChecker
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import SCENARIO_HEADER, MessagesEndpoint
+from messagegate.server.metrics_listener import MetricsListener
 from messagegate.server.models import get_model, list_models
+from messagegate.telemetry import metrics as telemetry
+from messagegate.telemetry.json_logs import AccessFields
 from messagegate.translate.token_count import active_encoding
+
+if TYPE_CHECKING:
+    from messagegate.telemetry.traces import Tracing
 
 access_log = logging.getLogger("messagegate.access")
 error_log = logging.getLogger("messagegate.error")
@@ -50,6 +57,18 @@ class GatewayApp:
         self.router: Router | None = None
         self.messages: MessagesEndpoint | None = None
         self.privacy: PrivacyGate | None = None
+        self.metrics = (
+            telemetry.GatewayMetrics(config, clock, metrics_directory())
+            if config.metrics.enabled
+            else None
+        )
+        self.metrics_listener: MetricsListener | None = None
+        self.tracing: Tracing | None = None
+        if config.otel.enabled:
+            # The `otel` extra is imported only when traces are asked for.
+            from messagegate.telemetry.traces import Tracing
+
+            self.tracing = Tracing(config.otel.capture_content)
 
     @property
     def ready(self) -> bool:
@@ -62,8 +81,17 @@ class GatewayApp:
         # A task woken by an upstream's answer writes to its client in the same loop turn.
         self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
         clients = create_clients(self.pool, self.config.providers.values())
-        self.router = Router(self.config, clients, self.board, self.failover, self.rng)
-        self.messages = MessagesEndpoint(self.config, self.router)
+        self.router = Router(
+            self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
+        )
+        self.messages = MessagesEndpoint(self.config, self.router, self.metrics)
+        listen = self.config.metrics.listen
+        if self.metrics is not None and listen is not None:
+            content_type = telemetry.CONTENT_TYPE
+            self.metrics_listener = MetricsListener(
+                self.metrics.render, content_type, self._scraper
+            )
+            await self.metrics_listener.start(*listen)
         if self.config.privacy.mode != "off":
             self.privacy = PrivacyGate(self.config.privacy)
         # What exists now lives as long as the process: keep the collector from rescanning it.
@@ -75,6 +103,12 @@ class GatewayApp:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        if self.metrics_listener is not None:
+            self.metrics_listener.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.tracing is not None:
+            await self.tracing.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -96,6 +130,8 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = Exchange(scope, receive, send)
         started = time.perf_counter()
+        tracing = self.tracing
+        traced = None if tracing is None else tracing.start_request(exchange)
         try:
             await self._dispatch(exchange)
         except GatewayError as error:
@@ -114,7 +150,12 @@ class GatewayApp:
             if exchange.status == 0:
                 await exchange.respond_error(GatewayError("internal gateway error"))
         finally:
-            _log_access(exchange, time.perf_counter() - started)
+            ended = time.perf_counter()
+            _log_access(exchange, ended - started)
+            if self.metrics is not None:
+                self.metrics.finished(exchange, started, ended)
+            if tracing is not None and traced is not None:
+                tracing.finish_request(exchange, traced)
 
     async def _dispatch(self, exchange: Exchange) -> None:
         path, method = exchange.path, exchange.method
@@ -124,6 +165,8 @@ class GatewayApp:
             await self._health(exchange)
         elif path.startswith("/v1/"):
             await self._api(exchange, self.keys.check(exchange.headers))
+        elif path == "/metrics" and method == "GET" and self.metrics_served_here:
+            await self._metrics(exchange)
         else:
             raise NotFound(f"no endpoint {method} {path}")
 
@@ -161,6 +204,23 @@ class GatewayApp:
         else:
             raise NotFound(f"no endpoint {exchange.method} {exchange.path}")
 
+    @property
+    def metrics_served_here(self) -> bool:
+        return self.metrics is not None and self.config.metrics.listen is None
+
+    def _scraper(self, headers: Mapping[str, str]) -> None:
+        """May these headers read /metrics? AuthenticationFailed if not."""
+        if self.config.metrics.auth == "key":
+            self.keys.check(headers)
+
+    async def _metrics(self, exchange: Exchange) -> None:
+        assert self.metrics is not None
+        self._scraper(exchange.headers)
+        body = self.metrics.render()
+        content_type = (b"content-type", telemetry.CONTENT_TYPE.encode())
+        await exchange.start(200, [content_type, (b"content-length", b"%d" % len(body))])
+        await exchange.send({"type": "http.response.body", "body": body})
+
     async def _health(self, exchange: Exchange) -> None:
         if self.ready:
             await exchange.respond_json({"status": "ok"})
@@ -171,7 +231,6 @@ class GatewayApp:
 def _log_access(exchange: Exchange, seconds: float) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
-    fields = " ".join(f"{k}={v}" for k, v in exchange.log_fields.items())
     access_log.info(
         "%s %s %d %.1fms %s %s",
         exchange.method,
@@ -179,5 +238,5 @@ def _log_access(exchange: Exchange, seconds: float) -> None:
         exchange.status,
         seconds * 1000,
         exchange.request_id,
-        fields,
+        AccessFields(exchange),
     )

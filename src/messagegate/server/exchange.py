@@ -40,7 +40,9 @@ class Exchange:
         "receive",
         "request_id",
         "send",
+        "served",
         "status",
+        "stream_started",
     )
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,6 +60,9 @@ class Exchange:
         self.privacy: PrivateExchange | None = None
         # What the access log line says beyond method, path and status (never prompt text).
         self.log_fields: dict[str, str] = {}
+        # For telemetry: how routing answered (``routing.Routed``), when a stream's relay began.
+        self.served: Any = None
+        self.stream_started = 0.0
 
     def query_params(self) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(self.query.decode("latin-1")).items()}

@@ -20,15 +20,19 @@ from messagegate.routing.scenario_choice import Choice, ScenarioChooser, all_sce
 from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.request_defaults import RequestDefaulter
 from messagegate.server.streaming import StreamOutcome, relay
+from messagegate.telemetry.metrics import GatewayMetrics
 
 _API_HEADERS = ("anthropic-version", "anthropic-beta")
 SCENARIO_HEADER = "x-messagegate-scenario"
 
 
 class MessagesEndpoint:
-    def __init__(self, config: Config, router: Router) -> None:
+    def __init__(
+        self, config: Config, router: Router, metrics: GatewayMetrics | None = None
+    ) -> None:
         self.config = config
         self.router = router
+        self.metrics = metrics
         self._key_settings: dict[str | None, RoutingSettings] = {}
         self.defaults = RequestDefaulter(config)
         # Without scenarios, requests pay nothing for them.
@@ -85,6 +89,8 @@ class MessagesEndpoint:
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)
+        if self.metrics is not None:
+            self.metrics.stream_opened(exchange)
         outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
@@ -161,6 +167,7 @@ class MessagesEndpoint:
         return RoutingSettings.resolve(data, key_defaults, self.config.routing_defaults.values)
 
     def _log_route(self, exchange: Exchange, routed: Routed[Any]) -> None:
+        exchange.served = routed
         exchange.log_fields["provider"] = routed.route.provider.name
         exchange.log_fields["route"] = routed.route.label
         exchange.log_fields["attempts"] = str(routed.attempts)

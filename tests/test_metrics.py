@@ -367,3 +367,29 @@ async def test_open_streams_and_client_aborts(upstream: FakeUpstream, sdk: Any) 
     assert total(after, "gen_ai_server_time_to_first_token_seconds_count") == 0  # not a success
     server = "gen_ai_server_request_duration_seconds_count"
     assert total(after, server, error_type="client_disconnected") == 1
+
+
+async def test_names_served_by_patterns_and_provider_models_add_no_series(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.responder = lambda received: script.reply(
+        script.message([{"type": "text", "text": "ok"}], model=received.json["model"])
+    )
+    config = anthropic_config(upstream)
+    config["models"]["claude-*"] = {"routes": [{"provider": "anth"}]}
+    async with running_gateway(build_config(config)) as (url, _):
+        names = [f"claude-random-{i}" for i in range(30)] + [f"anth/any-{i}" for i in range(30)]
+        for name in names:
+            body = {"model": name, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+            assert (await post(url, "/v1/messages", body))[0] == 200
+        text = await scrape(url)
+    assert len(upstream.received) == 60
+
+    def values(label: str) -> set[str]:
+        return {s.labels[label] for s in samples(text) if label in s.labels}
+
+    assert values("gen_ai_request_model") == {"claude-*", "anth/*", "*"}
+    assert values("gen_ai_response_model") == {"claude-*", "*"}
+    assert values("route") == {"anth/claude-*", "anth/*"}
+    token_sum = total(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="output")
+    assert token_sum == 60 * 7

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 import prometheus_client
@@ -27,6 +28,9 @@ from messagegate.telemetry import series
 # The classic text format, which every Prometheus since 2.0 reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 OTHER = "other"
+# Routes and series made for requested names are remembered up to this many (labels stay bounded
+# by the config either way; this bounds only the memory of how to name them).
+_MADE_LABELS_MAX = 4096
 # The conventions' fallback for an error class the instrumentation does not name.
 OTHER_ERROR = "_OTHER"
 OPERATION = "chat"
@@ -175,7 +179,11 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         # One process: plain values; workers: prometheus_client's, shared through files.
         self._define(self.registry, prometheus_client if shared_directory else series)
-        self._models = {name: name for name in config.models}
+        self._models = {name: name for name in (*config.models, *config.aliases)}
+        self._patterns = config.patterns
+        self._providers = frozenset(config.providers) if config.explicit_provider_models else ()
+        self._configured_labels = {r.label for m in config.models.values() for r in m.routes}
+        self._made_routes: dict[str, Route] = {}
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
         self._key_labels: dict[str, str] = {}
@@ -270,7 +278,7 @@ class GatewayMetrics:
             return
         answer = request.served
         if answer is None:
-            requested = self._models.get(fields.get("model", ""), OTHER)
+            requested = self._model(fields.get("model", ""))
             labels = (OPERATION, OTHER, requested, OTHER, error_type)
             self._child(self.server_duration, labels).observe(ended - started)
             return
@@ -285,13 +293,16 @@ class GatewayMetrics:
         started: float,
         ended: float,
     ) -> None:
-        route = answer.route
-        requested = self._models.get(fields.get("model", ""), OTHER)
-        label = fields.get("route", "")  # route.label, already formatted for the access line
-        key = (requested, label, answer.model.name)
+        route = self._route(answer.route)
+        requested = self._model(fields.get("model", ""))
+        label = route.label
+        model = answer.model
+        answered = model.name if model.name in self._models else self._model(model.name)
+        key = (requested, label, answered)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(self, requested, answer.model, route)
+            named = model if answered == model.name else Model(answered, model.routes)
+            series = self._series[key] = _Series(self, requested, named, route)
         upstream_seconds = self.clock() - answer.started
         if error_type:
             # The answer started, then failed: a stream's late error.
@@ -344,6 +355,7 @@ class GatewayMetrics:
 
     def attempt_failed(self, route: Route, seconds: float, error: GatewayError) -> None:
         """One upstream attempt failed (it may be retried)."""
+        route = self._route(route)
         error_type = error_type_of(error)
         provider = provider_name(route)
         labels = (OPERATION, provider, route.model, route.model, error_type)
@@ -352,10 +364,35 @@ class GatewayMetrics:
 
     def route_failed(self, route: Route, breaker_open: bool) -> None:
         """A request gave up on `route`; its breaker may have opened."""
+        route = self._route(route)
         self._child(self.failovers, (route.label,)).inc()
         if breaker_open and route.label not in self._open_routes:
             self._open_routes.add(route.label)
             self.breaker_open.labels(route.label).set(1)
+
+    def _model(self, name: str) -> str:
+        """A requested model's label: its configured name or alias, else the pattern or
+        `provider/*` that serves it, else `other`."""
+        label = self._models.get(name)
+        if label is not None:
+            return label
+        provider, slash, rest = name.partition("/")
+        if slash and rest and provider in self._providers:
+            return f"{provider}/*"
+        return next((p.name for p in self._patterns if p.matches(name)), OTHER)
+
+    def _route(self, route: Route) -> Route:
+        """The route as labels name it: one made for a requested name (a pattern's, or a
+        `provider/model`) is named by its pattern or `provider/*`, so clients add no series."""
+        if route.label in self._configured_labels:
+            return route
+        named = self._made_routes.get(route.label)
+        if named is None:
+            pattern = next((p.name for p in self._patterns if p.matches(route.model)), "*")
+            named = replace(route, model=pattern)
+            if len(self._made_routes) < _MADE_LABELS_MAX:
+                self._made_routes[route.label] = named
+        return named
 
     # -- the scrape ----------------------------------------------------------------------------
 

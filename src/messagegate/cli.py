@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
@@ -128,13 +129,24 @@ def describe(config: Config) -> str:
     lines.append("providers:")
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""
-        lines.append(f"  {p.name}: {p.kind} {p.base_url}{extra} zdr={p.zero_data_retention}")
+        url = redact_url(p.base_url)
+        lines.append(f"  {p.name}: {p.kind} {url}{extra} zdr={p.zero_data_retention}")
     lines.append("models:")
     for m in config.models.values():
         routes = ", ".join(r.label for r in m.routes)
         fallbacks = f" (fallbacks: {', '.join(m.fallbacks)})" if m.fallbacks else ""
         lines.append(f"  {m.name} -> {routes}{fallbacks}")
     return "\n".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """`url` without the credentials it may carry: user info and query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(f"{name.partition('=')[0]}=***" for name in parts.query.split("&") if name)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.http import redirect_error, relayed_headers, upstream_errors
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
@@ -53,7 +53,7 @@ class AnthropicClient:
     async def open_stream(self, call: UpstreamCall) -> EventStream:
         with upstream_errors(self.provider):
             response = await self._post(self.beta_messages if call.beta else self.messages, call)
-            if response.status >= 400:
+            if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
         return await open_event_stream(
@@ -80,6 +80,8 @@ class AnthropicClient:
         return await self.pool.post(head, head.encode(payload, headers), self.provider.timeouts)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
+        if 300 <= response.status < 400:
+            raise redirect_error(response.status, response.headers, self.provider.name)
         if response.status >= 400:
             error = classify_anthropic_error(
                 response.status, raw, response.headers.get("retry-after"), self.provider.name

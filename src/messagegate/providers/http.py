@@ -23,6 +23,16 @@ def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.startswith(_RELAYED_PREFIXES)}
 
 
+def redirect_error(status: int, headers: Mapping[str, str], name: str) -> UpstreamProtocolError:
+    """A 3xx answer: the gateway follows no redirects (a request body would have to be re-sent
+    to a place the config never named), so it says where the upstream pointed."""
+    location = headers.get("location", "").partition("?")[0] or "nowhere"
+    return UpstreamProtocolError(
+        f"provider {name!r} answered HTTP {status}, a redirect to {location}; the gateway "
+        "follows no redirects: check the provider's base_url"
+    )
+
+
 class upstream_errors:  # lower case, like contextlib.suppress: ``with upstream_errors(p):``
     """Translate transport failures of one provider into the gateway's exception tree.
 

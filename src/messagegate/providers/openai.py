@@ -11,7 +11,7 @@ from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.http import redirect_error, relayed_headers, upstream_errors
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
@@ -76,7 +76,7 @@ class OpenAIClient:
         # The prompt is counted (for message_start) while the upstream works, not before sending.
         with upstream_errors(self.provider):
             response = await self._post(request, while_waiting=count)
-            if response.status >= 400:
+            if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
         translator = OpenAIStreamTranslator(
@@ -98,6 +98,8 @@ class OpenAIClient:
         return await self.pool.post(self.head, encoded, self.provider.timeouts, while_waiting)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
+        if 300 <= response.status < 400:
+            raise redirect_error(response.status, response.headers, self.provider.name)
         if response.status >= 400:
             error = classify_openai_error(response.status, raw, response.headers.get("retry-after"))
             error.headers.update(relayed_headers(response.headers))

@@ -149,12 +149,23 @@ def _log_access(exchange: Exchange, seconds: float) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     fields = " ".join(f"{k}={v}" for k, v in exchange.log_fields.items())
+    path = exchange.path
+    # A decoded path or a model name may hold CR/LF: written raw, it would forge log lines.
+    if not (path.isprintable() and fields.isprintable()):
+        path, fields = _printable(path), _printable(fields)
     access_log.info(
         "%s %s %d %.1fms %s %s",
         exchange.method,
-        exchange.path,
+        path,
         exchange.status,
         seconds * 1000,
         exchange.request_id,
         fields,
     )
+
+
+def _printable(text: str) -> str:
+    """`text` with its control characters escaped (``\\r``, ``\\n``, ``\\x1b``...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

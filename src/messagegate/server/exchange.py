@@ -45,7 +45,10 @@ class Exchange:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
-        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_headers = scope["headers"]
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        if len(self.headers) != len(raw_headers):
+            self.headers = _joined(raw_headers)
         self.extensions: dict[str, Any] = scope.get("extensions") or {}
         self.receive = receive
         self.send = send
@@ -152,6 +155,16 @@ class ClientDisconnected(Exception):
 
 def _too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"request body is larger than the gateway's limit of {limit} bytes")
+
+
+def _joined(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers with a repeated name (``anthropic-beta`` sent as several lines) joined with ", ",
+    as HTTP allows, rather than collapsed to the last line."""
+    headers: dict[str, str] = {}
+    for name, value in raw_headers:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
 
 
 def encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:

@@ -142,3 +142,13 @@ def test_a_yaml_syntax_error_does_not_echo_the_line_holding_a_key(tmp_path: Path
     assert "s3cret" not in message
     assert message.startswith(f"{path}: not valid YAML: ")
     assert "(line 3, column " in message
+
+
+def test_limits_are_read_from_the_config_and_checked(upstream: FakeUpstream) -> None:
+    config = build_config(anthropic_config(upstream, limits={"max_headers": 7, "body_timeout": 2}))
+    assert (config.limits.max_headers, config.limits.body_timeout) == (7, 2.0)
+    assert config.limits.max_json_depth == 128
+    with pytest.raises(ConfigError, match=r"limits\.max_headers: must be a positive integer"):
+        build_config(anthropic_config(upstream, limits={"max_headers": 0}))
+    with pytest.raises(ConfigError, match=r"limits\.nope: unknown key"):
+        build_config(anthropic_config(upstream, limits={"nope": 1}))

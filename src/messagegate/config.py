@@ -60,6 +60,28 @@ class BreakerPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one peer may make the gateway hold or wait for; beyond it, an error, not an outage."""
+
+    # A request head (request line and headers): over these, 431 (nginx's and Apache's scale).
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    # Seconds a client may take to send a whole request head, and to stay silent within a body.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    # Open client connections per process; None: half the open-file limit (each client may
+    # need an upstream socket too). Connections beyond it are closed at once, with a log line.
+    max_connections: int | None = None
+    # Request bodies being read or held, all requests together: beyond it, 529 overloaded_error.
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    # Arrays and objects nested deeper than this are refused at the door (400).
+    max_json_depth: int = 128
+    # An upstream's non-streamed answer (decompressed), and one event of a stream.
+    max_upstream_answer_bytes: int = 64 * 1024 * 1024
+    max_upstream_event_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: Literal["anthropic", "openai"]
@@ -136,6 +158,7 @@ class Config:
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     source: str = "<config>"
+    limits: Limits = field(default_factory=Limits)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -249,7 +272,23 @@ class _Reader:
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
+            limits=self.limits(top.get("limits")),
         )
+
+    def limits(self, raw: object) -> Limits:
+        if raw is None:
+            return Limits()
+        data = self.mapping(raw, "limits", frozenset(Limits.__dataclass_fields__))
+        values: dict[str, Any] = {}
+        for key in data:
+            if key.endswith("_timeout"):
+                values[key] = self.positive(data, key, "limits", 1.0)
+            else:
+                value = self.optional_positive_int(data, key, "limits")
+                if value is None and key != "max_connections":
+                    raise self.fail(f"limits.{key}", "must be a positive integer")
+                values[key] = value
+        return Limits(**values)
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -459,6 +498,7 @@ _TOP_KEYS = frozenset(
         "ping_interval",
         "failover",
         "circuit_breaker",
+        "limits",
     }
 )
 _PROVIDER_KEYS = frozenset(

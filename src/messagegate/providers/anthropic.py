@@ -8,7 +8,12 @@ from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import redirect_error, relayed_headers, upstream_errors
+from messagegate.providers.http import (
+    Scrubber,
+    redirect_error,
+    relayed_headers,
+    upstream_errors,
+)
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
@@ -23,9 +28,12 @@ _DEFAULT_VERSION = "2023-06-01"
 
 
 class AnthropicClient:
-    def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
+    def __init__(
+        self, pool: ConnectionPool, provider: Provider, scrubber: Scrubber | None = None
+    ) -> None:
         self.pool = pool
         self.provider = provider
+        self.scrubber = scrubber or Scrubber.of([provider])
         messages = Endpoint.parse(f"{provider.base_url}/v1/messages")
         count = Endpoint.parse(f"{provider.base_url}/v1/messages/count_tokens")
         auth = _auth_headers(provider)
@@ -57,7 +65,10 @@ class AnthropicClient:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
         return await open_event_stream(
-            response, self.provider, AnthropicEventRelay(call.client_model)
+            response,
+            self.provider,
+            AnthropicEventRelay(call.client_model, self.scrubber.text),
+            self.scrubber,
         )
 
     async def count_tokens(self, call: UpstreamCall) -> int:
@@ -87,7 +98,7 @@ class AnthropicClient:
                 response.status, raw, response.headers.get("retry-after"), self.provider.name
             )
             error.headers.update(relayed_headers(response.headers))
-            raise error
+            raise self.scrubber.error(error)
 
 
 def _auth_headers(provider: Provider) -> dict[str, str]:

@@ -3,8 +3,9 @@ where transport failures become GatewayErrors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 from messagegate.config import Provider
 from messagegate.errors import (
@@ -21,6 +22,48 @@ _RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
 def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Rate-limit and retry-after headers the client should see (names are lower case)."""
     return {k: v for k, v in headers.items() if k.startswith(_RELAYED_PREFIXES)}
+
+
+class Scrubber:
+    """Takes every configured secret out of what an upstream sent back before a client sees it:
+    a server may quote the key it was sent (or another provider's) in an error message."""
+
+    __slots__ = ("secrets",)
+
+    # Shorter "secrets" would blank ordinary words of a message.
+    MIN_LENGTH = 8
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        kept = {s for s in secrets if len(s) >= self.MIN_LENGTH}
+        # Longest first: a secret containing another is replaced whole.
+        self.secrets = tuple(sorted(kept, key=len, reverse=True))
+
+    @classmethod
+    def of(cls, providers: Iterable[Provider]) -> Scrubber:
+        secrets: list[str] = []
+        for provider in providers:
+            if provider.api_key:
+                secrets.append(str(provider.api_key))
+            parts = urlsplit(provider.base_url)
+            secrets.extend(unquote(p) for p in (parts.username, parts.password) if p)
+        return cls(secrets)
+
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def error(self, error: GatewayError) -> GatewayError:
+        """`error`, its message and the upstream body it relays scrubbed (in place)."""
+        error.message = self.text(error.message)
+        error.args = (error.message,)
+        if error.body is not None:
+            for secret in self.secrets:
+                encoded = secret.encode()
+                if encoded in error.body:
+                    error.body = error.body.replace(encoded, b"***")
+        return error
 
 
 def redirect_error(status: int, headers: Mapping[str, str], name: str) -> UpstreamProtocolError:

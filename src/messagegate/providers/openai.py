@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from messagegate.api.sse import Event, encode_event
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
-from messagegate.errors import UpstreamProtocolError
+from messagegate.errors import GatewayError, UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
-from messagegate.providers.http import redirect_error, relayed_headers, upstream_errors
+from messagegate.providers.http import (
+    Scrubber,
+    redirect_error,
+    relayed_headers,
+    upstream_errors,
+)
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
@@ -23,9 +29,12 @@ from messagegate.translate.token_count import count_request
 
 
 class OpenAIClient:
-    def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
+    def __init__(
+        self, pool: ConnectionPool, provider: Provider, scrubber: Scrubber | None = None
+    ) -> None:
         self.pool = pool
         self.provider = provider
+        self.scrubber = scrubber or Scrubber.of([provider])
         headers = {"content-type": "application/json"}
         if provider.api_key is not None:
             headers["authorization"] = f"Bearer {provider.api_key}"
@@ -58,8 +67,8 @@ class OpenAIClient:
         reported = isinstance(answer.get("usage"), dict)
         # Counting locally costs CPU: only when the upstream reported no usage.
         input_tokens = 0 if reported else self.count_locally(call)
-        message = to_anthropic_message(
-            answer, model=call.client_model, request=request, input_tokens=input_tokens
+        message = translate_answer(
+            answer, self.provider.name, call.client_model, request, input_tokens
         )
         usage = Usage(estimated=not reported)
         usage.update(message["usage"])
@@ -83,7 +92,7 @@ class OpenAIClient:
             model=call.client_model, request=request, input_tokens=input_tokens
         )
         converter = OpenAIEventConverter(translator, self.provider.name)
-        return await open_event_stream(response, self.provider, converter)
+        return await open_event_stream(response, self.provider, converter, self.scrubber)
 
     async def count_tokens(self, call: UpstreamCall) -> int:
         return self.count_locally(call)
@@ -103,7 +112,23 @@ class OpenAIClient:
         if response.status >= 400:
             error = classify_openai_error(response.status, raw, response.headers.get("retry-after"))
             error.headers.update(relayed_headers(response.headers))
-            raise error
+            raise self.scrubber.error(error)
+
+
+def translate_answer(
+    answer: dict[str, Any], provider: str, model: str, request: OpenAIRequest, input_tokens: int
+) -> dict[str, Any]:
+    """A non-streamed answer as a Message; JSON of the wrong shape is the upstream's fault, a
+    GatewayError failed over like any unusable answer, never a crash."""
+    try:
+        return to_anthropic_message(answer, model=model, request=request, input_tokens=input_tokens)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+        raise UpstreamProtocolError(
+            f"provider {provider!r} sent an answer the gateway cannot read ({kind})"
+        ) from None
 
 
 class OpenAIEventConverter:
@@ -150,9 +175,12 @@ class OpenAIEventConverter:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"provider {self.provider!r} sent invalid JSON") from None
-        if self._chunks == 0 and isinstance(chunk, dict) and "error" in chunk:
+        if self._chunks == 0:
             # Nothing reached the client yet, so this attempt can still fail over.
-            raise classify_error_object(chunk)
+            if not isinstance(chunk, dict):
+                raise UpstreamProtocolError(f"provider {self.provider!r} sent a non-object chunk")
+            if "error" in chunk:
+                raise classify_error_object(chunk)
         self._chunks += 1
         return self.translator.feed_sse(chunk, event)
 

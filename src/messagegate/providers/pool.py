@@ -11,7 +11,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from messagegate.config import Timeouts
-from messagegate.providers.connection import BodySink, ConnectionDropped, UpstreamConnection
+from messagegate.providers.connection import (
+    DEFAULT_MAX_ANSWER,
+    BodySink,
+    ConnectionDropped,
+    UpstreamConnection,
+)
 
 # Idle connections older than this are closed rather than reused: servers drop idle connections
 # on their own schedule, and a request sent into one that is closing would fail.
@@ -81,13 +86,14 @@ def _header_lines(headers: Mapping[str, str]) -> bytes:
 class UpstreamResponse:
     """An answer whose status and headers have arrived; its body is read once, whole or in parts."""
 
-    __slots__ = ("_connection", "_pool", "headers", "status")
+    __slots__ = ("_connection", "_pool", "headers", "max_event", "status")
 
     def __init__(self, pool: ConnectionPool, connection: UpstreamConnection) -> None:
         self._pool = pool
         self._connection: UpstreamConnection | None = connection
         self.status = connection.status
         self.headers = connection.headers()
+        self.max_event = pool.max_event
 
     async def read(self) -> bytes:
         """The whole body; the connection then goes back to the pool."""
@@ -158,8 +164,13 @@ class ConnectionPool:
         keepalive: float = KEEPALIVE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
         on_wake: Callable[[], None] | None = None,
+        max_answer: int = DEFAULT_MAX_ANSWER,
+        max_event: int = DEFAULT_MAX_ANSWER,
     ) -> None:
         self.keepalive = keepalive
+        # Bytes of an answer held whole, and of one event of a stream (``open_event_stream``).
+        self.max_answer = max_answer
+        self.max_event = max_event
         self._ssl_context = ssl_context
         self._on_wake = on_wake
         self._idle: dict[Origin, deque[UpstreamConnection]] = {}
@@ -228,7 +239,7 @@ class ConnectionPool:
         secure = endpoint.scheme == "https"
         async with asyncio.timeout(connect_seconds):
             _, connection = await loop.create_connection(
-                lambda: UpstreamConnection(loop, self._lost, self._on_wake),
+                lambda: UpstreamConnection(loop, self._lost, self._on_wake, self.max_answer),
                 endpoint.host,
                 endpoint.port,
                 ssl=self._tls() if secure else None,

@@ -58,7 +58,12 @@ class GatewayApp:
         for encoding in {"o200k_base", *(p.token_encoding for p in self.config.providers.values())}:
             active_encoding(encoding)
         # A task woken by an upstream's answer writes to its client in the same loop turn.
-        self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
+        limits = self.config.limits
+        self.pool = ConnectionPool(
+            on_wake=turn_flusher(asyncio.get_running_loop()).follow,
+            max_answer=limits.max_upstream_answer_bytes,
+            max_event=limits.max_upstream_event_bytes,
+        )
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
         self.messages = MessagesEndpoint(self.config, self.router)

@@ -74,8 +74,6 @@ class Limits:
     max_connections: int | None = None
     # Request bodies being read or held, all requests together: beyond it, 529 overloaded_error.
     max_inflight_body_bytes: int = 256 * 1024 * 1024
-    # Arrays and objects nested deeper than this are refused at the door (400).
-    max_json_depth: int = 128
     # An upstream's non-streamed answer (decompressed), and one event of a stream.
     max_upstream_answer_bytes: int = 64 * 1024 * 1024
     max_upstream_event_bytes: int = 16 * 1024 * 1024

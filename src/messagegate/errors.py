@@ -5,6 +5,7 @@
     ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
+    ├── GatewayOverloaded             529 overloaded_error      (over a limit; shutting down)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
@@ -50,6 +51,13 @@ class NotFound(GatewayError):
 class RequestTooLarge(GatewayError):
     status = 413
     error_type = "request_too_large"
+
+
+class GatewayOverloaded(GatewayError):
+    """The gateway itself is at a limit (or shutting down): retry later, maybe elsewhere."""
+
+    status = 529
+    error_type = "overloaded_error"
 
 
 class UpstreamError(GatewayError):

@@ -10,16 +10,18 @@ import time
 from collections.abc import Callable
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
-from messagegate.errors import GatewayError, NotFound
+from messagegate.errors import GatewayError, GatewayOverloaded, NotFound
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
 from messagegate.server.auth import KeyChecker
+from messagegate.server.client_limits import CLIENT_POLICY, BodyBudget, ClientPolicy
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
+from messagegate.server.streaming import SHUTTING_DOWN
 from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
@@ -42,6 +44,8 @@ class GatewayApp:
     ) -> None:
         self.config = config
         self.keys = KeyChecker(config.keys)
+        self.client_policy = ClientPolicy(config.limits, time.monotonic)
+        self.body_budget = BodyBudget(config.limits.max_inflight_body_bytes)
         self.board = HealthBoard(breaker or config.breaker, clock)
         self.failover = failover or config.failover
         self.rng = rng
@@ -81,13 +85,16 @@ class GatewayApp:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.startup()
+                # uvicorn hands the lifespan state to every connection's protocol.
+                if "state" in scope:
+                    scope["state"][CLIENT_POLICY] = self.client_policy
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -95,7 +102,7 @@ class GatewayApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange(scope, receive, send)
+        exchange = Exchange(scope, receive, send, self.body_budget)
         started = time.perf_counter()
         try:
             await self._dispatch(exchange)
@@ -105,11 +112,19 @@ class GatewayApp:
                 await exchange.respond_error(error)
         except ClientDisconnected:
             exchange.status = 499
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: its shutdown grace ended. The client
+            # gets an answer it can retry, and the log no traceback.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            exchange.log_fields["error"] = "shutdown"
+            if exchange.status == 0:
+                await exchange.respond_error(GatewayOverloaded(SHUTTING_DOWN))
         except Exception:
             error_log.exception("unhandled error in %s %s", exchange.method, exchange.path)
             if exchange.status == 0:
                 await exchange.respond_error(GatewayError("internal gateway error"))
         finally:
+            exchange.release()
             _log_access(exchange, time.perf_counter() - started)
 
     async def _dispatch(self, exchange: Exchange) -> None:

@@ -12,6 +12,7 @@ import orjson
 
 from messagegate.api.envelope import error_body
 from messagegate.errors import GatewayError, RequestTooLarge
+from messagegate.server.client_limits import BodyBudget
 from messagegate.server.http_protocol import BODY_WRITER, BodyWriter
 
 Scope = MutableMapping[str, Any]
@@ -29,8 +30,10 @@ class Exchange:
     """The request as the handlers see it, and the answer they give."""
 
     __slots__ = (
+        "budget",
         "extensions",
         "headers",
+        "held",
         "log_fields",
         "method",
         "path",
@@ -41,7 +44,9 @@ class Exchange:
         "status",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, budget: BodyBudget | None = None
+    ) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
@@ -55,6 +60,9 @@ class Exchange:
         # Unique, not secret: os.urandom (a syscall) per request would cost more than it buys.
         self.request_id = f"req_{random.getrandbits(96):024x}"
         self.status = 0
+        # Body bytes taken from the server's budget, given back when the request ends.
+        self.budget = budget
+        self.held = 0
         # What the access log line says beyond method, path and status (never prompt text).
         self.log_fields: dict[str, str] = {}
 
@@ -63,8 +71,10 @@ class Exchange:
 
     async def read_body(self, limit: int) -> bytes:
         declared = self.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                raise _too_large(limit)
+            self._hold(int(declared))
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -76,9 +86,22 @@ class Exchange:
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)
+            if size > self.held:
+                self._hold(size - self.held)  # a body of undeclared length, as it comes
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+    def _hold(self, size: int) -> None:
+        if self.budget is not None:
+            self.budget.take(size)
+            self.held += size
+
+    def release(self) -> None:
+        """Give back the body bytes this request held (it is over)."""
+        if self.held and self.budget is not None:
+            self.budget.give_back(self.held)
+            self.held = 0
 
     async def unless_client_leaves(self, work: Awaitable[T]) -> T:
         """Await `work` (after the body was read); cancel it if the client disconnects first."""

@@ -5,6 +5,9 @@
 - A streamed body can be written from any callback, without an ASGI ``send`` per event: the
   scope's ``extensions[BODY_WRITER]["writer"]`` is a ``BodyWriter``. A stream then costs no task
   switch per upstream chunk; the writer reports the client's back-pressure and departure.
+- A client is held to the config's ``limits`` (the app's ``ClientPolicy``, found in the lifespan
+  state): a request head's size, header count and time, silence within a body, and the number
+  of open connections.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from typing import Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from messagegate.api.envelope import error_body
+from messagegate.config import Limits
+from messagegate.server.client_limits import CLIENT_POLICY, ConnectionCap, Phase, sweep_for
 from messagegate.server.coalescing import CoalescingTransport, turn_flusher
 
 BODY_WRITER = "messagegate.body_writer"
@@ -40,7 +46,7 @@ class BodyWriter:
     no content-length, so that uvicorn chunks the body); the app ends the body with the usual
     ``http.response.body`` message."""
 
-    __slots__ = ("_cycle", "_protocol", "last_write")
+    __slots__ = ("_cycle", "_protocol", "framed", "last_write")
 
     def __init__(self, protocol: HttpProtocol, cycle: RequestResponseCycle) -> None:
         # Weak: the request's scope holds this writer, and a strong reference back would make
@@ -48,12 +54,27 @@ class BodyWriter:
         self._protocol = weakref.ref(protocol)
         self._cycle = weakref.ref(cycle)
         self.last_write = 0.0
+        # Chunked framing; an HTTP/1.0 client knows none (`begin`).
+        self.framed = True
+
+    def begin(self) -> None:
+        """Called before the response head: an HTTP/1.0 client gets the body unframed, ended
+        by the connection's close, as chunked encoding is HTTP/1.1's. The app then writes the
+        whole body here and ends it with an empty ``http.response.body``."""
+        cycle = self._cycle()
+        if cycle is not None and cycle.scope.get("http_version") == "1.0":
+            # uvicorn then frames nothing: no transfer-encoding, no length; it closes at the end.
+            cycle.chunked_encoding = False
+            cycle.keep_alive = False
+            self.framed = False
 
     def write(self, data: bytes) -> None:
         cycle, protocol = self._cycle(), self._protocol()
         if cycle is None or protocol is None or cycle.disconnected or cycle.response_complete:
             return
-        protocol.coalescing.write_body(b"%x\r\n%b\r\n" % (len(data), data))
+        if self.framed:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        protocol.coalescing.write_body(data)
         self.last_write = time.monotonic()
 
     @property
@@ -68,24 +89,119 @@ class BodyWriter:
             protocol.body_listener = listener
 
 
+class HeadRefused(Exception):
+    """Raised inside the parser's callback to stop it at a request head over the limits."""
+
+
 class HttpProtocol(HttpToolsProtocol):
     """The protocol the gateway serves with (``uvicorn.Config(http=HttpProtocol)``)."""
 
     body_listener: BodyListener | None = None
     # The transport uvicorn writes to, as its own type.
     coalescing: CoalescingTransport
+    # From the app's ClientPolicy; these defaults serve an app that sets none.
+    limits = Limits()
+    cap: ConnectionCap | None = None
+    # The connection's phase, and when the sweep closes it (0: never); see `_enter`.
+    phase = Phase.HEAD
+    deadline = 0.0
+    # Bytes of the request head being read, counted while it is incomplete.
+    head_bytes = 0
+    refusal: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        turn = turn_flusher(asyncio.get_running_loop())
-        self.coalescing = CoalescingTransport(transport, turn)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        self.coalescing = CoalescingTransport(transport, turn_flusher(loop))  # type: ignore[arg-type]
         super().connection_made(self.coalescing)  # type: ignore[arg-type]
+        policy = self.app_state.get(CLIENT_POLICY)
+        if policy is not None:
+            self.limits, self.cap = policy.limits, policy.cap
+        if self.cap is not None and not self.cap.admits(self.connections):
+            self.coalescing.abort()
+            return
+        self._enter(Phase.HEAD)
+        sweep_for(loop, self.limits).watch(self)
+
+    def _enter(self, phase: Phase) -> None:
+        """The one place a connection changes phase, and its deadline with it."""
+        self.phase = phase
+        if phase is Phase.HEAD:
+            self.head_bytes = 0
+            self.deadline = self.loop.time() + self.limits.header_timeout
+        elif phase is Phase.BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout
+        else:
+            self.deadline = 0.0
+
+    def expired(self) -> None:
+        """The sweep found the deadline passed: a head too slow, or a body silent too long."""
+        if self.phase is Phase.HEAD and self.head_bytes:
+            self._refuse(408, "the request head took longer than limits.header_timeout")
+        else:
+            # Nothing asked yet, or a body cut short: the app sees the client leave (499).
+            self.coalescing.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is Phase.BODY:
+            self._enter(Phase.BODY)  # the body's silence ends here
+        elif self.head_bytes + len(data) > self.limits.max_header_bytes and not self._head_fits(
+            data
+        ):
+            limit = self.limits.max_header_bytes
+            self._refuse(431, f"the request head is larger than {limit} bytes")
+            return
+        super().data_received(data)
+        if self.phase is Phase.HEAD and not self.coalescing.is_closing():
+            # Still inside a head: what was fed so far counts (the parser buffers it).
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes:
+                limit = self.limits.max_header_bytes
+                self._refuse(431, f"the request head is larger than {limit} bytes")
+
+    def _head_fits(self, data: bytes) -> bool:
+        """Whether the head this chunk brings (or ends) is within the limit; looked at only when
+        the chunk could hold more, so that one read can't bring the parser a huge head."""
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return self.head_bytes + end + 4 <= self.limits.max_header_bytes
+        # The head may have ended across the chunks' boundary; if not, the check after parsing
+        # stops it.
+        return self.head_bytes > 0 and data[:1] in (b"\r", b"\n")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.phase is Phase.ANSWERING:
+            self._enter(Phase.HEAD)
 
     def on_headers_complete(self) -> None:
+        if len(self.headers) > self.limits.max_headers:
+            message = f"the request has more than {self.limits.max_headers} headers"
+            self.refusal = _answer(431, message)
+            raise HeadRefused(message)
         super().on_headers_complete()
+        self._enter(Phase.BODY)
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:
             self.scope["extensions"] = {BODY_WRITER: {"writer": BodyWriter(self, cycle)}}
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._enter(Phase.ANSWERING)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers any parser error with a 400; a head stopped by `on_headers_complete`
+        # gets its own answer instead.
+        refusal, self.refusal = self.refusal, None
+        if refusal is None:
+            super().send_400_response(msg)
+        else:
+            self.coalescing.write(refusal)
+            self.coalescing.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.coalescing.write(_answer(status, message))
+        self.coalescing.close()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -102,3 +218,13 @@ class HttpProtocol(HttpToolsProtocol):
         listener, self.body_listener = self.body_listener, None
         if listener is not None:
             listener.lost()
+
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def _answer(status: int, message: str) -> bytes:
+    """A whole answer to a request the app never saw, in Anthropic's envelope."""
+    body = error_body("invalid_request_error", message)
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n" % (status, _REASONS[status])
+    return head + b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(body), body)

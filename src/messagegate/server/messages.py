@@ -12,7 +12,7 @@ from messagegate.api.schema import (
     parse_messages_request,
 )
 from messagegate.config import ApiKey, Config
-from messagegate.errors import InvalidRequest
+from messagegate.errors import InvalidRequest, UpstreamProtocolError
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
@@ -34,24 +34,37 @@ class MessagesEndpoint:
         if request.stream:
             await self._stream(exchange, route_request)
             return
-        routed = await exchange.unless_client_leaves(self.router.complete(route_request))
+        try:
+            routed = await exchange.unless_client_leaves(self.router.complete(route_request))
+        except orjson.JSONEncodeError:
+            raise _too_deep() from None
         self._log_route(exchange, routed)
         headers = routed.value.headers | _route_headers(routed)
-        await exchange.respond(200, orjson.dumps(routed.value.body), headers)
+        try:
+            body = orjson.dumps(routed.value.body)
+        except orjson.JSONEncodeError:
+            raise UpstreamProtocolError("the upstream's answer is nested too deeply") from None
+        await exchange.respond(200, body, headers)
         exchange.log_fields["tokens"] = _tokens(routed.value.usage)
 
     async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
         request = parse_count_tokens_request(data)
-        routed = await self.router.count_tokens(
-            self._route_request(exchange, data, request.model, key)
-        )
+        try:
+            routed = await self.router.count_tokens(
+                self._route_request(exchange, data, request.model, key)
+            )
+        except orjson.JSONEncodeError:
+            raise _too_deep() from None
         self._log_route(exchange, routed)
         await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
-        routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
+        try:
+            routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
+        except orjson.JSONEncodeError:
+            raise _too_deep() from None
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed))
@@ -101,6 +114,15 @@ class MessagesEndpoint:
             exchange.log_fields["fallback_model"] = routed.model.name
         if routed.skipped:
             exchange.log_fields["skipped"] = " | ".join(routed.skipped)
+
+
+# The gateway re-encodes every request (orjson, which stops at this depth): deeper JSON (tool
+# schemas can nest like that) is refused, a 400 before any upstream answers, never a crash.
+MAX_JSON_DEPTH = 254
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(f"request JSON is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def _route_headers(routed: Routed[Any]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import time
 
 from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
-from messagegate.errors import GatewayError
+from messagegate.errors import GatewayError, GatewayOverloaded
 from messagegate.providers.base import EventStream
 from messagegate.server.exchange import Exchange
 from messagegate.server.http_protocol import BodyWriter
@@ -79,10 +79,11 @@ async def relay(
     ping: float,
 ) -> StreamOutcome:
     """Send the stream to the client through `writer`; say how it ended."""
+    writer.begin()
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
-        await exchange.send({"type": "http.response.body", "body": stream.first})
+        await _end(exchange, writer, stream.first)
         return StreamOutcome.COMPLETED
     task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
     watch = _Watch(writer, stream, task, ping)
@@ -92,16 +93,34 @@ async def relay(
         tail = await stream.pipe(writer.write)
     except GatewayError as error:
         outcome = StreamOutcome.FAILED
-        exchange.log_fields["stream_error"] = error.error_type
-        tail = encode_event("error", error_payload(error.error_type, error.message))
+        tail = _error_event(exchange, error)
     except asyncio.CancelledError:
-        if not watch.disconnected:
-            raise
         task.uncancel()
-        exchange.log_fields["disconnected"] = "client"
-        return StreamOutcome.DISCONNECTED
+        if watch.disconnected:
+            exchange.log_fields["disconnected"] = "client"
+            return StreamOutcome.DISCONNECTED
+        # The server's shutdown grace ended with the stream still open: it ends with an
+        # `error` event the client can act on, not a cut connection and a traceback.
+        outcome = StreamOutcome.FAILED
+        tail = _error_event(exchange, GatewayOverloaded(SHUTTING_DOWN))
     finally:
         watch.stop()
         stream.close()
-    await exchange.send({"type": "http.response.body", "body": tail})
+    await _end(exchange, writer, tail)
     return outcome
+
+
+SHUTTING_DOWN = "the gateway is shutting down; retry the request"
+
+
+def _error_event(exchange: Exchange, error: GatewayError) -> bytes:
+    exchange.log_fields["stream_error"] = error.error_type
+    return encode_event("error", error_payload(error.error_type, error.message))
+
+
+async def _end(exchange: Exchange, writer: BodyWriter, last: bytes) -> None:
+    """The body's last bytes and its end; unframed (HTTP/1.0), all of it goes by the writer."""
+    if not writer.framed:
+        writer.write(last)
+        last = b""
+    await exchange.send({"type": "http.response.body", "body": last})

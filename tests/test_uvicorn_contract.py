@@ -78,9 +78,7 @@ _OVERRIDDEN = [
     "connection_made",
     "connection_lost",
     "data_received",
-    "on_message_begin",
     "on_headers_complete",
-    "on_message_complete",
     "pause_writing",
     "resume_writing",
     "send_400_response",
@@ -113,7 +111,8 @@ def test_the_protocol_and_cycle_state_the_gateway_reads_is_still_set_by_uvicorn(
     wanted = {"app_state", "connections", "cycle", "flow", "headers", "loop", "scope", "transport"}
     assert wanted <= protocol_state, f"uvicorn no longer sets {wanted - protocol_state}"
     cycle_state = _assigned(_CYCLE)
-    wanted = {"chunked_encoding", "disconnected", "keep_alive", "response_complete", "scope"}
+    wanted = {"chunked_encoding", "disconnected", "keep_alive", "more_body", "scope"}
+    wanted |= {"response_complete", "response_started"}
     assert wanted <= cycle_state, f"uvicorn's cycle no longer has {wanted - cycle_state}"
     assert "write_paused" in _assigned(flow_control.FlowControl)
     # `BodyWriter.begin` turns off chunked framing by setting this before the response starts.

@@ -32,12 +32,14 @@ class Phase(enum.Enum):
     ANSWERING = "answering"  # the app has the request; uvicorn's keep-alive timeout follows
 
 
+# A phase's clock starts at the sweep's first visit after it began: a deadline is kept to within
+# one sweep interval (a quarter of the shortest timeout, at most a second).
+
+
 class Guarded(Protocol):
-    """A connection the sweep watches: a deadline (0: none) and what to do past it."""
+    """A connection the sweep visits (``tick``) to start or enforce its phase's deadline."""
 
-    deadline: float
-
-    def expired(self) -> None: ...
+    def tick(self, now: float) -> None: ...
 
 
 class Sweep:
@@ -57,9 +59,7 @@ class Sweep:
     def _run(self) -> None:
         now = self.loop.time()
         for connection in list(self.watched):
-            if 0 < connection.deadline <= now:
-                connection.deadline = 0.0
-                connection.expired()
+            connection.tick(now)
         self._timer = self.loop.call_later(self.interval, self._run) if self.watched else None
 
 

@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from messagegate.api.envelope import error_body
 from messagegate.config import Limits
-from messagegate.server.client_limits import CLIENT_POLICY, ConnectionCap, Phase, sweep_for
+from messagegate.server.client_limits import CLIENT_POLICY, ConnectionCap, Phase, Sweep, sweep_for
 from messagegate.server.coalescing import CoalescingTransport, turn_flusher
 
 BODY_WRITER = "messagegate.body_writer"
@@ -89,6 +89,9 @@ class BodyWriter:
             protocol.body_listener = listener
 
 
+_HEAD, _BODY, _ANSWERING = Phase.HEAD, Phase.BODY, Phase.ANSWERING
+
+
 class HeadRefused(Exception):
     """Raised inside the parser's callback to stop it at a request head over the limits."""
 
@@ -102,12 +105,14 @@ class HttpProtocol(HttpToolsProtocol):
     # From the app's ClientPolicy; these defaults serve an app that sets none.
     limits = Limits()
     cap: ConnectionCap | None = None
-    # The connection's phase, and when the sweep closes it (0: never); see `_enter`.
+    # The connection's phase, and when the sweep closes it (0: never; -1: the sweep starts the
+    # phase's clock when it next runs, so that no request pays for reading the time).
     phase = Phase.HEAD
     deadline = 0.0
     # Bytes of the request head being read, counted while it is incomplete.
     head_bytes = 0
     refusal: bytes | None = None
+    sweep: Sweep | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
@@ -119,39 +124,58 @@ class HttpProtocol(HttpToolsProtocol):
         if self.cap is not None and not self.cap.admits(self.connections):
             self.coalescing.abort()
             return
-        self._enter(Phase.HEAD)
-        sweep_for(loop, self.limits).watch(self)
+        self._enter(_HEAD)
+        self.sweep = sweep_for(loop, self.limits)
+        self.sweep.watch(self)
 
     def _enter(self, phase: Phase) -> None:
         """The one place a connection changes phase, and its deadline with it."""
         self.phase = phase
-        if phase is Phase.HEAD:
-            self.head_bytes = 0
-            self.deadline = self.loop.time() + self.limits.header_timeout
-        elif phase is Phase.BODY:
-            self.deadline = self.loop.time() + self.limits.body_timeout
-        else:
+        if phase is _ANSWERING:
             self.deadline = 0.0
+        else:
+            self.deadline = -1.0
+            if phase is _HEAD:
+                self.head_bytes = 0
 
-    def expired(self) -> None:
-        """The sweep found the deadline passed: a head too slow, or a body silent too long."""
-        if self.phase is Phase.HEAD and self.head_bytes:
+    def tick(self, now: float) -> None:
+        """The sweep's visit: start the phase's clock, or act on its end."""
+        phase = self.phase
+        if phase is _BODY and not self.cycle.more_body:
+            self._enter(_ANSWERING)  # the body is whole: the app has the request
+        elif self.deadline < 0:
+            timeout = self.limits.header_timeout if phase is _HEAD else self.limits.body_timeout
+            self.deadline = now + timeout
+        elif 0 < self.deadline <= now:
+            self.deadline = 0.0
+            if self._answering():
+                self.deadline = -1.0  # a head that follows an answer still being sent waits
+            else:
+                self._expired()
+
+    def _expired(self) -> None:
+        """A head too slow, or a body silent too long."""
+        if self.phase is _HEAD and self.head_bytes:
             self._refuse(408, "the request head took longer than limits.header_timeout")
         else:
             # Nothing asked yet, or a body cut short: the app sees the client leave (499).
             self.coalescing.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is Phase.BODY:
-            self._enter(Phase.BODY)  # the body's silence ends here
-        elif self.head_bytes + len(data) > self.limits.max_header_bytes and not self._head_fits(
-            data
-        ):
-            limit = self.limits.max_header_bytes
-            self._refuse(431, f"the request head is larger than {limit} bytes")
-            return
+        phase = self.phase
+        if phase is _BODY and self.cycle.more_body:
+            self.deadline = -1.0  # the body's silence ends here
+        else:
+            if phase is not _HEAD:
+                self._enter(_HEAD)  # the previous request is whole: these bytes start the next
+            if self.head_bytes + len(data) > self.limits.max_header_bytes and not self._head_fits(
+                data
+            ):
+                limit = self.limits.max_header_bytes
+                self._refuse(431, f"the request head is larger than {limit} bytes")
+                return
         super().data_received(data)
-        if self.phase is Phase.HEAD and not self.coalescing.is_closing():
+        if self.phase is _HEAD and not self.coalescing.is_closing():
             # Still inside a head: what was fed so far counts (the parser buffers it).
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
@@ -168,26 +192,17 @@ class HttpProtocol(HttpToolsProtocol):
         # stops it.
         return self.head_bytes > 0 and data[:1] in (b"\r", b"\n")
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self.phase is Phase.ANSWERING:
-            self._enter(Phase.HEAD)
-
     def on_headers_complete(self) -> None:
         if len(self.headers) > self.limits.max_headers:
             message = f"the request has more than {self.limits.max_headers} headers"
             self.refusal = _answer(431, message)
             raise HeadRefused(message)
         super().on_headers_complete()
-        self._enter(Phase.BODY)
+        self._enter(_BODY)
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:
             self.scope["extensions"] = {BODY_WRITER: {"writer": BodyWriter(self, cycle)}}
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._enter(Phase.ANSWERING)
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any parser error with a 400; a head stopped by `on_headers_complete`
@@ -200,8 +215,15 @@ class HttpProtocol(HttpToolsProtocol):
             self.coalescing.close()
 
     def _refuse(self, status: int, message: str) -> None:
-        self.coalescing.write(_answer(status, message))
+        # In the middle of an answer (a pipelined head), the connection can only be closed.
+        if not self._answering():
+            self.coalescing.write(_answer(status, message))
         self.coalescing.close()
+
+    def _answering(self) -> bool:
+        """An answer is on its way out: nothing else may be written in its middle."""
+        cycle = self.cycle
+        return cycle is not None and cycle.response_started and not cycle.response_complete
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -215,6 +237,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        sweep = self.sweep
+        if sweep is not None:
+            sweep.watched.discard(self)
         listener, self.body_listener = self.body_listener, None
         if listener is not None:
             listener.lost()

@@ -92,6 +92,11 @@ class Provider:
     timeouts: Timeouts = field(default_factory=Timeouts)
     dialect: OpenAIDialect = field(default_factory=OpenAIDialect)
     token_encoding: str = "o200k_base"
+    # Connections to this provider in use at once (None: no limit); beyond it, up to
+    # `max_waiting` requests wait `pool_timeout` seconds each for one to be free.
+    max_connections: int | None = None
+    max_waiting: int = 100
+    pool_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +382,8 @@ class _Reader:
         auth = self.get(data, "auth", path, str, "x-api-key" if kind == "anthropic" else "bearer")
         if auth not in ("x-api-key", "bearer"):
             raise self.fail(_join(path, "auth"), f"expected 'x-api-key' or 'bearer', got {auth!r}")
+        if self.get(data, "max_waiting", path, int, 100) < 0:
+            raise self.fail(_join(path, "max_waiting"), "must not be negative")
         return Provider(
             name=name,
             kind=kind,
@@ -389,6 +396,9 @@ class _Reader:
             timeouts=self.timeouts(data.get("timeouts"), _join(path, "timeouts")),
             dialect=self.dialect(data, path) if kind == "openai" else OpenAIDialect(),
             token_encoding=self.get(data, "token_encoding", path, str, "o200k_base"),
+            max_connections=self.optional_positive_int(data, "max_connections", path),
+            max_waiting=self.get(data, "max_waiting", path, int, 100),
+            pool_timeout=self.positive(data, "pool_timeout", path, 10.0),
         )
 
     def timeouts(self, raw: object, path: str) -> Timeouts:
@@ -511,6 +521,9 @@ _PROVIDER_KEYS = frozenset(
         "timeouts",
         "preset",
         "token_encoding",
+        "max_connections",
+        "max_waiting",
+        "pool_timeout",
     }
 )
 _ROUTE_KEYS = frozenset(

@@ -10,6 +10,7 @@
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
         ├── UpstreamTimeout           504 timeout_error         (connect, first byte, idle, total)
+        ├── UpstreamBusy              529 overloaded_error      (every connection allowed is in use)
         └── UpstreamProtocolError     502 api_error             (an unusable upstream answer)
 
 Only ``server/`` turns a GatewayError into the JSON envelope (``api.envelope``). ``retryable`` says
@@ -103,6 +104,14 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     error_type = "timeout_error"
+
+
+class UpstreamBusy(UpstreamError):
+    """The provider's `max_connections` are all in use and its wait queue is full or too slow:
+    another route may serve, or the client may retry soon."""
+
+    status = 529
+    error_type = "overloaded_error"
 
 
 class UpstreamProtocolError(UpstreamError):

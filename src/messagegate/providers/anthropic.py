@@ -15,6 +15,7 @@ from messagegate.providers.http import (
     upstream_errors,
 )
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
+from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
     AnthropicEventRelay,
@@ -34,6 +35,7 @@ class AnthropicClient:
         self.pool = pool
         self.provider = provider
         self.scrubber = scrubber or Scrubber.of([provider])
+        self.slots = ConnectionSlots.of(provider)
         messages = Endpoint.parse(f"{provider.base_url}/v1/messages")
         count = Endpoint.parse(f"{provider.base_url}/v1/messages/count_tokens")
         auth = _auth_headers(provider)
@@ -88,7 +90,8 @@ class AnthropicClient:
         headers = {name: call.headers[name] for name in _FORWARDED_HEADERS if name in call.headers}
         headers.setdefault("anthropic-version", _DEFAULT_VERSION)
         payload = orjson.dumps(to_anthropic_body(call.body, call.route.model))
-        return await self.pool.post(head, head.encode(payload, headers), self.provider.timeouts)
+        encoded = head.encode(payload, headers)
+        return await self.pool.post(head, encoded, self.provider.timeouts, slots=self.slots)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
         if 300 <= response.status < 400:

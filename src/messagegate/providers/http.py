@@ -10,11 +10,13 @@ from urllib.parse import unquote, urlsplit
 from messagegate.config import Provider
 from messagegate.errors import (
     GatewayError,
+    UpstreamBusy,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from messagegate.providers.connection import ConnectionDropped, ProtocolViolation, TransportError
+from messagegate.providers.slots import PoolBusy
 
 _RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
 
@@ -108,6 +110,8 @@ def _gateway_error(error: OSError | TransportError, name: str) -> GatewayError:
         return UpstreamUnreachable(f"provider {name!r} dropped the connection")
     if isinstance(error, ProtocolViolation):
         return UpstreamProtocolError(f"provider {name!r} sent {error}")
+    if isinstance(error, PoolBusy):
+        return UpstreamBusy(f"provider {name!r}: {error}")
     if isinstance(error, TransportError):
         return UpstreamUnreachable(f"provider {name!r} failed to answer")
     # An OSError is raised only while connecting: refused, unresolvable, or a failed handshake.

@@ -19,6 +19,7 @@ from messagegate.providers.http import (
     upstream_errors,
 )
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
+from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
@@ -35,6 +36,7 @@ class OpenAIClient:
         self.pool = pool
         self.provider = provider
         self.scrubber = scrubber or Scrubber.of([provider])
+        self.slots = ConnectionSlots.of(provider)
         headers = {"content-type": "application/json"}
         if provider.api_key is not None:
             headers["authorization"] = f"Bearer {provider.api_key}"
@@ -104,7 +106,8 @@ class OpenAIClient:
         self, request: OpenAIRequest, while_waiting: Callable[[], None] | None = None
     ) -> UpstreamResponse:
         encoded = self.head.encode(orjson.dumps(request.payload))
-        return await self.pool.post(self.head, encoded, self.provider.timeouts, while_waiting)
+        timeouts = self.provider.timeouts
+        return await self.pool.post(self.head, encoded, timeouts, while_waiting, self.slots)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
         if 300 <= response.status < 400:

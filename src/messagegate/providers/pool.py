@@ -17,6 +17,7 @@ from messagegate.providers.connection import (
     ConnectionDropped,
     UpstreamConnection,
 )
+from messagegate.providers.slots import ConnectionSlots
 
 # Idle connections older than this are closed rather than reused: servers drop idle connections
 # on their own schedule, and a request sent into one that is closing would fail.
@@ -86,11 +87,18 @@ def _header_lines(headers: Mapping[str, str]) -> bytes:
 class UpstreamResponse:
     """An answer whose status and headers have arrived; its body is read once, whole or in parts."""
 
-    __slots__ = ("_connection", "_pool", "headers", "max_event", "status")
+    __slots__ = ("_connection", "_pool", "_slots", "headers", "max_event", "status")
 
-    def __init__(self, pool: ConnectionPool, connection: UpstreamConnection) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        connection: UpstreamConnection,
+        slots: ConnectionSlots | None = None,
+    ) -> None:
         self._pool = pool
         self._connection: UpstreamConnection | None = connection
+        # The provider's slot this answer holds until it is released or closed.
+        self._slots = slots
         self.status = connection.status
         self.headers = connection.headers()
         self.max_event = pool.max_event
@@ -138,12 +146,19 @@ class UpstreamResponse:
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.release(connection)
+            self._free_slot()
 
     def close(self) -> None:
         """Done before the end (or after a failure): the connection cannot be reused."""
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.abort()
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()
 
     def _live(self) -> UpstreamConnection:
         if self._connection is None:
@@ -182,12 +197,32 @@ class ConnectionPool:
         request: bytes,
         timeouts: Timeouts,
         while_waiting: Callable[[], None] | None = None,
+        slots: ConnectionSlots | None = None,
     ) -> UpstreamResponse:
         """Send `request` (encoded by `head`) and wait for the answer's status and headers.
 
         `while_waiting` runs once, as soon as the request has gone out: work the caller needs
         only once the answer comes is done during the upstream's round trip, not after it.
+        With `slots` (the provider's connection limit), one is held until the answer is done.
         """
+        if slots is None:
+            return await self._post(head, request, timeouts, while_waiting)
+        await slots.acquire()
+        try:
+            response = await self._post(head, request, timeouts, while_waiting)
+        except BaseException:
+            slots.release()
+            raise
+        response._slots = slots
+        return response
+
+    async def _post(
+        self,
+        head: RequestHead,
+        request: bytes,
+        timeouts: Timeouts,
+        while_waiting: Callable[[], None] | None,
+    ) -> UpstreamResponse:
         endpoint = head.endpoint
         connection = self._take_idle(endpoint.origin)
         if connection is not None:

@@ -205,37 +205,30 @@ class ConnectionPool:
         only once the answer comes is done during the upstream's round trip, not after it.
         With `slots` (the provider's connection limit), one is held until the answer is done.
         """
-        if slots is None:
-            return await self._post(head, request, timeouts, while_waiting)
-        await slots.acquire()
+        if slots is not None:
+            await slots.acquire()
         try:
-            response = await self._post(head, request, timeouts, while_waiting)
+            endpoint = head.endpoint
+            response = None
+            connection = self._take_idle(endpoint.origin)
+            if connection is not None:
+                try:
+                    response = await self._exchange(connection, request, timeouts, while_waiting)
+                except ConnectionDropped as dropped:
+                    # The server closed this idle connection as the request went out: nothing
+                    # of the request was answered, so it is sent once more on a fresh one.
+                    if dropped.answered:
+                        raise
+                    while_waiting = None
+            if response is None:
+                connection = await self._open(endpoint, timeouts.connect)
+                response = await self._exchange(connection, request, timeouts, while_waiting)
         except BaseException:
-            slots.release()
+            if slots is not None:
+                slots.release()
             raise
         response._slots = slots
         return response
-
-    async def _post(
-        self,
-        head: RequestHead,
-        request: bytes,
-        timeouts: Timeouts,
-        while_waiting: Callable[[], None] | None,
-    ) -> UpstreamResponse:
-        endpoint = head.endpoint
-        connection = self._take_idle(endpoint.origin)
-        if connection is not None:
-            try:
-                return await self._exchange(connection, request, timeouts, while_waiting)
-            except ConnectionDropped as dropped:
-                # The server closed this idle connection as the request went out: nothing of
-                # the request was answered, so it is sent once more on a fresh connection.
-                if dropped.answered:
-                    raise
-                while_waiting = None
-        connection = await self._open(endpoint, timeouts.connect)
-        return await self._exchange(connection, request, timeouts, while_waiting)
 
     async def _exchange(
         self,

@@ -124,7 +124,8 @@ class GatewayApp:
             if exchange.status == 0:
                 await exchange.respond_error(GatewayError("internal gateway error"))
         finally:
-            exchange.release()
+            if exchange.held:
+                exchange.release()
             _log_access(exchange, time.perf_counter() - started)
 
     async def _dispatch(self, exchange: Exchange) -> None:

@@ -72,9 +72,10 @@ class Exchange:
     async def read_body(self, limit: int) -> bytes:
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit():
-            if int(declared) > limit:
+            length = int(declared)
+            if length > limit:
                 raise _too_large(limit)
-            self._hold(int(declared))
+            self._hold(length)
         chunks: list[bytes] = []
         size = 0
         more = True

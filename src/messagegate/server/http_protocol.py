@@ -90,6 +90,8 @@ class BodyWriter:
 
 
 _HEAD, _BODY, _ANSWERING = Phase.HEAD, Phase.BODY, Phase.ANSWERING
+# uvicorn's own `data_received`, called without building a `super()` per read.
+_parse = HttpToolsProtocol.data_received
 
 
 class HeadRefused(Exception):
@@ -174,7 +176,7 @@ class HttpProtocol(HttpToolsProtocol):
                 limit = self.limits.max_header_bytes
                 self._refuse(431, f"the request head is larger than {limit} bytes")
                 return
-        super().data_received(data)
+        _parse(self, data)
         if self.phase is _HEAD and not self.coalescing.is_closing():
             # Still inside a head: what was fed so far counts (the parser buffers it).
             self.head_bytes += len(data)
@@ -198,7 +200,7 @@ class HttpProtocol(HttpToolsProtocol):
             self.refusal = _answer(431, message)
             raise HeadRefused(message)
         super().on_headers_complete()
-        self._enter(_BODY)
+        self.phase, self.deadline = _BODY, -1.0  # `_enter(_BODY)`, without a call per request
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from typing import Any
 
 from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
@@ -83,7 +84,7 @@ async def relay(
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
-        await _end(exchange, writer, stream.first)
+        await exchange.send(_last(writer, stream.first))
         return StreamOutcome.COMPLETED
     task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
     watch = _Watch(writer, stream, task, ping)
@@ -106,7 +107,7 @@ async def relay(
     finally:
         watch.stop()
         stream.close()
-    await _end(exchange, writer, tail)
+    await exchange.send(_last(writer, tail))
     return outcome
 
 
@@ -118,9 +119,10 @@ def _error_event(exchange: Exchange, error: GatewayError) -> bytes:
     return encode_event("error", error_payload(error.error_type, error.message))
 
 
-async def _end(exchange: Exchange, writer: BodyWriter, last: bytes) -> None:
-    """The body's last bytes and its end; unframed (HTTP/1.0), all of it goes by the writer."""
+def _last(writer: BodyWriter, last: bytes) -> dict[str, Any]:
+    """The message ending the body with its last bytes; unframed (HTTP/1.0), all of the body
+    goes by the writer."""
     if not writer.framed:
         writer.write(last)
         last = b""
-    await exchange.send({"type": "http.response.body", "body": last})
+    return {"type": "http.response.body", "body": last}

@@ -21,7 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from messagegate.api.envelope import error_body
 from messagegate.config import Limits
-from messagegate.server.client_limits import CLIENT_POLICY, ConnectionCap, Phase, Sweep, sweep_for
+from messagegate.server.client_limits import CLIENT_POLICY, Phase, Sweep, sweep_for
 from messagegate.server.coalescing import CoalescingTransport, turn_flusher
 
 BODY_WRITER = "messagegate.body_writer"
@@ -86,7 +86,7 @@ class BodyWriter:
         """Tell `listener` (until called with None) of back-pressure and disconnection."""
         protocol = self._protocol()
         if protocol is not None:
-            protocol.body_listener = listener
+            protocol.state.listener = listener
 
 
 _HEAD, _BODY, _ANSWERING = Phase.HEAD, Phase.BODY, Phase.ANSWERING
@@ -98,109 +98,119 @@ class HeadRefused(Exception):
     """Raised inside the parser's callback to stop it at a request head over the limits."""
 
 
+class ConnectionState:
+    """What the gateway keeps per client connection, in one slotted object: uvicorn's protocol
+    sets 28 attributes, and an instance with more than 30 falls off CPython 3.11's fast
+    attribute access (shared keys) for every attribute read, uvicorn's own included."""
+
+    __slots__ = ("deadline", "head_bytes", "limits", "listener", "phase", "refusal", "sweep")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.listener: BodyListener | None = None
+        # The connection's phase, and when the sweep closes it (0: never; -1: the sweep starts
+        # the phase's clock when it next runs, so that no request pays for reading the time).
+        self.phase = _HEAD
+        self.deadline = -1.0
+        # Bytes of the request head being read, counted while it is incomplete.
+        self.head_bytes = 0
+        self.refusal: bytes | None = None
+        self.sweep: Sweep | None = None
+
+
 class HttpProtocol(HttpToolsProtocol):
     """The protocol the gateway serves with (``uvicorn.Config(http=HttpProtocol)``)."""
 
-    body_listener: BodyListener | None = None
     # The transport uvicorn writes to, as its own type.
     coalescing: CoalescingTransport
-    # From the app's ClientPolicy; these defaults serve an app that sets none.
-    limits = Limits()
-    cap: ConnectionCap | None = None
-    # The connection's phase, and when the sweep closes it (0: never; -1: the sweep starts the
-    # phase's clock when it next runs, so that no request pays for reading the time).
-    phase = Phase.HEAD
-    deadline = 0.0
-    # Bytes of the request head being read, counted while it is incomplete.
-    head_bytes = 0
-    refusal: bytes | None = None
-    sweep: Sweep | None = None
+    state: ConnectionState
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
         self.coalescing = CoalescingTransport(transport, turn_flusher(loop))  # type: ignore[arg-type]
-        super().connection_made(self.coalescing)  # type: ignore[arg-type]
+        # The app's ClientPolicy; an app that sets none gets the default limits and no cap.
         policy = self.app_state.get(CLIENT_POLICY)
-        if policy is not None:
-            self.limits, self.cap = policy.limits, policy.cap
-        if self.cap is not None and not self.cap.admits(self.connections):
+        self.state = state = ConnectionState(policy.limits if policy is not None else Limits())
+        super().connection_made(self.coalescing)  # type: ignore[arg-type]
+        if policy is not None and not policy.cap.admits(self.connections):
             self.coalescing.abort()
             return
-        self._enter(_HEAD)
-        self.sweep = sweep_for(loop, self.limits)
-        self.sweep.watch(self)
+        state.sweep = sweep_for(loop, state.limits)
+        state.sweep.watch(self)
 
     def _enter(self, phase: Phase) -> None:
         """The one place a connection changes phase, and its deadline with it."""
-        self.phase = phase
+        state = self.state
+        state.phase = phase
         if phase is _ANSWERING:
-            self.deadline = 0.0
+            state.deadline = 0.0
         else:
-            self.deadline = -1.0
+            state.deadline = -1.0
             if phase is _HEAD:
-                self.head_bytes = 0
+                state.head_bytes = 0
 
     def tick(self, now: float) -> None:
         """The sweep's visit: start the phase's clock, or act on its end."""
-        phase = self.phase
-        if phase is _BODY and not self.cycle.more_body:
+        state = self.state
+        if state.phase is _BODY and not self.cycle.more_body:
             self._enter(_ANSWERING)  # the body is whole: the app has the request
-        elif self.deadline < 0:
-            timeout = self.limits.header_timeout if phase is _HEAD else self.limits.body_timeout
-            self.deadline = now + timeout
-        elif 0 < self.deadline <= now:
-            self.deadline = 0.0
+        elif state.deadline < 0:
+            limits = state.limits
+            timeout = limits.header_timeout if state.phase is _HEAD else limits.body_timeout
+            state.deadline = now + timeout
+        elif 0 < state.deadline <= now:
+            state.deadline = 0.0
             if self._answering():
-                self.deadline = -1.0  # a head that follows an answer still being sent waits
+                state.deadline = -1.0  # a head that follows an answer still being sent waits
             else:
                 self._expired()
 
     def _expired(self) -> None:
         """A head too slow, or a body silent too long."""
-        if self.phase is _HEAD and self.head_bytes:
+        if self.state.phase is _HEAD and self.state.head_bytes:
             self._refuse(408, "the request head took longer than limits.header_timeout")
         else:
             # Nothing asked yet, or a body cut short: the app sees the client leave (499).
             self.coalescing.close()
 
     def data_received(self, data: bytes) -> None:
-        phase = self.phase
-        if phase is _BODY and self.cycle.more_body:
-            self.deadline = -1.0  # the body's silence ends here
+        state = self.state
+        if state.phase is _BODY and self.cycle.more_body:
+            state.deadline = -1.0  # the body's silence ends here
         else:
-            if phase is not _HEAD:
+            if state.phase is not _HEAD:
                 self._enter(_HEAD)  # the previous request is whole: these bytes start the next
-            if self.head_bytes + len(data) > self.limits.max_header_bytes and not self._head_fits(
-                data
-            ):
-                limit = self.limits.max_header_bytes
+            limit = state.limits.max_header_bytes
+            if state.head_bytes + len(data) > limit and not self._head_fits(data):
                 self._refuse(431, f"the request head is larger than {limit} bytes")
                 return
         _parse(self, data)
-        if self.phase is _HEAD and not self.coalescing.is_closing():
+        if state.phase is _HEAD and not self.coalescing.is_closing():
             # Still inside a head: what was fed so far counts (the parser buffers it).
-            self.head_bytes += len(data)
-            if self.head_bytes > self.limits.max_header_bytes:
-                limit = self.limits.max_header_bytes
+            state.head_bytes += len(data)
+            if state.head_bytes > state.limits.max_header_bytes:
+                limit = state.limits.max_header_bytes
                 self._refuse(431, f"the request head is larger than {limit} bytes")
 
     def _head_fits(self, data: bytes) -> bool:
         """Whether the head this chunk brings (or ends) is within the limit; looked at only when
         the chunk could hold more, so that one read can't bring the parser a huge head."""
+        head_bytes = self.state.head_bytes
         end = data.find(b"\r\n\r\n")
         if end >= 0:
-            return self.head_bytes + end + 4 <= self.limits.max_header_bytes
+            return head_bytes + end + 4 <= self.state.limits.max_header_bytes
         # The head may have ended across the chunks' boundary; if not, the check after parsing
         # stops it.
-        return self.head_bytes > 0 and data[:1] in (b"\r", b"\n")
+        return head_bytes > 0 and data[:1] in (b"\r", b"\n")
 
     def on_headers_complete(self) -> None:
-        if len(self.headers) > self.limits.max_headers:
-            message = f"the request has more than {self.limits.max_headers} headers"
-            self.refusal = _answer(431, message)
+        state = self.state
+        if len(self.headers) > state.limits.max_headers:
+            message = f"the request has more than {state.limits.max_headers} headers"
+            state.refusal = _answer(431, message)
             raise HeadRefused(message)
         super().on_headers_complete()
-        self.phase, self.deadline = _BODY, -1.0  # `_enter(_BODY)`, without a call per request
+        state.phase, state.deadline = _BODY, -1.0  # `_enter(_BODY)`, without a call per request
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:
@@ -209,7 +219,8 @@ class HttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any parser error with a 400; a head stopped by `on_headers_complete`
         # gets its own answer instead.
-        refusal, self.refusal = self.refusal, None
+        state = self.state
+        refusal, state.refusal = state.refusal, None
         if refusal is None:
             super().send_400_response(msg)
         else:
@@ -229,20 +240,22 @@ class HttpProtocol(HttpToolsProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self.body_listener is not None:
-            self.body_listener.pause()
+        listener = self.state.listener
+        if listener is not None:
+            listener.pause()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self.body_listener is not None:
-            self.body_listener.resume()
+        listener = self.state.listener
+        if listener is not None:
+            listener.resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        sweep = self.sweep
-        if sweep is not None:
-            sweep.watched.discard(self)
-        listener, self.body_listener = self.body_listener, None
+        state = self.state
+        if state.sweep is not None:
+            state.sweep.watched.discard(self)
+        listener, state.listener = state.listener, None
         if listener is not None:
             listener.lost()
 

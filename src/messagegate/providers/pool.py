@@ -146,14 +146,16 @@ class UpstreamResponse:
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.release(connection)
-            self._free_slot()
+            if self._slots is not None:
+                self._free_slot()
 
     def close(self) -> None:
         """Done before the end (or after a failure): the connection cannot be reused."""
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.abort()
-            self._free_slot()
+            if self._slots is not None:
+                self._free_slot()
 
     def _free_slot(self) -> None:
         slots, self._slots = self._slots, None

@@ -125,7 +125,7 @@ class GatewayApp:
                 await exchange.respond_error(GatewayError("internal gateway error"))
         finally:
             if exchange.held:
-                exchange.release()
+                self.body_budget.held -= exchange.held
             _log_access(exchange, time.perf_counter() - started)
 
     async def _dispatch(self, exchange: Exchange) -> None:

@@ -125,7 +125,8 @@ def default_max_connections() -> int:
 
 class BodyBudget:
     """Bytes of request bodies being read or held by all of one server's requests together:
-    ten 31 MiB bodies at once must not take the process's memory."""
+    ten 31 MiB bodies at once must not take the process's memory. A request takes its share
+    (``Exchange.read_body``) and the app gives it back when the request ends."""
 
     __slots__ = ("held", "limit")
 
@@ -135,11 +136,11 @@ class BodyBudget:
 
     def take(self, size: int) -> None:
         if self.held + size > self.limit:
-            raise GatewayOverloaded(
-                "the gateway holds too many request bodies at once "
-                "(limits.max_inflight_body_bytes); retry shortly"
-            )
+            raise self.exhausted()
         self.held += size
 
-    def give_back(self, size: int) -> None:
-        self.held -= size
+    def exhausted(self) -> GatewayOverloaded:
+        return GatewayOverloaded(
+            "the gateway holds too many request bodies at once "
+            "(limits.max_inflight_body_bytes); retry shortly"
+        )

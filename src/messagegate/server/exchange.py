@@ -75,7 +75,12 @@ class Exchange:
             length = int(declared)
             if length > limit:
                 raise _too_large(limit)
-            self._hold(length)
+            budget = self.budget
+            if budget is not None:  # `_hold`, inlined: once per request
+                if budget.held + length > budget.limit:
+                    raise budget.exhausted()
+                budget.held += length
+                self.held = length
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -94,15 +99,10 @@ class Exchange:
         return b"".join(chunks)
 
     def _hold(self, size: int) -> None:
-        if self.budget is not None:
-            self.budget.take(size)
+        budget = self.budget
+        if budget is not None:
+            budget.take(size)
             self.held += size
-
-    def release(self) -> None:
-        """Give back the body bytes this request held (it is over)."""
-        if self.held and self.budget is not None:
-            self.budget.give_back(self.held)
-            self.held = 0
 
     async def unless_client_leaves(self, work: Awaitable[T]) -> T:
         """Await `work` (after the body was read); cancel it if the client disconnects first."""

@@ -179,7 +179,9 @@ class HttpProtocol(HttpToolsProtocol):
             state.deadline = -1.0  # the body's silence ends here
         else:
             if state.phase is not _HEAD:
-                self._enter(_HEAD)  # the previous request is whole: these bytes start the next
+                # The previous request is whole: these bytes start the next (`_enter(_HEAD)`,
+                # inlined: once per request).
+                state.phase, state.deadline, state.head_bytes = _HEAD, -1.0, 0
             limit = state.limits.max_header_bytes
             if state.head_bytes + len(data) > limit and not self._head_fits(data):
                 self._refuse(431, f"the request head is larger than {limit} bytes")

@@ -54,19 +54,18 @@ class BodyWriter:
         self._protocol = weakref.ref(protocol)
         self._cycle = weakref.ref(cycle)
         self.last_write = 0.0
-        # Chunked framing; an HTTP/1.0 client knows none (`begin`).
-        self.framed = True
+        # Chunked framing; an HTTP/1.0 client knows none: the app then calls `begin`.
+        self.framed = cycle.scope["http_version"] != "1.0"
 
     def begin(self) -> None:
-        """Called before the response head: an HTTP/1.0 client gets the body unframed, ended
-        by the connection's close, as chunked encoding is HTTP/1.1's. The app then writes the
-        whole body here and ends it with an empty ``http.response.body``."""
+        """Called before the response head of an unframed body: an HTTP/1.0 client gets it
+        ended by the connection's close, as chunked encoding is HTTP/1.1's. The app then writes
+        the whole body here and ends it with an empty ``http.response.body``."""
         cycle = self._cycle()
-        if cycle is not None and cycle.scope.get("http_version") == "1.0":
+        if cycle is not None:
             # uvicorn then frames nothing: no transfer-encoding, no length; it closes at the end.
             cycle.chunked_encoding = False
             cycle.keep_alive = False
-            self.framed = False
 
     def write(self, data: bytes) -> None:
         cycle, protocol = self._cycle(), self._protocol()

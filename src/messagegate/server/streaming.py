@@ -80,11 +80,14 @@ async def relay(
     ping: float,
 ) -> StreamOutcome:
     """Send the stream to the client through `writer`; say how it ended."""
-    writer.begin()
+    if not writer.framed:
+        writer.begin()
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
-        await exchange.send(_last(writer, stream.first))
+        await exchange.send(
+            _last(writer, stream.first) if not writer.framed else _end(stream.first)
+        )
         return StreamOutcome.COMPLETED
     task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
     watch = _Watch(writer, stream, task, ping)
@@ -107,7 +110,7 @@ async def relay(
     finally:
         watch.stop()
         stream.close()
-    await exchange.send(_last(writer, tail))
+    await exchange.send(_last(writer, tail) if not writer.framed else _end(tail))
     return outcome
 
 
@@ -119,10 +122,12 @@ def _error_event(exchange: Exchange, error: GatewayError) -> bytes:
     return encode_event("error", error_payload(error.error_type, error.message))
 
 
-def _last(writer: BodyWriter, last: bytes) -> dict[str, Any]:
-    """The message ending the body with its last bytes; unframed (HTTP/1.0), all of the body
-    goes by the writer."""
-    if not writer.framed:
-        writer.write(last)
-        last = b""
+def _end(last: bytes) -> dict[str, Any]:
+    """The message that ends the body with its last bytes."""
     return {"type": "http.response.body", "body": last}
+
+
+def _last(writer: BodyWriter, last: bytes) -> dict[str, Any]:
+    """An unframed body (HTTP/1.0) goes all by the writer: its end carries nothing."""
+    writer.write(last)
+    return _end(b"")

@@ -15,6 +15,7 @@ from messagegate.routing.model_tag import take_tag
 from messagegate.routing.scenario_functions import FunctionBusy, FunctionRunner
 from messagegate.routing.scenarios import RequestView, compile_conditions
 from messagegate.routing.sessions import SessionMemory, reported_input, session_id
+from messagegate.translate.token_count import count_request
 
 
 def _join_scenario_threads() -> None:
@@ -127,7 +128,7 @@ def test_each_condition_says_why_it_does_not_hold() -> None:
         "has_image is false",
         "tag is None, not 'explorer'",
         "session_input_tokens None is not over 10",
-        "input_tokens 17358 is not over 1000000",
+        f"input_tokens {count_request(body)} is not over 1000000",
     ]
 
 

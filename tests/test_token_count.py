@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import shutil
 import struct
 from collections.abc import Iterator
@@ -356,3 +357,37 @@ def test_claude_code_count_tokens_bodies() -> None:
     assert minimal == tc.REQUEST_OVERHEAD + tc.MESSAGE_OVERHEAD + tc.count_text("foo")
     with_tools = tc.count_request(_fixture("count_tokens_with_tools"))
     assert 5_000 <= with_tools <= 12_000
+
+
+def _words(count: int, seed: int) -> str:
+    rng = random.Random(seed)
+    vocabulary = ["the", "gateway", "routes", "def", "return", "(x)", "{", "}", "token", "stream"]
+    return " ".join(rng.choice(vocabulary) for _ in range(count))
+
+
+def test_local_counting_work_is_bounded_per_text_and_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """4 MiB of text froze the event loop for seconds: a long text is counted from samples, and
+    a request's exact counting stops at an allowance; both stay close to the exact count."""
+    encoding = tc._resolve("o200k_base")
+    assert encoding is not None
+    long_text = _words(60_000, seed=3)  # ~330 K characters
+    exact = len(encoding.encode_ordinary(long_text))
+    encoded: list[int] = []
+    real = encoding.encode_ordinary
+
+    def counting(text: str) -> list[int]:
+        encoded.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(encoding, "encode_ordinary", counting)
+    assert abs(tc.count_text(long_text) - exact) < exact * 0.05
+    assert sum(encoded) <= 8 * 8192
+    encoded.clear()
+    many = [{"role": "user", "content": _words(4000, seed=i)} for i in range(200)]  # ~4.4 MB
+    estimate = tc.count_request({"messages": many})
+    assert sum(encoded) <= 1024 * 1024 + 8 * 8192
+    assert estimate > 200 * 4000 * 0.8
+    # A long run of whitespace, which overflowed tiktoken's stack when encoded whole.
+    assert tc.count_text(" " * 2_000_000) > 0

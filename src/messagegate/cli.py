@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
@@ -274,11 +274,11 @@ def describe(config: Config, listen: str | None = None) -> str:
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""
         if p.proxy:
-            extra += f" proxy={_shown_url(p.proxy)}"
+            extra += f" proxy={redact_url(p.proxy)}"
         if not p.tls.verify:
             extra += " tls-verify=OFF"
         lines.append(
-            f"  {p.name}: {p.kind} {_shown_url(p.base_url)}{extra} zdr={p.zero_data_retention}"
+            f"  {p.name}: {p.kind} {redact_url(p.base_url)}{extra} zdr={p.zero_data_retention}"
         )
     lines.append("models:" if config.models or config.patterns else "models: none")
     for m in (*config.models.values(), *config.patterns):
@@ -296,14 +296,14 @@ def describe(config: Config, listen: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _shown_url(url: str) -> str:
-    """A base URL without credentials embedded in it."""
+def redact_url(url: str) -> str:
+    """`url` without the credentials it may carry: user info and query values."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(f"{name.partition('=')[0]}=***" for name in parts.query.split("&") if name)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,26 @@ PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one peer may make the gateway hold or wait for; beyond it, an error, not an outage."""
+
+    # A request head (request line and headers): over these, 431 (nginx's and Apache's scale).
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    # Seconds a client may take to send a whole request head, and to stay silent within a body.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    # Open client connections per process; None: half the open-file limit (each client may
+    # need an upstream socket too). Connections beyond it are closed at once, with a log line.
+    max_connections: int | None = None
+    # Request bodies being read or held, all requests together: beyond it, 529 overloaded_error.
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    # An upstream's non-streamed answer (decompressed), and one event of a stream.
+    max_upstream_answer_bytes: int = 64 * 1024 * 1024
+    max_upstream_event_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     name: str
     kind: Literal["anthropic", "openai"]
@@ -119,6 +139,11 @@ class Provider:
     proxy: Secret | None = None
     tls: TlsSettings = field(default_factory=TlsSettings)
     capabilities: Capabilities = field(default_factory=Capabilities)
+    # Connections to this provider in use at once (None: no limit); beyond it, up to
+    # `max_waiting` requests wait `pool_timeout` seconds each for one to be free.
+    max_connections: int | None = None
+    max_waiting: int = 100
+    pool_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +318,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log_format: Literal["text", "json"] = "text"
     otel: OtelSettings = field(default_factory=OtelSettings)
+    limits: Limits = field(default_factory=Limits)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -314,8 +340,18 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return parse_config(raw, source=str(path), environ=os.environ if environ is None else environ)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the offending line: that line may hold
+    a key."""
+    problem = getattr(error, "problem", None) or "syntax error"
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
 
 
 def parse_config(raw: object, *, source: str, environ: Mapping[str, str]) -> Config:
@@ -434,6 +470,7 @@ class _Reader:
             metrics=self.metrics(top.get("metrics"), has_keys=bool(top.get("keys"))),
             log_format=self.choice(top, "log_format", "", ("text", "json")),
             otel=self.otel(top.get("otel")),
+            limits=self.limits(top.get("limits")),
         )
 
     def aliases(
@@ -506,6 +543,21 @@ class _Reader:
             expected = " or ".join(repr(a) for a in allowed)
             raise self.fail(_join(path, key), f"expected {expected}, got {value!r}")
         return value
+
+    def limits(self, raw: object) -> Limits:
+        if raw is None:
+            return Limits()
+        data = self.mapping(raw, "limits", frozenset(Limits.__dataclass_fields__))
+        values: dict[str, Any] = {}
+        for key in data:
+            if key.endswith("_timeout"):
+                values[key] = self.positive(data, key, "limits", 1.0)
+            else:
+                value = self.optional_positive_int(data, key, "limits")
+                if value is None and key != "max_connections":
+                    raise self.fail(f"limits.{key}", "must be a positive integer")
+                values[key] = value
+        return Limits(**values)
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -732,6 +784,8 @@ class _Reader:
         auth = self.get(data, "auth", path, str, "x-api-key" if kind == "anthropic" else "bearer")
         if auth not in ("x-api-key", "bearer"):
             raise self.fail(_join(path, "auth"), f"expected 'x-api-key' or 'bearer', got {auth!r}")
+        if self.get(data, "max_waiting", path, int, 100) < 0:
+            raise self.fail(_join(path, "max_waiting"), "must not be negative")
         return Provider(
             name=name,
             kind=kind,
@@ -747,6 +801,9 @@ class _Reader:
             proxy=self.proxy(data, path, base_url),
             tls=self.tls(data.get("tls"), _join(path, "tls")),
             capabilities=self.kind_capabilities(kind, self.get(data, "preset", path, str)),
+            max_connections=self.optional_positive_int(data, "max_connections", path),
+            max_waiting=self.get(data, "max_waiting", path, int, 100),
+            pool_timeout=self.positive(data, "pool_timeout", path, 10.0),
         )
 
     def proxy(self, data: dict[str, Any], path: str, base_url: str) -> Secret | None:
@@ -932,6 +989,7 @@ _TOP_KEYS = frozenset(
         "metrics",
         "log_format",
         "otel",
+        "limits",
     }
 )
 _PROVIDER_KEYS = frozenset(
@@ -948,6 +1006,9 @@ _PROVIDER_KEYS = frozenset(
         "token_encoding",
         "proxy",
         "tls",
+        "max_connections",
+        "max_waiting",
+        "pool_timeout",
     }
 )
 _SCENARIO_KEYS = frozenset({"name", "when", "use", "python", "on_error", "timeout"})

@@ -6,10 +6,12 @@
     ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
+    ├── GatewayOverloaded             529 overloaded_error      (over a limit; shutting down)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
         ├── UpstreamTimeout           504 timeout_error         (connect, first byte, idle, total)
+        ├── UpstreamBusy              529 overloaded_error      (every connection allowed is in use)
         └── UpstreamProtocolError     502 api_error             (an unusable upstream answer)
 
 Only ``server/`` turns a GatewayError into the JSON envelope (``api.envelope``). ``retryable`` says
@@ -62,6 +64,13 @@ class RequestTooLarge(GatewayError):
     error_type = "request_too_large"
 
 
+class GatewayOverloaded(GatewayError):
+    """The gateway itself is at a limit (or shutting down): retry later, maybe elsewhere."""
+
+    status = 529
+    error_type = "overloaded_error"
+
+
 class UpstreamError(GatewayError):
     """An upstream failed; ``retryable`` says whether another route may be tried."""
 
@@ -105,6 +114,14 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     error_type = "timeout_error"
+
+
+class UpstreamBusy(UpstreamError):
+    """The provider's `max_connections` are all in use and its wait queue is full or too slow:
+    another route may serve, or the client may retry soon."""
+
+    status = 529
+    error_type = "overloaded_error"
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -169,6 +169,9 @@ def _convert(body: object, struct: type[_T]) -> _T:
 
 
 def _check_request(request: CountTokensRequest) -> None:
+    if not request.messages:
+        # Anthropic's own answer to an empty list (a 400, not an empty completion).
+        raise InvalidRequest("messages: at least one message is required")
     for i, message in enumerate(request.messages):
         if isinstance(message.content, list):
             _check_blocks(message.content, f"messages.{i}.content")

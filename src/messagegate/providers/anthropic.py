@@ -9,8 +9,15 @@ from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
 from messagegate.providers.dialer import Dialer
-from messagegate.providers.http import auth_headers, relayed_headers, upstream_errors
+from messagegate.providers.http import (
+    Scrubber,
+    auth_headers,
+    redirect_error,
+    relayed_headers,
+    upstream_errors,
+)
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
+from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
     AnthropicEventRelay,
@@ -25,9 +32,13 @@ _DEFAULT_VERSION = "2023-06-01"
 
 
 class AnthropicClient:
-    def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
+    def __init__(
+        self, pool: ConnectionPool, provider: Provider, scrubber: Scrubber | None = None
+    ) -> None:
         self.pool = pool
         self.provider = provider
+        self.scrubber = scrubber or Scrubber.of([provider])
+        self.slots = ConnectionSlots.of(provider)
         messages = Endpoint.parse(f"{provider.base_url}/v1/messages")
         count = Endpoint.parse(f"{provider.base_url}/v1/messages/count_tokens")
         auth = {"content-type": "application/json", **auth_headers(provider)}
@@ -56,11 +67,14 @@ class AnthropicClient:
     async def open_stream(self, call: UpstreamCall) -> EventStream:
         with upstream_errors(self.provider):
             response = await self._post(self.beta_messages if call.beta else self.messages, call)
-            if response.status >= 400:
+            if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
         return await open_event_stream(
-            response, self.provider, AnthropicEventRelay(call.client_model)
+            response,
+            self.provider,
+            AnthropicEventRelay(call.client_model, self.scrubber.text),
+            self.scrubber,
         )
 
     async def count_tokens(self, call: UpstreamCall) -> int:
@@ -80,12 +94,15 @@ class AnthropicClient:
         headers = {name: call.headers[name] for name in _FORWARDED_HEADERS if name in call.headers}
         headers.setdefault("anthropic-version", _DEFAULT_VERSION)
         payload = orjson.dumps(to_anthropic_body(call.body, call.route.model))
-        return await self.pool.post(head, head.encode(payload, headers), self.provider.timeouts)
+        encoded = head.encode(payload, headers)
+        return await self.pool.post(head, encoded, self.provider.timeouts, slots=self.slots)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
+        if 300 <= response.status < 400:
+            raise redirect_error(response.status, response.headers, self.provider.name)
         if response.status >= 400:
             error = classify_anthropic_error(
                 response.status, raw, response.headers.get("retry-after"), self.provider.name
             )
             error.headers.update(relayed_headers(response.headers))
-            raise error
+            raise self.scrubber.error(error)

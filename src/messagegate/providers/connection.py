@@ -17,6 +17,8 @@ import httptools
 
 # Unread streamed body above this pauses the socket until the reader catches up.
 _HIGH_WATER = 256 * 1024
+# An answer held whole (not streamed) above this fails: the gateway is no sink for any size.
+DEFAULT_MAX_ANSWER = 64 * 1024 * 1024
 
 
 class TransportError(Exception):
@@ -33,6 +35,10 @@ class ConnectionDropped(TransportError):
 
 class ProtocolViolation(TransportError):
     """The upstream's bytes are not a valid HTTP/1.1 answer."""
+
+
+class AnswerTooLarge(ProtocolViolation):
+    """The answer, decompressed, is larger than the gateway holds."""
 
 
 class ReadTimeout(TransportError, TimeoutError):
@@ -57,8 +63,10 @@ class UpstreamConnection(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         on_lost: Callable[[UpstreamConnection], None],
         on_wake: Callable[[], None] | None = None,
+        max_answer: int = DEFAULT_MAX_ANSWER,
     ) -> None:
         self.loop = loop
+        self.max_answer = max_answer
         self.on_lost = on_lost
         # Called right after a callback of ours woke the task awaiting this answer.
         self.on_wake = on_wake
@@ -309,7 +317,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(ProtocolViolation("the upstream switched protocols"))
             return
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolViolation(f"invalid HTTP answer: {exc}"))
+            # What one of our callbacks raised is the exception's context: its message says
+            # what was wrong, where the parser's own only says that a callback failed.
+            cause = exc.__context__
+            if isinstance(cause, TransportError):
+                self._fail(cause)
+            else:
+                self._fail(ProtocolViolation(f"invalid HTTP answer: {exc}"))
             return
         if self.sink is not None:
             self._push()
@@ -363,20 +377,35 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.decompressor is not None:
-            try:
-                body = self.decompressor.decompress(body)
-            except zlib.error as exc:
-                raise ProtocolViolation(f"invalid compressed body: {exc}") from None
+            body = self._inflate(body)
         self.chunks.append(body)
         self.buffered += len(body)
-        if self.streaming and self.buffered > _HIGH_WATER and not self.paused:
-            self._flow()
+        if self.buffered > _HIGH_WATER:
+            if self.buffered > self.max_answer:
+                # Only an answer read whole gets here: a stream pauses at _HIGH_WATER.
+                raise AnswerTooLarge(f"an answer larger than {self.max_answer} bytes")
+            if self.streaming and not self.paused:
+                self._flow()
+
+    def _inflate(self, body: bytes) -> bytes:
+        """Decompress, never past what may still be held: a few KiB of gzip can inflate to
+        GiBs (a gzip bomb)."""
+        assert self.decompressor is not None
+        room = self.max_answer - self.buffered
+        try:
+            out = self.decompressor.decompress(body, room + 1)
+        except zlib.error as exc:
+            raise ProtocolViolation(f"invalid compressed body: {exc}") from None
+        if len(out) > room:
+            raise AnswerTooLarge(f"an answer larger than {self.max_answer} bytes decompressed")
+        return out
 
     def on_message_complete(self) -> None:
         if not self.headers_done:
             self.raw_headers = []  # the end of an interim answer
             return
         if self.decompressor is not None:
+            # `_inflate` left nothing unconsumed, so what remains is at most zlib's window.
             tail = self.decompressor.flush()
             self.decompressor = None
             if tail:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 from messagegate.config import Provider
 from messagegate.errors import (
     GatewayError,
+    UpstreamBusy,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from messagegate.providers.connection import ConnectionDropped, ProtocolViolation, TransportError
+from messagegate.providers.slots import PoolBusy
 
 log = logging.getLogger("messagegate.upstream")
 
@@ -34,6 +37,58 @@ def auth_headers(provider: Provider) -> dict[str, str]:
 def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Rate-limit and retry-after headers the client should see (names are lower case)."""
     return {k: v for k, v in headers.items() if k.startswith(_RELAYED_PREFIXES)}
+
+
+class Scrubber:
+    """Takes every configured secret out of what an upstream sent back before a client sees it:
+    a server may quote the key it was sent (or another provider's) in an error message."""
+
+    __slots__ = ("secrets",)
+
+    # Shorter "secrets" would blank ordinary words of a message.
+    MIN_LENGTH = 8
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        kept = {s for s in secrets if len(s) >= self.MIN_LENGTH}
+        # Longest first: a secret containing another is replaced whole.
+        self.secrets = tuple(sorted(kept, key=len, reverse=True))
+
+    @classmethod
+    def of(cls, providers: Iterable[Provider]) -> Scrubber:
+        secrets: list[str] = []
+        for provider in providers:
+            if provider.api_key:
+                secrets.append(str(provider.api_key))
+            parts = urlsplit(provider.base_url)
+            secrets.extend(unquote(p) for p in (parts.username, parts.password) if p)
+        return cls(secrets)
+
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def error(self, error: GatewayError) -> GatewayError:
+        """`error`, its message and the upstream body it relays scrubbed (in place)."""
+        error.message = self.text(error.message)
+        error.args = (error.message,)
+        if error.body is not None:
+            for secret in self.secrets:
+                encoded = secret.encode()
+                if encoded in error.body:
+                    error.body = error.body.replace(encoded, b"***")
+        return error
+
+
+def redirect_error(status: int, headers: Mapping[str, str], name: str) -> UpstreamProtocolError:
+    """A 3xx answer: the gateway follows no redirects (a request body would have to be re-sent
+    to a place the config never named), so it says where the upstream pointed."""
+    location = headers.get("location", "").partition("?")[0] or "nowhere"
+    return UpstreamProtocolError(
+        f"provider {name!r} answered HTTP {status}, a redirect to {location}; the gateway "
+        "follows no redirects: check the provider's base_url"
+    )
 
 
 class upstream_errors:  # lower case, like contextlib.suppress: ``with upstream_errors(p):``
@@ -70,6 +125,8 @@ def _gateway_error(error: OSError | TransportError, name: str) -> GatewayError:
         return UpstreamUnreachable(f"provider {name!r} dropped the connection")
     if isinstance(error, ProtocolViolation):
         return UpstreamProtocolError(f"provider {name!r} sent {error}")
+    if isinstance(error, PoolBusy):
+        return UpstreamBusy(f"provider {name!r}: {error}")
     if isinstance(error, TransportError):
         return UpstreamUnreachable(f"provider {name!r} failed to answer")
     # An OSError is raised only while connecting: refused, unresolvable, or a failed handshake.

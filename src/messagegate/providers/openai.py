@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 
 from messagegate.api.sse import Event, encode_event
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
-from messagegate.errors import UpstreamProtocolError
+from messagegate.errors import GatewayError, UpstreamProtocolError
 from messagegate.providers.base import Completion, EventStream, UpstreamCall
 from messagegate.providers.dialer import Dialer
-from messagegate.providers.http import auth_headers, relayed_headers, upstream_errors
+from messagegate.providers.http import (
+    Scrubber,
+    auth_headers,
+    redirect_error,
+    relayed_headers,
+    upstream_errors,
+)
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
+from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
@@ -24,9 +32,13 @@ from messagegate.translate.token_count import count_request
 
 
 class OpenAIClient:
-    def __init__(self, pool: ConnectionPool, provider: Provider) -> None:
+    def __init__(
+        self, pool: ConnectionPool, provider: Provider, scrubber: Scrubber | None = None
+    ) -> None:
         self.pool = pool
         self.provider = provider
+        self.scrubber = scrubber or Scrubber.of([provider])
+        self.slots = ConnectionSlots.of(provider)
         headers = {"content-type": "application/json", **auth_headers(provider)}
         endpoint = Endpoint.parse(f"{provider.base_url}/chat/completions")
         self.head = RequestHead(endpoint, headers, Dialer.for_provider(provider, pool.resolver))
@@ -58,8 +70,8 @@ class OpenAIClient:
         reported = isinstance(answer.get("usage"), dict)
         # Counting locally costs CPU: only when the upstream reported no usage.
         input_tokens = 0 if reported else self.count_locally(call)
-        message = to_anthropic_message(
-            answer, model=call.client_model, request=request, input_tokens=input_tokens
+        message = translate_answer(
+            answer, self.provider.name, call.client_model, request, input_tokens
         )
         usage = Usage(estimated=not reported)
         usage.update(message["usage"])
@@ -76,14 +88,14 @@ class OpenAIClient:
         # The prompt is counted (for message_start) while the upstream works, not before sending.
         with upstream_errors(self.provider):
             response = await self._post(request, count, _trace_headers(call.headers))
-            if response.status >= 400:
+            if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
         translator = OpenAIStreamTranslator(
             model=call.client_model, request=request, input_tokens=input_tokens
         )
         converter = OpenAIEventConverter(translator, self.provider.name)
-        return await open_event_stream(response, self.provider, converter)
+        return await open_event_stream(response, self.provider, converter, self.scrubber)
 
     async def count_tokens(self, call: UpstreamCall) -> int:
         return self.count_locally(call)
@@ -98,13 +110,32 @@ class OpenAIClient:
         trace: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         encoded = self.head.encode(orjson.dumps(request.payload), trace)
-        return await self.pool.post(self.head, encoded, self.provider.timeouts, while_waiting)
+        timeouts = self.provider.timeouts
+        return await self.pool.post(self.head, encoded, timeouts, while_waiting, self.slots)
 
     def _raise_for_status(self, response: UpstreamResponse, raw: bytes) -> None:
+        if 300 <= response.status < 400:
+            raise redirect_error(response.status, response.headers, self.provider.name)
         if response.status >= 400:
             error = classify_openai_error(response.status, raw, response.headers.get("retry-after"))
             error.headers.update(relayed_headers(response.headers))
-            raise error
+            raise self.scrubber.error(error)
+
+
+def translate_answer(
+    answer: dict[str, Any], provider: str, model: str, request: OpenAIRequest, input_tokens: int
+) -> dict[str, Any]:
+    """A non-streamed answer as a Message; JSON of the wrong shape is the upstream's fault, a
+    GatewayError failed over like any unusable answer, never a crash."""
+    try:
+        return to_anthropic_message(answer, model=model, request=request, input_tokens=input_tokens)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+        raise UpstreamProtocolError(
+            f"provider {provider!r} sent an answer the gateway cannot read ({kind})"
+        ) from None
 
 
 class OpenAIEventConverter:
@@ -151,9 +182,12 @@ class OpenAIEventConverter:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError(f"provider {self.provider!r} sent invalid JSON") from None
-        if self._chunks == 0 and isinstance(chunk, dict) and "error" in chunk:
+        if self._chunks == 0:
             # Nothing reached the client yet, so this attempt can still fail over.
-            raise classify_error_object(chunk)
+            if not isinstance(chunk, dict):
+                raise UpstreamProtocolError(f"provider {self.provider!r} sent a non-object chunk")
+            if "error" in chunk:
+                raise classify_error_object(chunk)
         self._chunks += 1
         return self.translator.feed_sse(chunk, event)
 

@@ -11,8 +11,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from messagegate.config import Timeouts
-from messagegate.providers.connection import BodySink, ConnectionDropped, UpstreamConnection
+from messagegate.providers.connection import (
+    DEFAULT_MAX_ANSWER,
+    BodySink,
+    ConnectionDropped,
+    UpstreamConnection,
+)
 from messagegate.providers.dialer import Dialer, Resolver
+from messagegate.providers.slots import ConnectionSlots
 
 # Idle connections older than this are closed rather than reused: servers drop idle connections
 # on their own schedule, and a request sent into one that is closing would fail.
@@ -102,13 +108,21 @@ def _header_lines(headers: Mapping[str, str]) -> bytes:
 class UpstreamResponse:
     """An answer whose status and headers have arrived; its body is read once, whole or in parts."""
 
-    __slots__ = ("_connection", "_pool", "headers", "status")
+    __slots__ = ("_connection", "_pool", "_slots", "headers", "max_event", "status")
 
-    def __init__(self, pool: ConnectionPool, connection: UpstreamConnection) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        connection: UpstreamConnection,
+        slots: ConnectionSlots | None = None,
+    ) -> None:
         self._pool = pool
         self._connection: UpstreamConnection | None = connection
+        # The provider's slot this answer holds until it is released or closed.
+        self._slots = slots
         self.status = connection.status
         self.headers = connection.headers()
+        self.max_event = pool.max_event
 
     async def read(self) -> bytes:
         """The whole body; the connection then goes back to the pool."""
@@ -153,12 +167,21 @@ class UpstreamResponse:
         connection, self._connection = self._connection, None
         if connection is not None:
             self._pool.release(connection)
+            if self._slots is not None:
+                self._free_slot()
 
     def close(self) -> None:
         """Done before the end (or after a failure): the connection cannot be reused."""
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.abort()
+            if self._slots is not None:
+                self._free_slot()
+
+    def _free_slot(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()
 
     def _live(self) -> UpstreamConnection:
         if self._connection is None:
@@ -179,10 +202,15 @@ class ConnectionPool:
         keepalive: float = KEEPALIVE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
         on_wake: Callable[[], None] | None = None,
+        max_answer: int = DEFAULT_MAX_ANSWER,
+        max_event: int = DEFAULT_MAX_ANSWER,
     ) -> None:
         self.keepalive = keepalive
         self.resolver = Resolver()
         self._direct = Dialer(self.resolver, tls=ssl_context)
+        # Bytes of an answer held whole, and of one event of a stream (``open_event_stream``).
+        self.max_answer = max_answer
+        self.max_event = max_event
         self._on_wake = on_wake
         self._idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self._origins: dict[UpstreamConnection, PoolKey] = {}
@@ -193,24 +221,37 @@ class ConnectionPool:
         request: bytes,
         timeouts: Timeouts,
         while_waiting: Callable[[], None] | None = None,
+        slots: ConnectionSlots | None = None,
     ) -> UpstreamResponse:
         """Send `request` (encoded by `head`) and wait for the answer's status and headers.
 
         `while_waiting` runs once, as soon as the request has gone out: work the caller needs
         only once the answer comes is done during the upstream's round trip, not after it.
+        With `slots` (the provider's connection limit), one is held until the answer is done.
         """
-        connection = self._take_idle(head.key)
-        if connection is not None:
-            try:
-                return await self._exchange(connection, request, timeouts, while_waiting)
-            except ConnectionDropped as dropped:
-                # The server closed this idle connection as the request went out: nothing of
-                # the request was answered, so it is sent once more on a fresh connection.
-                if dropped.answered:
-                    raise
-                while_waiting = None
-        connection = await self._open(head, timeouts.connect)
-        return await self._exchange(connection, request, timeouts, while_waiting)
+        if slots is not None:
+            await slots.acquire()
+        try:
+            response = None
+            connection = self._take_idle(head.key)
+            if connection is not None:
+                try:
+                    response = await self._exchange(connection, request, timeouts, while_waiting)
+                except ConnectionDropped as dropped:
+                    # The server closed this idle connection as the request went out: nothing
+                    # of the request was answered, so it is sent once more on a fresh one.
+                    if dropped.answered:
+                        raise
+                    while_waiting = None
+            if response is None:
+                connection = await self._open(head, timeouts.connect)
+                response = await self._exchange(connection, request, timeouts, while_waiting)
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+        response._slots = slots
+        return response
 
     async def _exchange(
         self,
@@ -250,7 +291,7 @@ class ConnectionPool:
         dialer = head.dialer or self._direct
         async with asyncio.timeout(connect_seconds):
             _, connection = await dialer.connect(
-                lambda: UpstreamConnection(loop, self._lost, self._on_wake),
+                lambda: UpstreamConnection(loop, self._lost, self._on_wake, self.max_answer),
                 endpoint.scheme,
                 endpoint.host,
                 endpoint.port,

@@ -9,7 +9,7 @@ from typing import Protocol
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import GatewayError, UpstreamProtocolError
-from messagegate.providers.http import relayed_headers, upstream_errors
+from messagegate.providers.http import Scrubber, relayed_headers, upstream_errors
 from messagegate.providers.pool import UpstreamResponse
 from messagegate.translate.sse_decoder import ServerSentEvent, SSEDecoder
 
@@ -67,12 +67,14 @@ class SSERelay:
         "write_end",
     )
 
-    def __init__(self, converter: EventConverter, write: Write) -> None:
+    def __init__(
+        self, converter: EventConverter, write: Write, max_event: int = 16 * 1024 * 1024
+    ) -> None:
         self.converter = converter
         self.write = write
         self.write_end = write
         self.ended = False
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event)
         # The decoder's `between_events`, kept here: only `_decode` can change it.
         self._between_events = True
         self._convert = converter.convert
@@ -81,15 +83,23 @@ class SSERelay:
         self._whole_run = converter.whole_run
 
     def feed(self, chunk: bytes) -> None:
-        # `13 not in` looks for b"\r" with one memchr; `b"\r" not in` first tries the bytes as
-        # an int and raises and clears a TypeError: 6x slower, on every chunk.
-        if self._between_events and chunk.endswith(b"\n\n") and 13 not in chunk:
-            # The usual chunk is one usual event; a chunk of several is refused.
-            out = self._usual_event(chunk)
-            if out is None:
-                out = self._whole_events(chunk)
-        else:
-            out = self._decode(chunk)
+        try:
+            # `13 not in` looks for b"\r" with one memchr; `b"\r" not in` first tries the bytes
+            # as an int and raises and clears a TypeError: 6x slower, on every chunk.
+            if self._between_events and chunk.endswith(b"\n\n") and 13 not in chunk:
+                # Whole events, some passed on from their bytes: they must be UTF-8.
+                if not chunk.isascii():
+                    chunk.decode()
+                # The usual chunk is one usual event; a chunk of several is refused.
+                out = self._usual_event(chunk)
+                if out is None:
+                    out = self._whole_events(chunk)
+            else:
+                out = self._decode(chunk)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise unusable(exc) from None
         if out:
             self.write(out)
 
@@ -122,9 +132,23 @@ class SSERelay:
 
     def end(self) -> None:
         self.ended = True
-        out = b"".join(map(self._convert, self._decoder.finish())) + self.converter.finish()
+        try:
+            out = b"".join(map(self._convert, self._decoder.finish())) + self.converter.finish()
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise unusable(exc) from None
         if out:
             self.write_end(out)
+
+
+def unusable(error: Exception) -> UpstreamProtocolError:
+    """Whatever a converter choked on (invalid UTF-8, JSON of the wrong shape) is the upstream's
+    fault: the documented error, failed over before the first event, an ``error`` event after."""
+    if isinstance(error, UnicodeDecodeError):
+        return UpstreamProtocolError("the upstream sent an event that is not UTF-8")
+    kind = type(error).__name__
+    return UpstreamProtocolError(f"the upstream sent an event the gateway cannot read ({kind})")
 
 
 class UpstreamEventStream:
@@ -136,6 +160,7 @@ class UpstreamEventStream:
         provider: Provider,
         relay: SSERelay,
         first: bytes,
+        scrubber: Scrubber,
         failure: GatewayError | None = None,
     ) -> None:
         self.headers = relayed_headers(response.headers)
@@ -144,6 +169,7 @@ class UpstreamEventStream:
         self._response = response
         self._provider = provider
         self._relay = relay
+        self._scrubber = scrubber
         # How the upstream's end, already read, failed: raised by `pipe`, after `first` went out.
         self._failure = failure
 
@@ -161,12 +187,15 @@ class UpstreamEventStream:
         tail: list[bytes] = []
         self._relay.write = write
         self._relay.write_end = tail.append
-        with upstream_errors(self._provider):
-            try:
-                await self._response.pipe(self._relay)
-            except BaseException:
-                self._response.close()
-                raise
+        try:
+            with upstream_errors(self._provider):
+                try:
+                    await self._response.pipe(self._relay)
+                except BaseException:
+                    self._response.close()
+                    raise
+        except GatewayError as error:
+            raise self._scrubber.error(error) from None
         self._response.release()
         return b"".join(tail)
 
@@ -183,11 +212,11 @@ class UpstreamEventStream:
 
 
 async def open_event_stream(
-    response: UpstreamResponse, provider: Provider, converter: EventConverter
+    response: UpstreamResponse, provider: Provider, converter: EventConverter, scrubber: Scrubber
 ) -> UpstreamEventStream:
     """Read until the first client bytes exist, so a failure so far can still be failed over."""
     first: list[bytes] = []
-    relay = SSERelay(converter, first.append)
+    relay = SSERelay(converter, first.append, response.max_event)
     failure: GatewayError | None = None
     try:
         with upstream_errors(provider):
@@ -206,7 +235,10 @@ async def open_event_stream(
                 try:
                     relay.end()
                 except GatewayError as error:
-                    failure = error
+                    failure = scrubber.error(error)
+    except GatewayError as error:
+        response.close()
+        raise scrubber.error(error) from None
     except BaseException:
         response.close()
         raise
@@ -215,7 +247,7 @@ async def open_event_stream(
     else:
         # After the first event the read timeout becomes the idle gap allowed between reads.
         response.set_read_timeout(provider.timeouts.idle)
-    return UpstreamEventStream(response, provider, relay, b"".join(first), failure)
+    return UpstreamEventStream(response, provider, relay, b"".join(first), scrubber, failure)
 
 
 async def _read_into(response: UpstreamResponse, relay: SSERelay) -> bool:

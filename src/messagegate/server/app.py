@@ -11,20 +11,22 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy, metrics_directory
-from messagegate.errors import GatewayError, NotFound
+from messagegate.errors import GatewayError, GatewayOverloaded, NotFound
 from messagegate.privacy.gateway import MAX_REGISTRATION_BYTES, PrivacyGate
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
 from messagegate.server.auth import KeyChecker
+from messagegate.server.client_limits import CLIENT_POLICY, BodyBudget, ClientPolicy
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import SCENARIO_HEADER, MessagesEndpoint
 from messagegate.server.metrics_listener import MetricsListener
 from messagegate.server.models import get_model, list_models
+from messagegate.server.streaming import SHUTTING_DOWN
 from messagegate.telemetry import metrics as telemetry
-from messagegate.telemetry.json_logs import AccessFields
+from messagegate.telemetry.json_logs import AccessFields, printable
 from messagegate.translate.token_count import active_encoding
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ class GatewayApp:
     ) -> None:
         self.config = config
         self.keys = KeyChecker(config.keys)
+        self.client_policy = ClientPolicy(config.limits, time.monotonic)
+        self.body_budget = BodyBudget(config.limits.max_inflight_body_bytes)
         self.board = HealthBoard(breaker or config.breaker, clock)
         self.failover = failover or config.failover
         self.rng = rng
@@ -79,7 +83,12 @@ class GatewayApp:
         for encoding in {"o200k_base", *(p.token_encoding for p in self.config.providers.values())}:
             active_encoding(encoding)
         # A task woken by an upstream's answer writes to its client in the same loop turn.
-        self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
+        limits = self.config.limits
+        self.pool = ConnectionPool(
+            on_wake=turn_flusher(asyncio.get_running_loop()).follow,
+            max_answer=limits.max_upstream_answer_bytes,
+            max_event=limits.max_upstream_event_bytes,
+        )
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(
             self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
@@ -114,13 +123,16 @@ class GatewayApp:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await self._lifespan(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.startup()
+                # uvicorn hands the lifespan state to every connection's protocol.
+                if "state" in scope:
+                    scope["state"][CLIENT_POLICY] = self.client_policy
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
@@ -128,7 +140,7 @@ class GatewayApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = Exchange(scope, receive, send)
+        exchange = Exchange(scope, receive, send, self.body_budget)
         started = time.perf_counter()
         tracing = self.tracing
         traced = None if tracing is None else tracing.start_request(exchange)
@@ -145,11 +157,20 @@ class GatewayApp:
                 )
         except ClientDisconnected:
             exchange.status = 499
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: its shutdown grace ended. The client
+            # gets an answer it can retry, and the log no traceback.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            exchange.log_fields["error"] = "shutdown"
+            if exchange.status == 0:
+                await exchange.respond_error(GatewayOverloaded(SHUTTING_DOWN))
         except Exception:
             error_log.exception("unhandled error in %s %s", exchange.method, exchange.path)
             if exchange.status == 0:
                 await exchange.respond_error(GatewayError("internal gateway error"))
         finally:
+            if exchange.held:
+                self.body_budget.held -= exchange.held
             ended = time.perf_counter()
             _log_access(exchange, ended - started)
             if self.metrics is not None:
@@ -234,7 +255,7 @@ def _log_access(exchange: Exchange, seconds: float) -> None:
     access_log.info(
         "%s %s %d %.1fms %s %s",
         exchange.method,
-        exchange.path,
+        printable(exchange.path),
         exchange.status,
         seconds * 1000,
         exchange.request_id,

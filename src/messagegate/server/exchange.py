@@ -13,6 +13,7 @@ import orjson
 from messagegate.api.envelope import error_body
 from messagegate.errors import GatewayError, RequestTooLarge
 from messagegate.privacy.gateway import PrivateExchange
+from messagegate.server.client_limits import BodyBudget
 from messagegate.server.http_protocol import BODY_WRITER, BodyWriter
 
 Scope = MutableMapping[str, Any]
@@ -30,8 +31,10 @@ class Exchange:
     """The request as the handlers see it, and the answer they give."""
 
     __slots__ = (
+        "budget",
         "extensions",
         "headers",
+        "held",
         "log_fields",
         "method",
         "path",
@@ -45,11 +48,16 @@ class Exchange:
         "stream_started",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, budget: BodyBudget | None = None
+    ) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
-        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_headers = scope["headers"]
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        if len(self.headers) != len(raw_headers):
+            self.headers = _joined(raw_headers)
         self.extensions: dict[str, Any] = scope.get("extensions") or {}
         self.receive = receive
         self.send = send
@@ -58,6 +66,9 @@ class Exchange:
         self.status = 0
         # The exchange's cipher when its request came encrypted (privacy mode).
         self.privacy: PrivateExchange | None = None
+        # Body bytes taken from the server's budget, given back when the request ends.
+        self.budget = budget
+        self.held = 0
         # What the access log line says beyond method, path and status (never prompt text).
         self.log_fields: dict[str, str] = {}
         # For telemetry: how routing answered (``routing.Routed``), when a stream's relay began.
@@ -69,8 +80,16 @@ class Exchange:
 
     async def read_body(self, limit: int) -> bytes:
         declared = self.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
+        if declared is not None and declared.isdigit():
+            length = int(declared)
+            if length > limit:
+                raise _too_large(limit)
+            budget = self.budget
+            if budget is not None:  # `_hold`, inlined: once per request
+                if budget.held + length > budget.limit:
+                    raise budget.exhausted()
+                budget.held += length
+                self.held = length
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -82,9 +101,17 @@ class Exchange:
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)
+            if size > self.held:
+                self._hold(size - self.held)  # a body of undeclared length, as it comes
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+    def _hold(self, size: int) -> None:
+        budget = self.budget
+        if budget is not None:
+            budget.take(size)
+            self.held += size
 
     async def unless_client_leaves(self, work: Awaitable[T]) -> T:
         """Await `work` (after the body was read); cancel it if the client disconnects first."""
@@ -161,6 +188,16 @@ class ClientDisconnected(Exception):
 
 def _too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"request body is larger than the gateway's limit of {limit} bytes")
+
+
+def _joined(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers with a repeated name (``anthropic-beta`` sent as several lines) joined with ", ",
+    as HTTP allows, rather than collapsed to the last line."""
+    headers: dict[str, str] = {}
+    for name, value in raw_headers:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
 
 
 def encode_headers(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:

@@ -12,7 +12,7 @@ from messagegate.api.schema import (
     parse_messages_request,
 )
 from messagegate.config import ApiKey, Config
-from messagegate.errors import InvalidRequest
+from messagegate.errors import InvalidRequest, UpstreamProtocolError
 from messagegate.privacy.gateway import ANSWER_HEADERS as PRIVATE_ANSWER
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
@@ -50,14 +50,21 @@ class MessagesEndpoint:
         if request.stream:
             await self._stream(exchange, route_request)
             return
-        routed = await exchange.unless_client_leaves(self.router.complete(route_request))
+        try:
+            routed = await exchange.unless_client_leaves(self.router.complete(route_request))
+        except orjson.JSONEncodeError:
+            raise _too_deep() from None
         self._log_route(exchange, routed)
         headers = routed.value.headers | _route_headers(routed, exchange)
         if exchange.privacy is not None:
             body = exchange.privacy.seal_answer(routed.value.body)
             await exchange.respond(200, body, headers | PRIVATE_ANSWER)
         else:
-            await exchange.respond(200, orjson.dumps(routed.value.body), headers)
+            try:
+                body = orjson.dumps(routed.value.body)
+            except orjson.JSONEncodeError:
+                raise UpstreamProtocolError("the upstream's answer is nested too deeply") from None
+            await exchange.respond(200, body, headers)
         exchange.log_fields["tokens"] = _tokens(routed.value.usage)
         if self.scenarios is not None:
             self.scenarios.remember(data, routed.value.usage)
@@ -70,7 +77,10 @@ class MessagesEndpoint:
             route_request = self._route_request(exchange, data, model, key)
         else:
             route_request = await self._scenario_request(exchange, data, model, key)
-        routed = await self.router.count_tokens(route_request)
+        try:
+            routed = await self.router.count_tokens(route_request)
+        except orjson.JSONEncodeError:
+            raise _too_deep() from None
         self._log_route(exchange, routed)
         answer = {"input_tokens": routed.value}
         headers = _route_headers(routed, exchange)
@@ -82,7 +92,10 @@ class MessagesEndpoint:
 
     async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
-        routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
+        try:
+            routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
+        except orjson.JSONEncodeError:
+            raise _too_deep() from None
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed, exchange))
@@ -175,6 +188,15 @@ class MessagesEndpoint:
             exchange.log_fields["fallback_model"] = routed.model.name
         if routed.skipped:
             exchange.log_fields["skipped"] = " | ".join(routed.skipped)
+
+
+# The gateway re-encodes every request (orjson, which stops at this depth): deeper JSON (tool
+# schemas can nest like that) is refused, a 400 before any upstream answers, never a crash.
+MAX_JSON_DEPTH = 254
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(f"request JSON is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def _route_headers(routed: Routed[Any], exchange: Exchange) -> dict[str, str]:

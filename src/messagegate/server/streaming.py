@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from typing import Any
 
 from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
-from messagegate.errors import GatewayError
+from messagegate.errors import GatewayError, GatewayOverloaded
 from messagegate.providers.base import EventStream
 from messagegate.server.exchange import Exchange
 from messagegate.server.http_protocol import BodyWriter
@@ -79,10 +80,14 @@ async def relay(
     ping: float,
 ) -> StreamOutcome:
     """Send the stream to the client through `writer`; say how it ended."""
+    if not writer.framed:
+        writer.begin()
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
-        await exchange.send({"type": "http.response.body", "body": stream.first})
+        await exchange.send(
+            _last(writer, stream.first) if not writer.framed else _end(stream.first)
+        )
         return StreamOutcome.COMPLETED
     task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
     watch = _Watch(writer, stream, task, ping)
@@ -92,16 +97,37 @@ async def relay(
         tail = await stream.pipe(writer.write)
     except GatewayError as error:
         outcome = StreamOutcome.FAILED
-        exchange.log_fields["stream_error"] = error.error_type
-        tail = encode_event("error", error_payload(error.error_type, error.message))
+        tail = _error_event(exchange, error)
     except asyncio.CancelledError:
-        if not watch.disconnected:
-            raise
         task.uncancel()
-        exchange.log_fields["disconnected"] = "client"
-        return StreamOutcome.DISCONNECTED
+        if watch.disconnected:
+            exchange.log_fields["disconnected"] = "client"
+            return StreamOutcome.DISCONNECTED
+        # The server's shutdown grace ended with the stream still open: it ends with an
+        # `error` event the client can act on, not a cut connection and a traceback.
+        outcome = StreamOutcome.FAILED
+        tail = _error_event(exchange, GatewayOverloaded(SHUTTING_DOWN))
     finally:
         watch.stop()
         stream.close()
-    await exchange.send({"type": "http.response.body", "body": tail})
+    await exchange.send(_last(writer, tail) if not writer.framed else _end(tail))
     return outcome
+
+
+SHUTTING_DOWN = "the gateway is shutting down; retry the request"
+
+
+def _error_event(exchange: Exchange, error: GatewayError) -> bytes:
+    exchange.log_fields["stream_error"] = error.error_type
+    return encode_event("error", error_payload(error.error_type, error.message))
+
+
+def _end(last: bytes) -> dict[str, Any]:
+    """The message that ends the body with its last bytes."""
+    return {"type": "http.response.body", "body": last}
+
+
+def _last(writer: BodyWriter, last: bytes) -> dict[str, Any]:
+    """An unframed body (HTTP/1.0) goes all by the writer: its end carries nothing."""
+    writer.write(last)
+    return _end(b"")

@@ -53,7 +53,7 @@ class AccessFields:
         self.request = request
 
     def __str__(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.request.log_fields.items())
+        return printable(" ".join(f"{k}={v}" for k, v in self.request.log_fields.items()))
 
     def document(self) -> dict[str, Any]:
         fields = self.request.log_fields
@@ -70,6 +70,14 @@ class AccessFields:
         doc["output_tokens"] = None if usage is None else usage.output_tokens
         doc["tokens_estimated"] = None if usage is None else usage.estimated
         return doc
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped (``\\r``, ``\\n``, ``\\x1b``...): a decoded path
+    or a model name holding CR/LF, written raw, would forge log lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def trace_id(traceparent: str | None) -> str | None:

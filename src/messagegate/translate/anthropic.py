@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -63,8 +63,10 @@ _VERBATIM_PREFIXES = (
 class AnthropicEventRelay:
     """Passes Anthropic events through unchanged, but for the model name; records usage."""
 
-    def __init__(self, client_model: str) -> None:
+    def __init__(self, client_model: str, scrub: Callable[[str], str] | None = None) -> None:
         self.client_model = client_model
+        # Takes the gateway's secrets out of an upstream's `error` event.
+        self.scrub = scrub
         self.usage = Usage()
         self._finished = False
 
@@ -114,6 +116,8 @@ class AnthropicEventRelay:
             self._record_usage(orjson.loads(event.data).get("usage"))
         elif name in ("message_stop", "error"):
             self._finished = True
+            if name == "error" and self.scrub is not None:
+                return encode_raw_event(name, self.scrub(event.data))
         return encode_raw_event(name, event.data)
 
     def finish(self) -> bytes:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from messagegate.api.envelope import error_body, error_payload
+from messagegate.api.headers import CLIENT_API_HEADERS
 from messagegate.api.sse import encode_event
 from messagegate.config import Timeouts
 from messagegate.privacy.client import (
@@ -33,7 +34,7 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("messagegate.proxy")
 MAX_BODY_BYTES = 32 * 1024 * 1024
 SEALED_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
-_FORWARDED = ("anthropic-version", "anthropic-beta", "content-type")
+_FORWARDED = (*CLIENT_API_HEADERS, "content-type")
 _NOT_RELAYED = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", HEADER, "date", "server"}
 )

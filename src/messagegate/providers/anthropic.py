@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from messagegate.api.headers import CLIENT_API_HEADERS, DEFAULT_VERSION, TRACE_HEADERS, VERSION
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import UpstreamProtocolError
@@ -26,9 +27,7 @@ from messagegate.translate.anthropic import (
     with_client_model,
 )
 
-# traceparent and tracestate are only in a call when tracing put them there (its CLIENT span).
-_FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "traceparent", "tracestate")
-_DEFAULT_VERSION = "2023-06-01"
+_FORWARDED_HEADERS = (*CLIENT_API_HEADERS, *TRACE_HEADERS)
 
 
 class AnthropicClient:
@@ -92,7 +91,7 @@ class AnthropicClient:
 
     async def _post(self, head: RequestHead, call: UpstreamCall) -> UpstreamResponse:
         headers = {name: call.headers[name] for name in _FORWARDED_HEADERS if name in call.headers}
-        headers.setdefault("anthropic-version", _DEFAULT_VERSION)
+        headers.setdefault(VERSION, DEFAULT_VERSION)
         payload = orjson.dumps(to_anthropic_body(call.body, call.route.model))
         encoded = head.encode(payload, headers)
         return await self.pool.post(head, encoded, self.provider.timeouts, slots=self.slots)

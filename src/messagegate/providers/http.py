@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
+from messagegate.api.headers import RELAYED_PREFIXES
 from messagegate.config import Provider
 from messagegate.errors import (
     GatewayError,
@@ -22,8 +23,6 @@ from messagegate.providers.slots import PoolBusy
 
 log = logging.getLogger("messagegate.upstream")
 
-_RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-", "retry-after")
-
 
 def auth_headers(provider: Provider) -> dict[str, str]:
     """The provider key as its `auth` switch says: `x-api-key: K` or `authorization: Bearer K`."""
@@ -36,7 +35,7 @@ def auth_headers(provider: Provider) -> dict[str, str]:
 
 def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Rate-limit and retry-after headers the client should see (names are lower case)."""
-    return {k: v for k, v in headers.items() if k.startswith(_RELAYED_PREFIXES)}
+    return {k: v for k, v in headers.items() if k.startswith(RELAYED_PREFIXES)}
 
 
 class Scrubber:

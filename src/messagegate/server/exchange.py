@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from messagegate.api.envelope import error_body
+from messagegate.api.headers import REQUEST_ID
 from messagegate.errors import GatewayError, RequestTooLarge
 from messagegate.privacy.gateway import PrivateExchange
 from messagegate.server.client_limits import BodyBudget
@@ -25,6 +26,8 @@ JSON_HEADER = (b"content-type", b"application/json")
 # Seconds an upstream call may take before a task starts watching for the client leaving.
 WATCH_AFTER = 0.25
 T = TypeVar("T")
+
+_REQUEST_ID_BYTES = REQUEST_ID.encode()
 
 
 class Exchange:
@@ -143,7 +146,7 @@ class Exchange:
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
-        headers.append((b"request-id", self.request_id.encode()))
+        headers.append((_REQUEST_ID_BYTES, self.request_id.encode()))
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def respond(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:

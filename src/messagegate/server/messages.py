@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from messagegate.api.headers import CLIENT_API_HEADERS
 from messagegate.api.schema import (
     ROUTING_FIELDS,
     parse_count_tokens_request,
@@ -22,7 +23,6 @@ from messagegate.server.request_defaults import RequestDefaulter
 from messagegate.server.streaming import StreamOutcome, relay
 from messagegate.telemetry.metrics import GatewayMetrics
 
-_API_HEADERS = ("anthropic-version", "anthropic-beta")
 SCENARIO_HEADER = "x-messagegate-scenario"
 
 
@@ -136,7 +136,7 @@ class MessagesEndpoint:
             exchange.log_fields["model"] = model.name
             exchange.log_fields["alias"] = model_name
         settings = self._settings(data, key)
-        headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
+        headers = {k: exchange.headers[k] for k in CLIENT_API_HEADERS if k in exchange.headers}
         beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"
         tokens = choice.input_tokens if choice is not None else None
         return RouteRequest(

@@ -1,5 +1,5 @@
 """The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config, ``init``
-writes a starter config."""
+writes a starter config, ``keys`` manages gateway keys."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
+from messagegate import key_commands
 from messagegate.catalogue import no_provider_message
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(config))
         return 0
+    if args.command == "keys":
+        return key_commands.run(args, config)
     return serve(config, args)
 
 
@@ -72,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         "init", help="write a starter config for the providers found in the environment"
     )
     init_cmd.add_argument("--config", default="messagegate.yaml", help="the file to write")
+    key_commands.add_parser(commands, _CONFIG_HELP)
     return parser
 
 

@@ -14,6 +14,7 @@ import msgspec
 import yaml
 
 from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
+from messagegate.keyspec import KEY_FIELDS, KeyFieldError, KeyLimits, allows, parse_key_settings
 from messagegate.translate.openai_dialect import DIALECT_FIELDS, PRESETS, OpenAIDialect, dialect_for
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -132,9 +133,18 @@ class RoutingDefaults:
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
+    """A gateway key; one from the database has an empty `key` (only its hash is stored)."""
+
     key: Secret
     name: str
     routing: RoutingDefaults = field(default_factory=RoutingDefaults)
+    # Globs of the model names a client may send; empty: any.
+    models: tuple[str, ...] = ()
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    expires_at: float | None = None
+
+    def allows(self, model: str) -> bool:
+        return allows(self.models, model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +164,23 @@ class Config:
     failover: FailoverPolicy = field(default_factory=FailoverPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     source: str = "<config>"
+    # The key store: `database:` as written; else the documented default path (None without a
+    # home directory), which `serve` uses only once it exists.
+    database: str | None = None
+    default_database: str | None = None
+    admin_key: Secret | None = None
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
 LOG_LEVEL_VARIABLE = "MESSAGEGATE_LOG_LEVEL"
+
+
+def default_database_path(environ: Mapping[str, str]) -> str | None:
+    """``$XDG_DATA_HOME/messagegate/messagegate.db``, else ``~/.local/share/messagegate/...``."""
+    data_home = environ.get("XDG_DATA_HOME") or (
+        str(Path(environ["HOME"]) / ".local" / "share") if environ.get("HOME") else None
+    )
+    return str(Path(data_home) / "messagegate" / "messagegate.db") if data_home else None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -256,7 +279,20 @@ class _Reader:
             failover=self.failover(top.get("failover")),
             breaker=self.breaker(top.get("circuit_breaker")),
             source=self.source,
+            database=self.get(top, "database", "", str),
+            default_database=default_database_path(self.environ),
+            admin_key=self.admin_key(top),
         )
+
+    def admin_key(self, top: dict[str, Any]) -> Secret | None:
+        value = self.get(top, "admin_key", "", str)
+        if value is None:
+            return None
+        if len(value) < 16:
+            raise self.fail("admin_key", "must be at least 16 characters")
+        if any(value == k.get("key") for k in top.get("keys") or () if isinstance(k, dict)):
+            raise self.fail("admin_key", "must not be a gateway key")
+        return Secret(value)
 
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
@@ -306,14 +342,21 @@ class _Reader:
         return keys
 
     def key(self, raw: object, path: str) -> ApiKey:
-        data = self.mapping(raw, path, frozenset({"key", "name", "routing"}))
+        data = self.mapping(raw, path, KEY_FIELDS | {"key", "name"})
         key = self.required(data, "key", path, str)
         if not key:
             raise self.fail(_join(path, "key"), "must not be empty")
+        try:
+            settings = parse_key_settings({k: v for k, v in data.items() if k != "routing"})
+        except KeyFieldError as exc:
+            raise self.fail(_join(path, exc.field), exc.problem) from None
         return ApiKey(
             key=Secret(key),
             name=self.required(data, "name", path, str),
             routing=self.routing(data.get("routing"), _join(path, "routing")),
+            models=settings.models,
+            limits=settings.limits,
+            expires_at=settings.expires_at,
         )
 
     def routing(self, raw: object, path: str) -> RoutingDefaults:
@@ -476,6 +519,8 @@ _TOP_KEYS = frozenset(
         "failover",
         "circuit_breaker",
         "explicit_provider_models",
+        "database",
+        "admin_key",
     }
 )
 _PROVIDER_KEYS = frozenset(

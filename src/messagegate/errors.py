@@ -2,7 +2,8 @@
 
     GatewayError                      base: status, error_type, message
     ├── InvalidRequest                400 invalid_request_error (bad body, no eligible route)
-    ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
+    ├── AuthenticationFailed          401 authentication_error  (no, unknown, revoked, expired key)
+    ├── PermissionDenied              403 permission_error      (model outside the allow-list)
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
     └── UpstreamError                 an upstream failed or answered with an error
@@ -40,6 +41,11 @@ class InvalidRequest(GatewayError):
 class AuthenticationFailed(GatewayError):
     status = 401
     error_type = "authentication_error"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    error_type = "permission_error"
 
 
 class NotFound(GatewayError):

@@ -15,11 +15,16 @@ from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
-from messagegate.server.auth import KeyChecker
+from messagegate.server.admin import PREFIX as ADMIN_PREFIX
+from messagegate.server.admin import AdminEndpoint
+from messagegate.server.auth import KeyChecker, KeyRefresh
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
+from messagegate.store.base import KeyStore
+from messagegate.store.keys import KeyAdmin
+from messagegate.store.location import open_store, serving_database
 from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
@@ -48,6 +53,9 @@ class GatewayApp:
         self.pool: ConnectionPool | None = None
         self.router: Router | None = None
         self.messages: MessagesEndpoint | None = None
+        self.store: KeyStore | None = None
+        self.key_refresh: KeyRefresh | None = None
+        self.admin: AdminEndpoint | None = None
 
     @property
     def ready(self) -> bool:
@@ -62,12 +70,30 @@ class GatewayApp:
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
         self.messages = MessagesEndpoint(self.config, self.router)
+        await self._open_store()
         # What exists now lives as long as the process: keep the collector from rescanning it.
         gc.collect()
         gc.freeze()
 
+    async def _open_store(self) -> None:
+        location = serving_database(self.config)
+        if location is None:
+            return
+        self.store = store = await open_store(location)
+        self.key_refresh = refresh = KeyRefresh(store, self.keys)
+        await refresh.start()
+        if self.config.admin_key is not None:
+            reserved = frozenset(k.name for k in self.config.keys)
+            admin = KeyAdmin(store, reserved=reserved)
+            self.admin = AdminEndpoint(self.config.admin_key, admin, refresh.reload)
+
     async def shutdown(self) -> None:
         self.messages = None
+        if self.key_refresh is not None:
+            await self.key_refresh.stop()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -113,6 +139,8 @@ class GatewayApp:
             await exchange.respond(200, _ROOT_BODY)
         elif path == "/health" and method == "GET":
             await self._health(exchange)
+        elif path.startswith(ADMIN_PREFIX):
+            await self._admin(exchange)
         elif path.startswith("/v1/"):
             await self._api(exchange, self.keys.check(exchange.headers))
         else:
@@ -138,6 +166,11 @@ class GatewayApp:
             await exchange.respond_json({"data": messages.router.snapshot()})
         else:
             raise NotFound(f"no endpoint {method} {path}")
+
+    async def _admin(self, exchange: Exchange) -> None:
+        if self.admin is None:
+            raise NotFound("the admin API is off: set admin_key in the config")
+        await self.admin.handle(exchange)
 
     async def _health(self, exchange: Exchange) -> None:
         if self.ready:

@@ -12,7 +12,7 @@ from messagegate.api.schema import (
     parse_messages_request,
 )
 from messagegate.config import ApiKey, Config
-from messagegate.errors import InvalidRequest
+from messagegate.errors import InvalidRequest, PermissionDenied
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.server.exchange import Exchange, encode_headers
@@ -25,7 +25,8 @@ class MessagesEndpoint:
     def __init__(self, config: Config, router: Router) -> None:
         self.config = config
         self.router = router
-        self._key_settings: dict[str | None, RoutingSettings] = {}
+        # By key name: the key's routing defaults (to see that they changed) and their settings.
+        self._key_settings: dict[str | None, tuple[object, RoutingSettings]] = {}
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
         data = await self._read_json(exchange)
@@ -73,6 +74,8 @@ class MessagesEndpoint:
         self, exchange: Exchange, data: dict[str, Any], model_name: str, key: ApiKey | None
     ) -> RouteRequest:
         exchange.log_fields["model"] = model_name
+        if key is not None and key.models and not key.allows(model_name):
+            raise PermissionDenied(f"this key may not use the model {model_name!r}")
         model = self.router.model(model_name)
         settings = self._settings(data, key)
         headers = {k: exchange.headers[k] for k in _API_HEADERS if k in exchange.headers}
@@ -82,11 +85,11 @@ class MessagesEndpoint:
     def _settings(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:
         """The request's routing settings; without routing fields, its key's defaults (cached)."""
         if ROUTING_FIELDS.isdisjoint(data):
-            name = key.name if key is not None else None
-            settings = self._key_settings.get(name)
-            if settings is None:
-                settings = self._key_settings[name] = self._resolve({}, key)
-            return settings
+            name, defaults = (key.name, key.routing) if key is not None else (None, None)
+            cached = self._key_settings.get(name)
+            if cached is None or cached[0] is not defaults:
+                cached = self._key_settings[name] = (defaults, self._resolve({}, key))
+            return cached[1]
         return self._resolve(data, key)
 
     def _resolve(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:

@@ -145,6 +145,12 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": config.shutdown_grace,
     }
     if args.workers > 1:
+        print(
+            f"messagegate: key limits (rpm, tpm, concurrency, budgets) are per process: each of "
+            f"the {args.workers} workers enforces them on its own",
+            file=sys.stderr,
+            flush=True,
+        )
         # Worker processes build their own app from the config file named in the environment
         # (or, with none named, from the embedded default, as this process did).
         if args.config:

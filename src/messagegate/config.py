@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
@@ -169,6 +170,8 @@ class Config:
     database: str | None = None
     default_database: str | None = None
     admin_key: Secret | None = None
+    # The time zone whose calendar days, weeks and months budget periods follow.
+    budget_timezone: str = "UTC"
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -282,7 +285,16 @@ class _Reader:
             database=self.get(top, "database", "", str),
             default_database=default_database_path(self.environ),
             admin_key=self.admin_key(top),
+            budget_timezone=self.timezone(top),
         )
+
+    def timezone(self, top: dict[str, Any]) -> str:
+        name: str = self.get(top, "budget_timezone", "", str, "UTC")
+        try:
+            ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise self.fail("budget_timezone", f"unknown time zone {name!r}") from None
+        return name
 
     def admin_key(self, top: dict[str, Any]) -> Secret | None:
         value = self.get(top, "admin_key", "", str)
@@ -521,6 +533,7 @@ _TOP_KEYS = frozenset(
         "explicit_provider_models",
         "database",
         "admin_key",
+        "budget_timezone",
     }
 )
 _PROVIDER_KEYS = frozenset(

@@ -3,9 +3,11 @@
     GatewayError                      base: status, error_type, message
     ├── InvalidRequest                400 invalid_request_error (bad body, no eligible route)
     ├── AuthenticationFailed          401 authentication_error  (no, unknown, revoked, expired key)
+    ├── BudgetExhausted               402 billing_error         (the key's budget is spent)
     ├── PermissionDenied              403 permission_error      (model outside the allow-list)
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
+    ├── RateLimited                   429 rate_limit_error      (the key's rpm, tpm or concurrency)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
@@ -43,6 +45,17 @@ class AuthenticationFailed(GatewayError):
     error_type = "authentication_error"
 
 
+class BudgetExhausted(GatewayError):
+    """Retrying cannot help before the period resets: `x-should-retry: false` stops SDK retries."""
+
+    status = 402
+    error_type = "billing_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["x-should-retry"] = "false"
+
+
 class PermissionDenied(GatewayError):
     status = 403
     error_type = "permission_error"
@@ -56,6 +69,19 @@ class NotFound(GatewayError):
 class RequestTooLarge(GatewayError):
     status = 413
     error_type = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    """One of the key's own limits; `retry-after` is whole seconds, at most 60 (clients such as
+    Claude Code give up on a longer wait)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers.update(headers)
+        self.headers["retry-after"] = str(retry_after)
 
 
 class UpstreamError(GatewayError):

@@ -48,6 +48,12 @@ class KeyLimits:
     budget: float | None = None
     period: Period | None = None
     budget_mode: BudgetMode = "soft"
+    # Whether any limit is set: the one test a request of an unlimited key pays.
+    enabled: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        limits = (self.rpm, self.tpm, self.concurrency, self.budget)
+        object.__setattr__(self, "enabled", any(v is not None for v in limits))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
 from messagegate.errors import GatewayError, NotFound
+from messagegate.limits.limiter import Limiter
+from messagegate.limits.periods import Periods
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
@@ -44,9 +46,11 @@ class GatewayApp:
         breaker: BreakerPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.keys = KeyChecker(config.keys)
+        self.keys = KeyChecker(config.keys, wall_clock)
+        self.limiter = Limiter(wall_clock, Periods(config.budget_timezone))
         self.board = HealthBoard(breaker or config.breaker, clock)
         self.failover = failover or config.failover
         self.rng = rng
@@ -69,7 +73,7 @@ class GatewayApp:
         self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
-        self.messages = MessagesEndpoint(self.config, self.router)
+        self.messages = MessagesEndpoint(self.config, self.router, self.limiter)
         await self._open_store()
         # What exists now lives as long as the process: keep the collector from rescanning it.
         gc.collect()

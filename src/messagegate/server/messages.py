@@ -13,8 +13,10 @@ from messagegate.api.schema import (
 )
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest, PermissionDenied
+from messagegate.limits.limiter import Limiter, Ticket
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
+from messagegate.server.admission import Admission, settle
 from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.streaming import StreamOutcome, relay
 
@@ -22,27 +24,36 @@ _API_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 class MessagesEndpoint:
-    def __init__(self, config: Config, router: Router) -> None:
+    def __init__(self, config: Config, router: Router, limiter: Limiter | None = None) -> None:
         self.config = config
         self.router = router
+        self.admission = Admission(limiter or Limiter())
         # By key name: the key's routing defaults (to see that they changed) and their settings.
         self._key_settings: dict[str | None, tuple[object, RoutingSettings]] = {}
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
-        data = await self._read_json(exchange)
+        data, size = await self._read_json(exchange)
         request = parse_messages_request(data)
         route_request = self._route_request(exchange, data, request.model, key)
-        if request.stream:
-            await self._stream(exchange, route_request)
-            return
-        routed = await exchange.unless_client_leaves(self.router.complete(route_request))
-        self._log_route(exchange, routed)
-        headers = routed.value.headers | _route_headers(routed)
-        await exchange.respond(200, orjson.dumps(routed.value.body), headers)
-        exchange.log_fields["tokens"] = _tokens(routed.value.usage)
+        ticket = self.admission.admit(key, route_request.model, size, request.max_tokens)
+        try:
+            if request.stream:
+                await self._stream(exchange, route_request, ticket)
+                return
+            routed = await exchange.unless_client_leaves(self.router.complete(route_request))
+            self._log_route(exchange, routed)
+            settle(ticket, routed.value.usage, routed.route.price)
+            headers = routed.value.headers | _route_headers(routed)
+            if ticket is not None:
+                headers |= ticket.headers()
+            await exchange.respond(200, orjson.dumps(routed.value.body), headers)
+            exchange.log_fields["tokens"] = _tokens(routed.value.usage)
+        finally:
+            if ticket is not None:
+                ticket.release()  # an answer that never came uses nothing; else a no-op
 
     async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
-        data = await self._read_json(exchange)
+        data, _ = await self._read_json(exchange)
         request = parse_count_tokens_request(data)
         routed = await self.router.count_tokens(
             self._route_request(exchange, data, request.model, key)
@@ -50,23 +61,27 @@ class MessagesEndpoint:
         self._log_route(exchange, routed)
         await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
 
-    async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
+    async def _stream(
+        self, exchange: Exchange, route_request: RouteRequest, ticket: Ticket | None
+    ) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
         routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
-        headers = encode_headers(stream.headers | _route_headers(routed))
+        limit_headers = ticket.headers() if ticket is not None else {}
+        headers = encode_headers(stream.headers | _route_headers(routed) | limit_headers)
         outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
+        settle(ticket, stream.usage, routed.route.price)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
         elif outcome is StreamOutcome.FAILED:
             self.router.record_failure(routed)
         exchange.log_fields["tokens"] = _tokens(stream.usage)
 
-    async def _read_json(self, exchange: Exchange) -> Any:
+    async def _read_json(self, exchange: Exchange) -> tuple[Any, int]:
         body = await exchange.read_body(self.config.max_body_bytes)
         try:
-            return orjson.loads(body)
+            return orjson.loads(body), len(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
 

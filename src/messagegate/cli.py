@@ -1,5 +1,5 @@
 """The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config, ``init``
-writes a starter config, ``keys`` manages gateway keys."""
+writes a starter config, ``keys`` manages gateway keys, ``usage`` reports from the ledger."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from messagegate import key_commands
+from messagegate import key_commands, usage_command
 from messagegate.catalogue import no_provider_message
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return key_commands.run(args, config)
+    if args.command == "usage":
+        return usage_command.run(args, config)
     return serve(config, args)
 
 
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     init_cmd.add_argument("--config", default="messagegate.yaml", help="the file to write")
     key_commands.add_parser(commands, _CONFIG_HELP)
+    usage_command.add_parser(commands, _CONFIG_HELP)
     return parser
 
 

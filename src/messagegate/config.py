@@ -84,6 +84,9 @@ class Price:
     input: float
     output: float
     cache_read: float | None = None
+    # Cache writes for 5 minutes and for 1 hour; unset: Anthropic's 1.25x and 2x the input price.
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,11 +507,15 @@ class _Reader:
     def price(self, raw: object, path: str) -> Price | None:
         if raw is None:
             return None
-        data = self.mapping(raw, path, frozenset({"input", "output", "cache_read"}))
+        data = self.mapping(
+            raw, path, frozenset({"input", "output", "cache_read", "cache_write", "cache_write_1h"})
+        )
         return Price(
             input=self.required(data, "input", path, float),
             output=self.required(data, "output", path, float),
             cache_read=self.get(data, "cache_read", path, float),
+            cache_write=self.get(data, "cache_write", path, float),
+            cache_write_1h=self.get(data, "cache_write_1h", path, float),
         )
 
     def optional_positive_int(self, data: dict[str, Any], key: str, path: str) -> int | None:

@@ -13,12 +13,13 @@ class Bucket:
     is admitted when the bucket is full, and leaves it in debt, as a refill would.
     """
 
-    __slots__ = ("capacity", "interval", "tat")
+    __slots__ = ("capacity", "interval", "limit_text", "tat")
 
     WINDOW = 60.0
 
     def __init__(self, per_minute: int) -> None:
         self.capacity = per_minute
+        self.limit_text = str(per_minute)
         self.interval = self.WINDOW / per_minute
         self.tat = 0.0
 

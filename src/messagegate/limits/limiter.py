@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from messagegate.config import ApiKey
 from messagegate.errors import BudgetExhausted, RateLimited
@@ -148,12 +147,19 @@ class Limiter:
     def headers(self, state: KeyState, now: float) -> dict[str, str]:
         """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets."""
         headers: dict[str, str] = {}
-        for kind, bucket in (("requests", state.requests), ("tokens", state.tokens)):
+        for names, bucket in ((_REQUESTS, state.requests), (_TOKENS, state.tokens)):
             if bucket is not None:
-                headers[f"anthropic-ratelimit-{kind}-limit"] = str(bucket.capacity)
-                headers[f"anthropic-ratelimit-{kind}-remaining"] = str(bucket.remaining(now))
-                headers[f"anthropic-ratelimit-{kind}-reset"] = _rfc3339(bucket.full_at(now))
+                limit, remaining, reset = names
+                headers[limit] = bucket.limit_text
+                headers[remaining] = str(bucket.remaining(now))
+                headers[reset] = _rfc3339(bucket.full_at(now))
         return headers
+
+
+_REQUESTS, _TOKENS = (
+    tuple(f"anthropic-ratelimit-{kind}-{part}" for part in ("limit", "remaining", "reset"))
+    for kind in ("requests", "tokens")
+)
 
 
 def _budget_message(state: KeyState, budget: int, end: float) -> str:
@@ -167,5 +173,16 @@ def _budget_message(state: KeyState, budget: int, end: float) -> str:
     )
 
 
+_FORMATTED: dict[int, str] = {}
+
+
 def _rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(math.ceil(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 to the second; the few seconds in use are formatted once each (strftime per
+    header cost more than the rest of the limits together)."""
+    second = math.ceil(epoch)
+    text = _FORMATTED.get(second)
+    if text is None:
+        if len(_FORMATTED) >= 256:
+            _FORMATTED.clear()
+        text = _FORMATTED[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+    return text

@@ -12,8 +12,9 @@ import orjson
 from messagegate.config import Secret
 from messagegate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from messagegate.keyspec import parse_duration
+from messagegate.ledger.report import since_day, with_usd
 from messagegate.server.exchange import Exchange
-from messagegate.store.base import KeyExists, StoreError, UnknownKey
+from messagegate.store.base import KeyExists, LedgerStore, StoreError, UnknownKey
 from messagegate.store.keys import KeyAdmin, describe
 
 PREFIX = "/v1/gateway/admin/"
@@ -24,10 +25,15 @@ DEFAULT_GRACE = "1h"
 
 class AdminEndpoint:
     def __init__(
-        self, admin_key: Secret, keys: KeyAdmin, changed: Callable[[], Awaitable[None]]
+        self,
+        admin_key: Secret,
+        keys: KeyAdmin,
+        ledger: LedgerStore,
+        changed: Callable[[], Awaitable[None]],
     ) -> None:
         self._secret = admin_key.encode()
         self.keys = keys
+        self.ledger = ledger
         # Called after every change, so that this gateway's own snapshot sees it at once.
         self.changed = changed
 
@@ -70,12 +76,20 @@ class AdminEndpoint:
                 key = await self.keys.revoke(name)
                 await self.changed()
                 return 200, describe(key, now)
+            case "GET", ["usage"]:
+                return 200, {"data": await self._usage(exchange.query_params(), now)}
             case "POST", ["keys", name, "rotate"]:
                 grace = (await _body(exchange)).get("grace", DEFAULT_GRACE)
                 secret, key = await self.keys.rotate(name, parse_duration(str(grace)))
                 await self.changed()
                 return 200, {"key": secret, **describe(key, now)}
         raise NotFound(f"no endpoint {method} {exchange.path}")
+
+    async def _usage(self, params: dict[str, str], now: float) -> list[dict[str, Any]]:
+        rows = await self.ledger.usage(
+            params.get("by", "key"), since_day(params.get("since", "7d"), now)
+        )
+        return [with_usd(row) for row in rows]
 
 
 async def _body(exchange: Exchange) -> dict[str, Any]:

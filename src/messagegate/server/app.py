@@ -11,12 +11,15 @@ from collections.abc import Callable
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy
 from messagegate.errors import GatewayError, NotFound
+from messagegate.ledger.journal import Journal
+from messagegate.ledger.shipper import Shipper
 from messagegate.limits.limiter import Limiter
 from messagegate.limits.periods import Periods
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
+from messagegate.server.accounting import Accounting
 from messagegate.server.admin import PREFIX as ADMIN_PREFIX
 from messagegate.server.admin import AdminEndpoint
 from messagegate.server.auth import KeyChecker, KeyRefresh
@@ -24,9 +27,9 @@ from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
 from messagegate.server.messages import MessagesEndpoint
 from messagegate.server.models import get_model, list_models
-from messagegate.store.base import KeyStore
+from messagegate.store.base import Store
 from messagegate.store.keys import KeyAdmin
-from messagegate.store.location import open_store, serving_database
+from messagegate.store.location import journal_directory, open_store, serving_database
 from messagegate.translate.token_count import active_encoding
 
 access_log = logging.getLogger("messagegate.access")
@@ -49,6 +52,7 @@ class GatewayApp:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.wall_clock = wall_clock
         self.keys = KeyChecker(config.keys, wall_clock)
         self.limiter = Limiter(wall_clock, Periods(config.budget_timezone))
         self.board = HealthBoard(breaker or config.breaker, clock)
@@ -57,7 +61,9 @@ class GatewayApp:
         self.pool: ConnectionPool | None = None
         self.router: Router | None = None
         self.messages: MessagesEndpoint | None = None
-        self.store: KeyStore | None = None
+        self.store: Store | None = None
+        self.journal: Journal | None = None
+        self.shipper: Shipper | None = None
         self.key_refresh: KeyRefresh | None = None
         self.admin: AdminEndpoint | None = None
 
@@ -73,8 +79,9 @@ class GatewayApp:
         self.pool = ConnectionPool(on_wake=turn_flusher(asyncio.get_running_loop()).follow)
         clients = create_clients(self.pool, self.config.providers.values())
         self.router = Router(self.config, clients, self.board, self.failover, self.rng)
-        self.messages = MessagesEndpoint(self.config, self.router, self.limiter)
         await self._open_store()
+        accounting = Accounting(self.limiter, self.journal, self.wall_clock, self.board.clock)
+        self.messages = MessagesEndpoint(self.config, self.router, accounting)
         # What exists now lives as long as the process: keep the collector from rescanning it.
         gc.collect()
         gc.freeze()
@@ -86,15 +93,22 @@ class GatewayApp:
         self.store = store = await open_store(location)
         self.key_refresh = refresh = KeyRefresh(store, self.keys)
         await refresh.start()
+        self.journal = Journal(journal_directory(location))
+        self.shipper = Shipper(self.journal, store)
+        self.shipper.start()
         if self.config.admin_key is not None:
             reserved = frozenset(k.name for k in self.config.keys)
             admin = KeyAdmin(store, reserved=reserved)
-            self.admin = AdminEndpoint(self.config.admin_key, admin, refresh.reload)
+            self.admin = AdminEndpoint(self.config.admin_key, admin, store, refresh.reload)
 
     async def shutdown(self) -> None:
         self.messages = None
         if self.key_refresh is not None:
             await self.key_refresh.stop()
+        if self.shipper is not None:
+            await self.shipper.stop()
+        if self.journal is not None:
+            self.journal.close()
         if self.store is not None:
             await self.store.close()
             self.store = None

@@ -13,10 +13,11 @@ from messagegate.api.schema import (
 )
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest, PermissionDenied
+from messagegate.ledger.row import Outcome
 from messagegate.limits.limiter import Limiter, Ticket
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
-from messagegate.server.admission import Admission, settle
+from messagegate.server.accounting import Accounting
 from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.streaming import StreamOutcome, relay
 
@@ -24,10 +25,12 @@ _API_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 class MessagesEndpoint:
-    def __init__(self, config: Config, router: Router, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self, config: Config, router: Router, accounting: Accounting | None = None
+    ) -> None:
         self.config = config
         self.router = router
-        self.admission = Admission(limiter or Limiter())
+        self.accounting = accounting or Accounting(Limiter())
         # By key name: the key's routing defaults (to see that they changed) and their settings.
         self._key_settings: dict[str | None, tuple[object, RoutingSettings]] = {}
 
@@ -35,14 +38,15 @@ class MessagesEndpoint:
         data, size = await self._read_json(exchange)
         request = parse_messages_request(data)
         route_request = self._route_request(exchange, data, request.model, key)
-        ticket = self.admission.admit(key, route_request.model, size, request.max_tokens)
+        ticket = self.accounting.admit(key, route_request.model, size, request.max_tokens)
         try:
             if request.stream:
-                await self._stream(exchange, route_request, ticket)
+                await self._stream(exchange, route_request, key, ticket)
                 return
             routed = await exchange.unless_client_leaves(self.router.complete(route_request))
             self._log_route(exchange, routed)
-            settle(ticket, routed.value.usage, routed.route.price)
+            usage = routed.value.usage
+            self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
             headers = routed.value.headers | _route_headers(routed)
             if ticket is not None:
                 headers |= ticket.headers()
@@ -62,7 +66,11 @@ class MessagesEndpoint:
         await exchange.respond_json({"input_tokens": routed.value}, _route_headers(routed))
 
     async def _stream(
-        self, exchange: Exchange, route_request: RouteRequest, ticket: Ticket | None
+        self,
+        exchange: Exchange,
+        route_request: RouteRequest,
+        key: ApiKey | None,
+        ticket: Ticket | None,
     ) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
         routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
@@ -70,8 +78,12 @@ class MessagesEndpoint:
         stream = routed.value
         limit_headers = ticket.headers() if ticket is not None else {}
         headers = encode_headers(stream.headers | _route_headers(routed) | limit_headers)
-        outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
-        settle(ticket, stream.usage, routed.route.price)
+
+        def finish(outcome: StreamOutcome) -> None:
+            ended = _OUTCOMES[outcome]
+            self.accounting.finish(exchange, key, ticket, routed, stream.usage, ended, True)
+
+        outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval, finish)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
         elif outcome is StreamOutcome.FAILED:
@@ -119,6 +131,13 @@ class MessagesEndpoint:
             exchange.log_fields["fallback_model"] = routed.model.name
         if routed.skipped:
             exchange.log_fields["skipped"] = " | ".join(routed.skipped)
+
+
+_OUTCOMES = {
+    StreamOutcome.COMPLETED: Outcome.COMPLETE,
+    StreamOutcome.DISCONNECTED: Outcome.CLIENT_ABORTED,
+    StreamOutcome.FAILED: Outcome.UPSTREAM_FAILED,
+}
 
 
 def _route_headers(routed: Routed[Any]) -> dict[str, str]:

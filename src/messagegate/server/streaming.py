@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 
 from messagegate.api.envelope import error_payload
 from messagegate.api.sse import PING, encode_event
@@ -77,11 +78,14 @@ async def relay(
     stream: EventStream,
     headers: list[tuple[bytes, bytes]],
     ping: float,
+    ending: Callable[[StreamOutcome], None],
 ) -> StreamOutcome:
-    """Send the stream to the client through `writer`; say how it ended."""
+    """Send the stream to the client through `writer`; say how it ended, to `ending` too,
+    before the last byte leaves (or once the client is gone)."""
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
+        ending(StreamOutcome.COMPLETED)
         await exchange.send({"type": "http.response.body", "body": stream.first})
         return StreamOutcome.COMPLETED
     task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
@@ -99,9 +103,11 @@ async def relay(
             raise
         task.uncancel()
         exchange.log_fields["disconnected"] = "client"
+        ending(StreamOutcome.DISCONNECTED)
         return StreamOutcome.DISCONNECTED
     finally:
         watch.stop()
         stream.close()
+    ending(outcome)
     await exchange.send({"type": "http.response.body", "body": tail})
     return outcome

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from messagegate.keyspec import KeySettings
+from messagegate.ledger.row import LedgerRow
 
 
 class StoreError(Exception):
@@ -67,3 +68,15 @@ class KeyStore(Protocol):
         """Add `secret`; the key's other secrets stay valid until `old_valid_until` at most."""
 
     async def close(self) -> None: ...
+
+
+class LedgerStore(Protocol):
+    async def ship(self, rows: list[LedgerRow]) -> int:
+        """Insert the rows not inserted before (by request id); how many were new."""
+
+    async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
+        """Totals by key, model, provider or day, from the daily rollups, since a UTC day."""
+
+
+class Store(KeyStore, LedgerStore, Protocol):
+    """What the gateway opens: keys and the ledger in one database."""

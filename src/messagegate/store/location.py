@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from messagegate.config import Config
-from messagegate.store.base import KeyStore, StoreError
+from messagegate.store.base import Store, StoreError
 from messagegate.store.sqlite import SQLiteStore
 
 
@@ -27,7 +27,12 @@ def managing_database(config: Config) -> str:
     return location
 
 
-async def open_store(location: str) -> KeyStore:
+def journal_directory(location: str) -> Path:
+    """Where this machine's gateways journal ledger rows: beside the database file."""
+    return Path(location.removeprefix("sqlite://")).parent / "messagegate-journal"
+
+
+async def open_store(location: str) -> Store:
     if location.startswith(("postgres://", "postgresql://", "redis://")):
         raise StoreError(f"{location.split(':')[0]} databases are not supported yet")
     return await SQLiteStore.open(location.removeprefix("sqlite://"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from messagegate.keyspec import KeySettings, parse_key_settings, settings_json
+from messagegate.ledger.row import LedgerRow
 from messagegate.store.base import KeyExists, StoredKey, StoredSecret, StoreError, UnknownKey
 
 T = TypeVar("T")
@@ -40,6 +41,71 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO generation VALUES (1, 0);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE ledger (
+            request_id TEXT PRIMARY KEY,
+            time REAL NOT NULL,
+            key TEXT NOT NULL,
+            model_asked TEXT NOT NULL,
+            model TEXT NOT NULL,
+            route TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            ttft_ms REAL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_5m_tokens INTEGER NOT NULL,
+            cache_write_1h_tokens INTEGER NOT NULL,
+            cost_micro_usd INTEGER NOT NULL,
+            price TEXT,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX ledger_time ON ledger(time);
+        CREATE TABLE usage_daily (
+            day TEXT NOT NULL,
+            key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_5m_tokens INTEGER NOT NULL,
+            cache_write_1h_tokens INTEGER NOT NULL,
+            cost_micro_usd INTEGER NOT NULL,
+            PRIMARY KEY (day, key, model, provider)
+        );
+        CREATE TRIGGER ledger_rollup AFTER INSERT ON ledger BEGIN
+            INSERT INTO usage_daily VALUES (
+                date(NEW.time, 'unixepoch'), NEW.key, NEW.model, NEW.provider, 1,
+                NEW.input_tokens, NEW.output_tokens, NEW.cache_read_tokens,
+                NEW.cache_write_5m_tokens, NEW.cache_write_1h_tokens, NEW.cost_micro_usd
+            ) ON CONFLICT (day, key, model, provider) DO UPDATE SET
+                requests = requests + 1,
+                input_tokens = input_tokens + excluded.input_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+                cache_write_5m_tokens = cache_write_5m_tokens + excluded.cache_write_5m_tokens,
+                cache_write_1h_tokens = cache_write_1h_tokens + excluded.cache_write_1h_tokens,
+                cost_micro_usd = cost_micro_usd + excluded.cost_micro_usd;
+        END
+        """,
+    ),
+)
+USAGE_GROUPS = ("key", "model", "provider", "day")
+_USAGE_SUMS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cost_micro_usd",
 )
 # A writer waits this long for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 5000
@@ -187,6 +253,39 @@ class SQLiteStore:
             _add_secret(db, row[0], secret)
             _bump(db)
 
+    async def ship(self, rows: list[LedgerRow]) -> int:
+        return await self._run(lambda: self._ship(rows))
+
+    def _ship(self, rows: list[LedgerRow]) -> int:
+        db = self._conn()
+        with _transaction(db):
+            before = db.total_changes
+            # OR IGNORE: a row shipped before is not inserted again (nor rolled up again).
+            db.executemany(
+                f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(_LEDGER_COLUMNS))})",
+                [_ledger_values(row) for row in rows],
+            )
+            # total_changes counts the trigger's rollup rows too: one per inserted row.
+            return (db.total_changes - before) // 2
+
+    async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
+        """Totals per `by` (key, model, provider or day) from the daily rollups since a day."""
+        if by not in USAGE_GROUPS:
+            raise StoreError(f"usage by {by!r}: expected one of {', '.join(USAGE_GROUPS)}")
+        sums = ", ".join(f"sum({c})" for c in _USAGE_SUMS)
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    f"SELECT {by}, {sums} FROM usage_daily WHERE day >= ?"
+                    f" GROUP BY {by} ORDER BY {by}",
+                    (since_day,),
+                )
+                .fetchall()
+            )
+        )
+        return [dict(zip((by, *_USAGE_SUMS), row, strict=True)) for row in rows]
+
     async def close(self) -> None:
         await self._run(self._close)
         self._thread.shutdown(wait=True)
@@ -224,9 +323,20 @@ def _migrate(db: sqlite3.Connection) -> None:
                 "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
             ).fetchone()
             if done is None:
-                for statement in filter(str.strip, script.split(";")):
+                for statement in _statements(script):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The script's statements (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def _add_secret(db: sqlite3.Connection, key_id: int | None, secret: StoredSecret) -> None:
@@ -239,6 +349,16 @@ def _add_secret(db: sqlite3.Connection, key_id: int | None, secret: StoredSecret
 
 def _bump(db: sqlite3.Connection) -> None:
     db.execute("UPDATE generation SET value = value + 1")
+
+
+_LEDGER_COLUMNS = LedgerRow.__dataclass_fields__
+
+
+def _ledger_values(row: LedgerRow) -> tuple[Any, ...]:
+    values = [getattr(row, name) for name in _LEDGER_COLUMNS]
+    price_at = list(_LEDGER_COLUMNS).index("price")
+    values[price_at] = None if row.price is None else orjson.dumps(row.price).decode()
+    return tuple(values)
 
 
 def _json(settings: KeySettings) -> str:

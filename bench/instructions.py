@@ -7,7 +7,7 @@ repeat to within ~0.2% for JSON answers, whatever else the machine is doing, so 
 the difference between two revisions of the same run (DEVELOPERS.md's method, as a command).
 
     python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
-        [--key-settings '{"rpm": 100000, "budget": 1000}']
+        [--key-settings '{"rpm": 100000, "budget": 1000}'] [--config-extra '{"database": "..."}']
 """
 
 from __future__ import annotations
@@ -51,12 +51,17 @@ SCENARIOS = {
 
 
 def gateway_config(
-    upstream_port: int, gateway_port: int, key_settings: dict[str, object] | None = None
+    upstream_port: int,
+    gateway_port: int,
+    key_settings: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> str:
-    """`key_settings` go into the bench key's entry (limits, say, for revisions that have them)."""
+    """`key_settings` go into the bench key's entry (limits, say, for revisions that have them),
+    `extra` into the top level (a `database:`)."""
     upstream = f"http://127.0.0.1:{upstream_port}"
     return json.dumps(
-        {
+        (extra or {})
+        | {
             "listen": f"127.0.0.1:{gateway_port}",
             "keys": [{"key": GATEWAY_KEY, "name": "bench", **(key_settings or {})}],
             "providers": {
@@ -122,10 +127,11 @@ def measure(
     warmup: int,
     work: Path,
     key_settings: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> float:
     upstream_port, gateway_port = free_port(), free_port()
     config = work / "gateway.json"
-    config.write_text(gateway_config(upstream_port, gateway_port, key_settings))
+    config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra))
     out = work / "callgrind.out"
     upstream = procs.start(
         "upstream",
@@ -198,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--key-settings", type=json.loads, help="JSON settings for the bench key (its limits)"
     )
+    parser.add_argument(
+        "--config-extra", type=json.loads, help="JSON merged into the config's top level"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
@@ -216,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.warmup,
                         Path(work),
                         args.key_settings,
+                        args.config_extra,
                     )
                 rows.setdefault(name, {})[rev] = per_request
                 print(f"{rev:>12} {name:<17} {per_request:>12,.0f} instructions/request")

@@ -121,7 +121,7 @@ async def test_ledger_totals_equal_what_the_upstream_billed(
             await asyncio.gather(*(worker() for _ in range(16)))
         # Cut streams end in the gateway once it sees the client leave (bounded wait).
         for _ in range(500):
-            if sum(1 for line in _journal_lines(app.journal)) >= len(kinds):
+            if _journal_rows(app.journal) >= len(kinds):
                 break
             await asyncio.sleep(0.01)
         assert app.shipper is not None
@@ -149,9 +149,9 @@ async def test_ledger_totals_equal_what_the_upstream_billed(
     )
 
 
-def _journal_lines(journal: Journal | None) -> list[bytes]:
+def _journal_rows(journal: Journal | None) -> int:
     assert journal is not None
-    return journal.path.read_bytes().splitlines()
+    return journal.path.read_bytes().count(b"\n")
 
 
 async def test_sigkill_mid_load_loses_no_row_and_duplicates_none(

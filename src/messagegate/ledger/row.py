@@ -34,15 +34,20 @@ class LedgerRow:
     cache_write_5m_tokens: int
     cache_write_1h_tokens: int
     cost_micro_usd: int
-    # The price used, USD per million tokens by kind (input, output, cache_read, ...).
-    price: dict[str, float] | None
+    # The price used: JSON of USD per million tokens by kind (input, output, cache_read, ...).
+    price: str | None
     outcome: str
 
     def encode(self) -> bytes:
         """One journal line."""
         return orjson.dumps(self) + b"\n"
 
-    @classmethod
-    def decode(cls, line: bytes) -> LedgerRow:
-        data: dict[str, Any] = orjson.loads(line)
-        return cls(**data)
+
+# A row as the database takes it: its values in COLUMNS order.
+Values = tuple[Any, ...]
+COLUMNS = tuple(LedgerRow.__dataclass_fields__)
+
+
+def decode(line: bytes) -> Values:
+    data: dict[str, Any] = orjson.loads(line)
+    return tuple(data[name] for name in COLUMNS)

@@ -64,7 +64,9 @@ class Shipper:
         offset = self.offset if own_file else 0
         shipped = 0
         while True:
-            rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, BATCH_ROWS)
+            # Not past what this process has finished writing to its own file.
+            end = self.journal.size if own_file else None
+            rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, end, BATCH_ROWS)
             if not rows:
                 break
             shipped += await self.store.ship(rows)

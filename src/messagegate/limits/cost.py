@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import orjson
+
 from messagegate.api.usage import Usage
 from messagegate.config import Price
 
@@ -40,6 +42,12 @@ def price_used(price: Price) -> dict[str, float]:
         "cache_write": _or(price.cache_write, price.input * CACHE_WRITE_5M),
         "cache_write_1h": _or(price.cache_write_1h, price.input * CACHE_WRITE_1H),
     }
+
+
+@lru_cache(maxsize=256)
+def price_json(price: Price) -> str:
+    """`price_used` as a ledger row records it."""
+    return orjson.dumps(price_used(price)).decode()
 
 
 def _or(value: float | None, default: float) -> float:

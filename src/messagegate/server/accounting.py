@@ -13,7 +13,7 @@ from messagegate.api.usage import Usage
 from messagegate.config import ApiKey, Model
 from messagegate.ledger.journal import Journal
 from messagegate.ledger.row import LedgerRow, Outcome
-from messagegate.limits.cost import cost_micro_usd, price_used
+from messagegate.limits.cost import cost_micro_usd, price_json
 from messagegate.limits.limiter import Limiter, Ticket
 from messagegate.routing.router import Routed
 from messagegate.server.exchange import Exchange
@@ -92,7 +92,7 @@ class Accounting:
             cache_write_5m_tokens=usage.cache_creation_input_tokens - hour,
             cache_write_1h_tokens=hour,
             cost_micro_usd=cost,
-            price=price_used(price) if price is not None else None,
+            price=price_json(price) if price is not None else None,
             outcome=outcome.value,
         )
         try:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from messagegate.keyspec import KeySettings
-from messagegate.ledger.row import LedgerRow
+from messagegate.ledger.row import Values
 
 
 class StoreError(Exception):
@@ -71,7 +71,7 @@ class KeyStore(Protocol):
 
 
 class LedgerStore(Protocol):
-    async def ship(self, rows: list[LedgerRow]) -> int:
+    async def ship(self, rows: list[Values]) -> int:
         """Insert the rows not inserted before (by request id); how many were new."""
 
     async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:

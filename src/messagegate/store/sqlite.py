@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from messagegate.keyspec import KeySettings, parse_key_settings, settings_json
-from messagegate.ledger.row import LedgerRow
+from messagegate.ledger.row import COLUMNS, Values
 from messagegate.store.base import KeyExists, StoredKey, StoredSecret, StoreError, UnknownKey
 
 T = TypeVar("T")
@@ -253,17 +253,16 @@ class SQLiteStore:
             _add_secret(db, row[0], secret)
             _bump(db)
 
-    async def ship(self, rows: list[LedgerRow]) -> int:
+    async def ship(self, rows: list[Values]) -> int:
         return await self._run(lambda: self._ship(rows))
 
-    def _ship(self, rows: list[LedgerRow]) -> int:
+    def _ship(self, rows: list[Values]) -> int:
         db = self._conn()
         with _transaction(db):
             before = db.total_changes
             # OR IGNORE: a row shipped before is not inserted again (nor rolled up again).
             db.executemany(
-                f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(_LEDGER_COLUMNS))})",
-                [_ledger_values(row) for row in rows],
+                f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(COLUMNS))})", rows
             )
             # total_changes counts the trigger's rollup rows too: one per inserted row.
             return (db.total_changes - before) // 2
@@ -349,16 +348,6 @@ def _add_secret(db: sqlite3.Connection, key_id: int | None, secret: StoredSecret
 
 def _bump(db: sqlite3.Connection) -> None:
     db.execute("UPDATE generation SET value = value + 1")
-
-
-_LEDGER_COLUMNS = LedgerRow.__dataclass_fields__
-
-
-def _ledger_values(row: LedgerRow) -> tuple[Any, ...]:
-    values = [getattr(row, name) for name in _LEDGER_COLUMNS]
-    price_at = list(_LEDGER_COLUMNS).index("price")
-    values[price_at] = None if row.price is None else orjson.dumps(row.price).decode()
-    return tuple(values)
 
 
 def _json(settings: KeySettings) -> str:

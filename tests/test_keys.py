@@ -283,3 +283,55 @@ async def test_revoking_every_key_does_not_open_the_gateway(
     assert status == 401
     assert envelope(body)[0] == "authentication_error"
     assert upstream.received == []
+
+
+async def test_the_refresh_keeps_the_last_keys_when_the_store_fails(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    from messagegate.server.auth import KeyChecker, KeyRefresh
+
+    secret, _ = await KeyAdmin(store).create("erin", {})
+    checker = KeyChecker([])
+    refresh = KeyRefresh(store, checker, interval=0.01)
+    await refresh.start()
+    try:
+        assert checker.check({"x-api-key": secret}) is not None
+
+        async def failing() -> int:
+            raise StoreError("disk I/O error")
+
+        store.generation = failing  # type: ignore[method-assign]
+        for _ in range(500):  # bounded: the loop ran and logged at least once
+            if "cannot refresh the keys" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+        assert "disk I/O error" in caplog.text
+        assert checker.check({"x-api-key": secret}) is not None
+    finally:
+        await refresh.stop()
+
+
+async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "new.db"
+    opened = await SQLiteStore.open(str(path))
+    await opened.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999)")
+    with pytest.raises(StoreError, match="newer than this messagegate"):
+        await SQLiteStore.open(str(path))
+
+
+async def test_count_tokens_keeps_to_the_allow_list(
+    gateway: tuple[str, GatewayApp], store: SQLiteStore, upstream: FakeUpstream
+) -> None:
+    url, app = gateway
+    secret, _ = await KeyAdmin(store).create("frank", {"models": ["cheap-*"]})
+    assert app.key_refresh is not None
+    await app.key_refresh.refresh()
+    body = {"model": "claude-test", "messages": HELLO}
+    status, _, raw = await post(url, "/v1/messages/count_tokens", body, key=secret)
+    assert status == 403
+    assert envelope(raw) == ("permission_error", "this key may not use the model 'claude-test'")
+    assert upstream.received == []

@@ -123,7 +123,11 @@ class SQLiteStore:
     async def open(cls, path: str) -> SQLiteStore:
         """Open (creating the file and its directory on first use) and migrate."""
         store = cls(path)
-        await store._run(store._open)
+        try:
+            await store._run(store._open)
+        except BaseException:
+            await store.close()
+            raise
         return store
 
     def _open(self) -> None:

@@ -173,16 +173,20 @@ def _budget_message(state: KeyState, budget: int, end: float) -> str:
     )
 
 
-_FORMATTED: dict[int, str] = {}
+_MINUTES: dict[int, str] = {}
 
 
 def _rfc3339(epoch: float) -> str:
-    """RFC 3339 to the second; the few seconds in use are formatted once each (strftime per
+    """RFC 3339 to the second; each minute's prefix is formatted once (formatting a time per
     header cost more than the rest of the limits together)."""
     second = math.ceil(epoch)
-    text = _FORMATTED.get(second)
-    if text is None:
-        if len(_FORMATTED) >= 256:
-            _FORMATTED.clear()
-        text = _FORMATTED[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
-    return text
+    minute, within = divmod(second, 60)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) >= 64:
+            _MINUTES.clear()
+        t = time.gmtime(second - within)
+        prefix = _MINUTES[minute] = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        )
+    return f"{prefix}{within:02d}Z"

@@ -194,3 +194,21 @@ def test_every_verb_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
         code, _, err = _keys(capsys, config, *args)
         assert code == 2
         assert words in err
+
+
+def test_stored_keys_let_serve_listen_off_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from messagegate.config import load_config
+    from messagegate.key_commands import active_stored_keys
+
+    path = tmp_path / "mg.yaml"
+    path.write_text(f"database: {tmp_path / 'mg.db'}\nproviders: {{}}\nmodels: {{}}\n")
+    config = load_config(path, environ={})
+    assert cli.start_refusal(config, "0.0.0.0", 8080, False, None) is not None
+    assert _keys(capsys, path, "create", "--name", "gina")[0] == 0
+    assert active_stored_keys(config) == 1
+    assert cli.start_refusal(config, "0.0.0.0", 8080, False, 1) is None
+    assert _keys(capsys, path, "revoke", "gina")[0] == 0
+    assert active_stored_keys(config) == 0
+    assert cli.start_refusal(config, "0.0.0.0", 8080, False, 0) is not None

@@ -31,6 +31,8 @@ from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
+from messagegate.store.base import StoreError
+from messagegate.store.location import serving_database
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -121,11 +123,18 @@ def configure_logging(level: str) -> None:
 
 def serve(config: Config, args: argparse.Namespace) -> int:
     host, port = args.host or config.host, args.port or config.port
-    refusal = start_refusal(config, host, port, args.insecure_no_auth)
+    try:
+        stored_keys = key_commands.active_stored_keys(config)
+    except StoreError as exc:
+        print(f"messagegate: {exc}", file=sys.stderr)
+        return 2
+    refusal = start_refusal(config, host, port, args.insecure_no_auth, stored_keys)
     if refusal is not None:
         print(f"messagegate: {refusal}", file=sys.stderr)
         return 2
     print(describe(config, f"{host}:{port}"), flush=True)
+    if stored_keys is not None:
+        print(f"stored keys: {stored_keys} active in {serving_database(config)}", flush=True)
     if not config.providers:
         print(f"messagegate: {no_provider_message()}", file=sys.stderr, flush=True)
     configure_logging(args.log_level)
@@ -182,9 +191,12 @@ def app_from_environment() -> GatewayApp:
     return GatewayApp(config)
 
 
-def start_refusal(config: Config, host: str, port: int, insecure_no_auth: bool) -> str | None:
+def start_refusal(
+    config: Config, host: str, port: int, insecure_no_auth: bool, stored_keys: int | None = None
+) -> str | None:
     """Why `serve` must not start: an open gateway off loopback, or a provider that is itself."""
-    if not config.keys and not insecure_no_auth and not _is_loopback(host):
+    open_to_all = not config.keys and not stored_keys
+    if open_to_all and not insecure_no_auth and not _is_loopback(host):
         return (
             f"refusing to listen on {host}:{port} without a gateway key: set "
             "MESSAGEGATE_API_KEY or `keys:` in a config file, or pass --insecure-no-auth"

@@ -14,7 +14,7 @@ from messagegate.config import Config
 from messagegate.keyspec import KeyFieldError, parse_duration
 from messagegate.store.base import StoreError
 from messagegate.store.keys import KeyAdmin, describe
-from messagegate.store.location import managing_database, open_store
+from messagegate.store.location import managing_database, open_store, serving_database
 
 _SETTING_HELP = {
     "models": "comma-separated model names or globs the key may use (default: any)",
@@ -66,6 +66,23 @@ def _setting_options(cmd: argparse.ArgumentParser, unsettable: bool) -> None:
         cmd.add_argument(
             "--unset", action="append", default=[], metavar="SETTING", help="remove a setting"
         )
+
+
+def active_stored_keys(config: Config) -> int | None:
+    """How many unrevoked keys the database `serve` would use holds; None without one."""
+    location = serving_database(config)
+    if location is None:
+        return None
+    return asyncio.run(_count_active(location))
+
+
+async def _count_active(location: str) -> int:
+    store = await open_store(location)
+    try:
+        _, keys = await store.keys()
+    finally:
+        await store.close()
+    return sum(1 for key in keys if key.revoked_at is None)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -293,3 +293,24 @@ async def test_budget_holds_under_64_concurrent_clients(upstream: FakeUpstream, 
     assert answered == len(upstream.received)
     assert budget_micro <= state.spent <= budget_micro + ANSWER_COST
     assert state.reserved == 0
+
+
+async def test_a_restarted_gateway_remembers_what_a_budget_spent(
+    upstream: FakeUpstream, sdk: Any, tmp_path: Any
+) -> None:
+    answering(upstream)
+    clock = FakeClock(datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp())
+    raw = limited_config(upstream, budget=0.00004, period="day")  # 40 micro-USD
+    raw["database"] = str(tmp_path / "mg.db")
+    async with running_gateway(build_config(raw), wall_clock=clock) as (url, _):
+        await ask(sdk, url, False)
+        await ask(sdk, url, True)
+    # The first gateway shipped its rows as it stopped; the next one starts from them.
+    async with running_gateway(build_config(raw), wall_clock=clock) as (url, app):
+        assert app.limiter._states["alice"].spent == 2 * ANSWER_COST
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await ask(sdk, url, False)
+        assert caught.value.status_code == 402
+        clock.now = datetime(2026, 12, 4, tzinfo=UTC).timestamp()
+        await ask(sdk, url, False)
+    assert len(upstream.received) == 3

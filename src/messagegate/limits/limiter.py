@@ -115,6 +115,12 @@ class Limiter:
         state.reserved += cost
         return Ticket(self, state, tokens, cost)
 
+    def seed(self, key: ApiKey, spent: int) -> None:
+        """Start the key's current period with `spent` micro-USD (what the ledger holds)."""
+        state = self._state(key)
+        start, end = self.periods.bounds(key.limits.period, self.clock())
+        state.period_start, state.period_end, state.spent = start, end, spent
+
     def _state(self, key: ApiKey) -> KeyState:
         state = self._states.get(key.name)
         if state is None or (state.limits is not key.limits and state.limits != key.limits):

@@ -5,6 +5,7 @@ answer's last byte leaves)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,9 @@ from messagegate.ledger.row import LedgerRow, Outcome
 from messagegate.limits.cost import cost_micro_usd, price_json
 from messagegate.limits.limiter import Limiter, Ticket
 from messagegate.routing.router import Routed
+from messagegate.server.auth import KeyChecker
 from messagegate.server.exchange import Exchange
+from messagegate.store.base import LedgerStore
 
 error_log = logging.getLogger("messagegate.error")
 
@@ -99,3 +102,19 @@ class Accounting:
             self.journal.append(row)
         except OSError as exc:
             error_log.error("cannot journal ledger row %s: %s", exchange.request_id, exc)
+
+
+async def seed_budgets(limiter: Limiter, store: LedgerStore, keys: KeyChecker) -> None:
+    """At start, each budget's current period begins with what the ledger says it spent (from
+    the UTC day holding the period's start: a period in another time zone may count some hours
+    before it, never fewer)."""
+    budgeted = {key.name: key for key, _, refusal in keys.entries.values() if refusal is None}
+    now = limiter.clock()
+    for key in budgeted.values():
+        if key.limits.budget is None:
+            continue
+        start, _ = limiter.periods.bounds(key.limits.period, now)
+        since = (
+            "0000-00-00" if start == -math.inf else time.strftime("%Y-%m-%d", time.gmtime(start))
+        )
+        limiter.seed(key, await store.spent(key.name, since))

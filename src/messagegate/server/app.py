@@ -19,7 +19,7 @@ from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
-from messagegate.server.accounting import Accounting
+from messagegate.server.accounting import Accounting, seed_budgets
 from messagegate.server.admin import PREFIX as ADMIN_PREFIX
 from messagegate.server.admin import AdminEndpoint
 from messagegate.server.auth import KeyChecker, KeyRefresh
@@ -95,6 +95,8 @@ class GatewayApp:
         await refresh.start()
         self.journal = Journal(journal_directory(location))
         self.shipper = Shipper(self.journal, store)
+        await self.shipper.ship_once()  # what a process before this one left journalled
+        await seed_budgets(self.limiter, store, self.keys)
         self.shipper.start()
         if self.config.admin_key is not None:
             reserved = frozenset(k.name for k in self.config.keys)

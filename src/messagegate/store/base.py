@@ -77,6 +77,9 @@ class LedgerStore(Protocol):
     async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
         """Totals by key, model, provider or day, from the daily rollups, since a UTC day."""
 
+    async def spent(self, key: str, since_day: str) -> int:
+        """The key's cost in micro-USD from the daily rollups, since a UTC day."""
+
 
 class Store(KeyStore, LedgerStore, Protocol):
     """What the gateway opens: keys and the ledger in one database."""

@@ -289,6 +289,20 @@ class SQLiteStore:
         )
         return [dict(zip((by, *_USAGE_SUMS), row, strict=True)) for row in rows]
 
+    async def spent(self, key: str, since_day: str) -> int:
+        row = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    "SELECT coalesce(sum(cost_micro_usd), 0) FROM usage_daily"
+                    " WHERE key = ? AND day >= ?",
+                    (key, since_day),
+                )
+                .fetchone()
+            )
+        )
+        return int(row[0])
+
     async def close(self) -> None:
         await self._run(self._close)
         self._thread.shutdown(wait=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -15,8 +15,9 @@ class Outcome(enum.Enum):
     UPSTREAM_FAILED = "upstream_failed"
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
+class LedgerRow(NamedTuple):
+    """A tuple: built and written out (as a JSON array) faster than any record class."""
+
     request_id: str
     time: float
     key: str
@@ -39,15 +40,17 @@ class LedgerRow:
     outcome: str
 
     def encode(self) -> bytes:
-        """One journal line."""
-        return orjson.dumps(self) + b"\n"
+        """One journal line: the values in COLUMNS order, as a JSON array."""
+        return orjson.dumps(tuple(self)) + b"\n"
 
 
 # A row as the database takes it: its values in COLUMNS order.
-Values = tuple[Any, ...]
-COLUMNS = tuple(LedgerRow.__dataclass_fields__)
+Values = Sequence[Any]
+COLUMNS = LedgerRow._fields
 
 
 def decode(line: bytes) -> Values:
-    data: dict[str, Any] = orjson.loads(line)
-    return tuple(data[name] for name in COLUMNS)
+    values: list[Any] = orjson.loads(line)
+    if len(values) != len(COLUMNS):
+        raise ValueError(f"a journal line of {len(values)} values, not {len(COLUMNS)}")
+    return values

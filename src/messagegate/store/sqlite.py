@@ -64,8 +64,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             cost_micro_usd INTEGER NOT NULL,
             price TEXT,
             outcome TEXT NOT NULL
-        );
-        CREATE INDEX ledger_time ON ledger(time);
+        ) WITHOUT ROWID;
         CREATE TABLE usage_daily (
             day TEXT NOT NULL,
             key TEXT NOT NULL,

@@ -7,6 +7,7 @@ repeat to within ~0.2% for JSON answers, whatever else the machine is doing, so 
 the difference between two revisions of the same run (DEVELOPERS.md's method, as a command).
 
     python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
+        [--key-settings '{"rpm": 100000, "budget": 1000}'] [--config-extra '{"database": "..."}']
 """
 
 from __future__ import annotations
@@ -49,12 +50,20 @@ SCENARIOS = {
 }
 
 
-def gateway_config(upstream_port: int, gateway_port: int) -> str:
+def gateway_config(
+    upstream_port: int,
+    gateway_port: int,
+    key_settings: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None,
+) -> str:
+    """`key_settings` go into the bench key's entry (limits, say, for revisions that have them),
+    `extra` into the top level (a `database:`)."""
     upstream = f"http://127.0.0.1:{upstream_port}"
     return json.dumps(
-        {
+        (extra or {})
+        | {
             "listen": f"127.0.0.1:{gateway_port}",
-            "keys": [{"key": GATEWAY_KEY, "name": "bench"}],
+            "keys": [{"key": GATEWAY_KEY, "name": "bench", **(key_settings or {})}],
             "providers": {
                 "oai": {"kind": "openai", "base_url": upstream + "/v1", "api_key": "sk-x"},
                 "anth": {"kind": "anthropic", "base_url": upstream, "api_key": "sk-y"},
@@ -111,10 +120,18 @@ def send(port: int, scenario: Scenario, count: int) -> None:
         connection.close()
 
 
-def measure(src: Path, scenario: Scenario, requests: int, warmup: int, work: Path) -> float:
+def measure(
+    src: Path,
+    scenario: Scenario,
+    requests: int,
+    warmup: int,
+    work: Path,
+    key_settings: dict[str, object] | None = None,
+    extra: dict[str, object] | None = None,
+) -> float:
     upstream_port, gateway_port = free_port(), free_port()
     config = work / "gateway.json"
-    config.write_text(gateway_config(upstream_port, gateway_port))
+    config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra))
     out = work / "callgrind.out"
     upstream = procs.start(
         "upstream",
@@ -184,6 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--key-settings", type=json.loads, help="JSON settings for the bench key (its limits)"
+    )
+    parser.add_argument(
+        "--config-extra", type=json.loads, help="JSON merged into the config's top level"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
@@ -196,7 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in scenarios:
                 with tempfile.TemporaryDirectory(prefix="mg-cg-") as work:
                     per_request = measure(
-                        src, SCENARIOS[name], args.requests, args.warmup, Path(work)
+                        src,
+                        SCENARIOS[name],
+                        args.requests,
+                        args.warmup,
+                        Path(work),
+                        args.key_settings,
+                        args.config_extra,
                     )
                 rows.setdefault(name, {})[rev] = per_request
                 print(f"{rev:>12} {name:<17} {per_request:>12,.0f} instructions/request")

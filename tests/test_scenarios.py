@@ -455,3 +455,22 @@ def test_a_scenario_target_nothing_serves_is_refused_at_start(
     scenarios = [{"name": "nowhere", "when": {"model": "x-*"}, "use": "loc-7b"}]
     with pytest.raises(ConfigError, match=r"scenarios\.0\.use: unknown model 'loc-7b'"):
         _config(fleet, scenarios)
+
+
+async def test_a_target_outside_the_keys_allow_list_is_skipped_and_its_name_is_checked_first(
+    fleet: dict[str, FakeUpstream],
+) -> None:
+    scenarios = [
+        {"name": "think", "when": {"model": "claude-*"}, "use": "thinker"},
+        {"name": "cheap", "when": {"model": "claude-*"}, "use": "cheap"},
+    ]
+    alice = {"key": GATEWAY_KEY, "name": "alice", "models": ["claude-*", "cheap"]}
+    async with _gateway(fleet, scenarios, keys=[alice]) as url:
+        status, headers, body = await _send(url, _first_turn())
+        assert status == 200, body
+        assert headers["x-messagegate-scenario"] == "cheap"
+        assert _upstream_model(fleet) == "up-cheap"
+        status, _, body = await _send(url, _first_turn(model="thinker"))
+    assert status == 403
+    assert envelope(body) == ("permission_error", "this key may not use the model 'thinker'")
+    assert [r for fake in fleet.values() for r in fake.received] == []

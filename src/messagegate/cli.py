@@ -1,6 +1,7 @@
 """The ``messagegate`` command: ``serve`` runs the gateway, ``check`` validates a config, ``init``
-writes a starter config, ``explain`` says which scenario a saved request matches, ``proxy`` runs
-privacy mode's local proxy, ``privacy keygen`` makes or rotates its key."""
+writes a starter config, ``explain`` says which scenario a saved request matches, ``keys``
+manages gateway keys, ``usage`` reports from the ledger, ``proxy`` runs privacy mode's local
+proxy, ``privacy keygen`` makes or rotates its key."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
+from messagegate import key_commands, usage_command
 from messagegate.catalogue import no_provider_message
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
@@ -40,6 +42,8 @@ from messagegate.privacy.commands import add_privacy_commands, privacy_command
 from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
+from messagegate.store.base import StoreError
+from messagegate.store.location import serving_database
 from messagegate.telemetry.json_logs import JsonFormatter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "explain":
         return _explain(config, args)
+    if args.command == "keys":
+        return key_commands.run(args, config)
+    if args.command == "usage":
+        return usage_command.run(args, config)
     return serve(config, args)
 
 
@@ -97,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument(
         "--header", action="append", default=[], help="a request header, 'name: value'"
     )
+    key_commands.add_parser(commands, _CONFIG_HELP)
+    usage_command.add_parser(commands, _CONFIG_HELP)
     return parser
 
 
@@ -157,11 +167,18 @@ def configure_logging(level: str, log_format: str = "text") -> None:
 
 def serve(config: Config, args: argparse.Namespace) -> int:
     host, port = args.host or config.host, args.port or config.port
-    refusal = start_refusal(config, host, port, args.insecure_no_auth)
+    try:
+        stored_keys = key_commands.active_stored_keys(config)
+    except StoreError as exc:
+        print(f"messagegate: {exc}", file=sys.stderr)
+        return 2
+    refusal = start_refusal(config, host, port, args.insecure_no_auth, stored_keys)
     if refusal is not None:
         print(f"messagegate: {refusal}", file=sys.stderr)
         return 2
     print(describe(config, f"{host}:{port}"), flush=True)
+    if stored_keys is not None:
+        print(f"stored keys: {stored_keys} active in {serving_database(config)}", flush=True)
     if not config.providers:
         print(f"messagegate: {no_provider_message()}", file=sys.stderr, flush=True)
     configure_logging(args.log_level, config.log_format)
@@ -184,6 +201,12 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": config.shutdown_grace,
     }
     if args.workers > 1:
+        print(
+            f"messagegate: key limits (rpm, tpm, concurrency, budgets) are per process: each of "
+            f"the {args.workers} workers enforces them on its own",
+            file=sys.stderr,
+            flush=True,
+        )
         # Worker processes build their own app from the config file named in the environment
         # (or, with none named, from the embedded default, as this process did).
         if args.config:
@@ -228,9 +251,12 @@ def app_from_environment() -> GatewayApp:
     return GatewayApp(config)
 
 
-def start_refusal(config: Config, host: str, port: int, insecure_no_auth: bool) -> str | None:
+def start_refusal(
+    config: Config, host: str, port: int, insecure_no_auth: bool, stored_keys: int | None = None
+) -> str | None:
     """Why `serve` must not start: an open gateway off loopback, or a provider that is itself."""
-    if not config.keys and not insecure_no_auth and not _is_loopback(host):
+    open_to_all = not config.keys and not stored_keys
+    if open_to_all and not insecure_no_auth and not _is_loopback(host):
         return (
             f"refusing to listen on {host}:{port} without a gateway key: set "
             "MESSAGEGATE_API_KEY or `keys:` in a config file, or pass --insecure-no-auth"

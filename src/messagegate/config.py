@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import yaml
 
 from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
+from messagegate.keyspec import KEY_FIELDS, KeyFieldError, KeyLimits, allows, parse_key_settings
 from messagegate.translate.openai_dialect import DIALECT_FIELDS, PRESETS, OpenAIDialect, dialect_for
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -153,6 +155,9 @@ class Price:
     input: float
     output: float
     cache_read: float | None = None
+    # Cache writes for 5 minutes and for 1 hour; unset: Anthropic's 1.25x and 2x the input price.
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +255,21 @@ class Scenario:
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
+    """A gateway key; one from the database has an empty `key` (only its hash is stored)."""
+
     key: Secret
     name: str
     routing: RoutingDefaults = field(default_factory=RoutingDefaults)
     request_defaults: RequestDefaults = field(default_factory=RequestDefaults)
     # Tried before the gateway-wide scenarios.
     scenarios: tuple[Scenario, ...] = ()
+    # Globs of the model names a client may send; empty: any.
+    models: tuple[str, ...] = ()
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    expires_at: float | None = None
+
+    def allows(self, model: str) -> bool:
+        return allows(self.models, model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +333,13 @@ class Config:
     log_format: Literal["text", "json"] = "text"
     otel: OtelSettings = field(default_factory=OtelSettings)
     limits: Limits = field(default_factory=Limits)
+    # The key store: `database:` as written; else the documented default path (None without a
+    # home directory), which `serve` uses only once it exists.
+    database: str | None = None
+    default_database: str | None = None
+    admin_key: Secret | None = None
+    # The time zone whose calendar days, weeks and months budget periods follow.
+    budget_timezone: str = "UTC"
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -330,6 +351,14 @@ METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 def metrics_directory() -> str | None:
     """Where ``serve --workers N`` has its workers share metrics (None: one process)."""
     return os.environ.get(METRICS_DIR_VARIABLE) or None
+
+
+def default_database_path(environ: Mapping[str, str]) -> str | None:
+    """``$XDG_DATA_HOME/messagegate/messagegate.db``, else ``~/.local/share/messagegate/...``."""
+    data_home = environ.get("XDG_DATA_HOME") or (
+        str(Path(environ["HOME"]) / ".local" / "share") if environ.get("HOME") else None
+    )
+    return str(Path(data_home) / "messagegate" / "messagegate.db") if data_home else None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -471,6 +500,10 @@ class _Reader:
             log_format=self.choice(top, "log_format", "", ("text", "json")),
             otel=self.otel(top.get("otel")),
             limits=self.limits(top.get("limits")),
+            database=self.get(top, "database", "", str),
+            default_database=default_database_path(self.environ),
+            admin_key=self.admin_key(top),
+            budget_timezone=self.timezone(top),
         )
 
     def aliases(
@@ -559,6 +592,24 @@ class _Reader:
                 values[key] = value
         return Limits(**values)
 
+    def timezone(self, top: dict[str, Any]) -> str:
+        name: str = self.get(top, "budget_timezone", "", str, "UTC")
+        try:
+            ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise self.fail("budget_timezone", f"unknown time zone {name!r}") from None
+        return name
+
+    def admin_key(self, top: dict[str, Any]) -> Secret | None:
+        value = self.get(top, "admin_key", "", str)
+        if value is None:
+            return None
+        if len(value) < 16:
+            raise self.fail("admin_key", "must be at least 16 characters")
+        if any(value == k.get("key") for k in top.get("keys") or () if isinstance(k, dict)):
+            raise self.fail("admin_key", "must not be a gateway key")
+        return Secret(value)
+
     def failover(self, raw: object) -> FailoverPolicy:
         if raw is None:
             return FailoverPolicy()
@@ -625,11 +676,15 @@ class _Reader:
 
     def key(self, raw: object, path: str) -> ApiKey:
         data = self.mapping(
-            raw, path, frozenset({"key", "name", "routing", "request_defaults", "scenarios"})
+            raw, path, KEY_FIELDS | {"key", "name", "request_defaults", "scenarios"}
         )
         key = self.required(data, "key", path, str)
         if not key:
             raise self.fail(_join(path, "key"), "must not be empty")
+        try:
+            settings = parse_key_settings({k: v for k, v in data.items() if k != "routing"})
+        except KeyFieldError as exc:
+            raise self.fail(_join(path, exc.field), exc.problem) from None
         return ApiKey(
             key=Secret(key),
             name=self.required(data, "name", path, str),
@@ -638,6 +693,9 @@ class _Reader:
                 data.get("request_defaults"), _join(path, "request_defaults")
             ),
             scenarios=self.scenarios(data.get("scenarios"), _join(path, "scenarios")),
+            models=settings.models,
+            limits=settings.limits,
+            expires_at=settings.expires_at,
         )
 
     def scenarios(self, raw: object, path: str) -> tuple[Scenario, ...]:
@@ -955,11 +1013,15 @@ class _Reader:
     def price(self, raw: object, path: str) -> Price | None:
         if raw is None:
             return None
-        data = self.mapping(raw, path, frozenset({"input", "output", "cache_read"}))
+        data = self.mapping(
+            raw, path, frozenset({"input", "output", "cache_read", "cache_write", "cache_write_1h"})
+        )
         return Price(
             input=self.required(data, "input", path, float),
             output=self.required(data, "output", path, float),
             cache_read=self.get(data, "cache_read", path, float),
+            cache_write=self.get(data, "cache_write", path, float),
+            cache_write_1h=self.get(data, "cache_write_1h", path, float),
         )
 
     def optional_positive_int(self, data: dict[str, Any], key: str, path: str) -> int | None:
@@ -990,6 +1052,9 @@ _TOP_KEYS = frozenset(
         "log_format",
         "otel",
         "limits",
+        "database",
+        "admin_key",
+        "budget_timezone",
     }
 )
 _PROVIDER_KEYS = frozenset(

@@ -3,9 +3,12 @@
     GatewayError                      base: status, error_type, message
     ├── InvalidRequest                400 invalid_request_error (bad body, no eligible route)
     │   └── PrivacyRefused            400, with x-messagegate-privacy-error: CODE (privacy mode)
-    ├── AuthenticationFailed          401 authentication_error  (missing or wrong gateway key)
+    ├── AuthenticationFailed          401 authentication_error  (no, unknown, revoked, expired key)
+    ├── BudgetExhausted               402 billing_error         (the key's budget is spent)
+    ├── PermissionDenied              403 permission_error      (model outside the allow-list)
     ├── NotFound                      404 not_found_error       (unknown path, model)
     ├── RequestTooLarge               413 request_too_large
+    ├── RateLimited                   429 rate_limit_error      (the key's rpm, tpm or concurrency)
     ├── GatewayOverloaded             529 overloaded_error      (over a limit; shutting down)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
@@ -54,6 +57,22 @@ class AuthenticationFailed(GatewayError):
     error_type = "authentication_error"
 
 
+class BudgetExhausted(GatewayError):
+    """Retrying cannot help before the period resets: `x-should-retry: false` stops SDK retries."""
+
+    status = 402
+    error_type = "billing_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["x-should-retry"] = "false"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    error_type = "permission_error"
+
+
 class NotFound(GatewayError):
     status = 404
     error_type = "not_found_error"
@@ -69,6 +88,19 @@ class GatewayOverloaded(GatewayError):
 
     status = 529
     error_type = "overloaded_error"
+
+
+class RateLimited(GatewayError):
+    """One of the key's own limits; `retry-after` is whole seconds, at most 60 (clients such as
+    Claude Code give up on a longer wait)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers.update(headers)
+        self.headers["retry-after"] = str(retry_after)
 
 
 class UpstreamError(GatewayError):

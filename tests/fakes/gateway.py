@@ -30,10 +30,13 @@ async def running_gateway(
     breaker: BreakerPolicy | None = None,
     clock: Any = None,
     http: Any = HttpProtocol,
+    wall_clock: Any = None,
 ) -> AsyncIterator[tuple[str, GatewayApp]]:
     kwargs: dict[str, Any] = {"failover": failover, "breaker": breaker, "rng": random.Random(7)}
     if clock is not None:
         kwargs["clock"] = clock
+    if wall_clock is not None:
+        kwargs["wall_clock"] = wall_clock
     app = GatewayApp(config, **kwargs)
     server = uvicorn.Server(
         uvicorn.Config(

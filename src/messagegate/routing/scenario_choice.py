@@ -4,7 +4,7 @@ conditions all hold and whose target the request's filters allow; none leaves th
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,10 @@ class ScenarioChooser:
         headers: Mapping[str, str],
         key: str | None,
         settings: RoutingSettings,
+        allows: Callable[[str], bool] | None = None,
     ) -> Choice:
+        """The first matching scenario whose target is usable; `allows` is the key's model
+        allow-list (a target outside it is skipped, as one the filters exclude)."""
         view = self.view(body, headers, key)
         skipped: list[str] = []
         for rule in self.rules(key):
@@ -71,6 +74,9 @@ class ScenarioChooser:
             if rule.scenario.function is not None:
                 target = await self._ask(rule.scenario, view)
             if target is None:
+                continue
+            if allows is not None and not allows(target):
+                skipped.append(f"{rule.name}: the key may not use {target!r}")
                 continue
             model, reason = self._usable(target, settings)
             if model is not None:

@@ -12,12 +12,19 @@ from typing import TYPE_CHECKING
 
 from messagegate.config import ApiKey, BreakerPolicy, Config, FailoverPolicy, metrics_directory
 from messagegate.errors import GatewayError, GatewayOverloaded, NotFound
+from messagegate.ledger.journal import Journal
+from messagegate.ledger.shipper import Shipper
+from messagegate.limits.limiter import Limiter
+from messagegate.limits.periods import Periods
 from messagegate.privacy.gateway import MAX_REGISTRATION_BYTES, PrivacyGate
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
 from messagegate.routing.health import HealthBoard
 from messagegate.routing.router import Router
-from messagegate.server.auth import KeyChecker
+from messagegate.server.accounting import Accounting, seed_budgets
+from messagegate.server.admin import PREFIX as ADMIN_PREFIX
+from messagegate.server.admin import AdminEndpoint
+from messagegate.server.auth import KeyChecker, KeyRefresh
 from messagegate.server.client_limits import CLIENT_POLICY, BodyBudget, ClientPolicy
 from messagegate.server.coalescing import turn_flusher
 from messagegate.server.exchange import ClientDisconnected, Exchange, Receive, Scope, Send
@@ -25,6 +32,9 @@ from messagegate.server.messages import SCENARIO_HEADER, MessagesEndpoint
 from messagegate.server.metrics_listener import MetricsListener
 from messagegate.server.models import get_model, list_models
 from messagegate.server.streaming import SHUTTING_DOWN
+from messagegate.store.base import Store
+from messagegate.store.keys import KeyAdmin
+from messagegate.store.location import journal_directory, open_store, serving_database
 from messagegate.telemetry import metrics as telemetry
 from messagegate.telemetry.json_logs import AccessFields, printable
 from messagegate.translate.token_count import active_encoding
@@ -49,9 +59,12 @@ class GatewayApp:
         breaker: BreakerPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.keys = KeyChecker(config.keys)
+        self.wall_clock = wall_clock
+        self.keys = KeyChecker(config.keys, wall_clock)
+        self.limiter = Limiter(wall_clock, Periods(config.budget_timezone))
         self.client_policy = ClientPolicy(config.limits, time.monotonic)
         self.body_budget = BodyBudget(config.limits.max_inflight_body_bytes)
         self.board = HealthBoard(breaker or config.breaker, clock)
@@ -73,6 +86,11 @@ class GatewayApp:
             from messagegate.telemetry.traces import Tracing
 
             self.tracing = Tracing(config.otel.capture_content)
+        self.store: Store | None = None
+        self.journal: Journal | None = None
+        self.shipper: Shipper | None = None
+        self.key_refresh: KeyRefresh | None = None
+        self.admin: AdminEndpoint | None = None
 
     @property
     def ready(self) -> bool:
@@ -93,7 +111,9 @@ class GatewayApp:
         self.router = Router(
             self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
         )
-        self.messages = MessagesEndpoint(self.config, self.router, self.metrics)
+        await self._open_store()
+        accounting = Accounting(self.limiter, self.journal, self.wall_clock, self.board.clock)
+        self.messages = MessagesEndpoint(self.config, self.router, accounting, self.metrics)
         listen = self.config.metrics.listen
         if self.metrics is not None and listen is not None:
             content_type = telemetry.CONTENT_TYPE
@@ -107,8 +127,34 @@ class GatewayApp:
         gc.collect()
         gc.freeze()
 
+    async def _open_store(self) -> None:
+        location = serving_database(self.config)
+        if location is None:
+            return
+        self.store = store = await open_store(location)
+        self.key_refresh = refresh = KeyRefresh(store, self.keys)
+        await refresh.start()
+        self.journal = Journal(journal_directory(location))
+        self.shipper = Shipper(self.journal, store)
+        await self.shipper.ship_once()  # what a process before this one left journalled
+        await seed_budgets(self.limiter, store, self.keys)
+        self.shipper.start()
+        if self.config.admin_key is not None:
+            reserved = frozenset(k.name for k in self.config.keys)
+            admin = KeyAdmin(store, reserved=reserved)
+            self.admin = AdminEndpoint(self.config.admin_key, admin, store, refresh.reload)
+
     async def shutdown(self) -> None:
         self.messages = None
+        if self.key_refresh is not None:
+            await self.key_refresh.stop()
+        if self.shipper is not None:
+            await self.shipper.stop()
+        if self.journal is not None:
+            self.journal.close()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -184,6 +230,8 @@ class GatewayApp:
             await exchange.respond(200, _ROOT_BODY)
         elif path == "/health" and method == "GET":
             await self._health(exchange)
+        elif path.startswith(ADMIN_PREFIX):
+            await self._admin(exchange)
         elif path.startswith("/v1/"):
             await self._api(exchange, self.keys.check(exchange.headers))
         elif path == "/metrics" and method == "GET" and self.metrics_served_here:
@@ -241,6 +289,11 @@ class GatewayApp:
         content_type = (b"content-type", telemetry.CONTENT_TYPE.encode())
         await exchange.start(200, [content_type, (b"content-length", b"%d" % len(body))])
         await exchange.send({"type": "http.response.body", "body": body})
+
+    async def _admin(self, exchange: Exchange) -> None:
+        if self.admin is None:
+            raise NotFound("the admin API is off: set admin_key in the config")
+        await self.admin.handle(exchange)
 
     async def _health(self, exchange: Exchange) -> None:
         if self.ready:

@@ -13,11 +13,14 @@ from messagegate.api.schema import (
     parse_messages_request,
 )
 from messagegate.config import ApiKey, Config
-from messagegate.errors import InvalidRequest, UpstreamProtocolError
+from messagegate.errors import InvalidRequest, PermissionDenied, UpstreamProtocolError
+from messagegate.ledger.row import Outcome
+from messagegate.limits.limiter import Limiter, Ticket
 from messagegate.privacy.gateway import ANSWER_HEADERS as PRIVATE_ANSWER
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
 from messagegate.routing.scenario_choice import Choice, ScenarioChooser, all_scenarios
+from messagegate.server.accounting import Accounting
 from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.request_defaults import RequestDefaulter
 from messagegate.server.streaming import StreamOutcome, relay
@@ -28,18 +31,24 @@ SCENARIO_HEADER = "x-messagegate-scenario"
 
 class MessagesEndpoint:
     def __init__(
-        self, config: Config, router: Router, metrics: GatewayMetrics | None = None
+        self,
+        config: Config,
+        router: Router,
+        accounting: Accounting | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
         self.router = router
+        self.accounting = accounting or Accounting(Limiter())
         self.metrics = metrics
-        self._key_settings: dict[str | None, RoutingSettings] = {}
+        # By key name: the key's routing defaults (to see that they changed) and their settings.
+        self._key_settings: dict[str | None, tuple[object, RoutingSettings]] = {}
         self.defaults = RequestDefaulter(config)
         # Without scenarios, requests pay nothing for them.
         self.scenarios = ScenarioChooser(config, router) if all_scenarios(config) else None
 
     async def create(self, exchange: Exchange, key: ApiKey | None) -> None:
-        data = await self._read_json(exchange)
+        data, size = await self._read_json(exchange)
         request = parse_messages_request(data)
         model = self.defaults.model(data, request.model, key)
         self.defaults.max_tokens(data, request.max_tokens, key)
@@ -47,30 +56,41 @@ class MessagesEndpoint:
             route_request = self._route_request(exchange, data, model, key)
         else:
             route_request = await self._scenario_request(exchange, data, model, key)
-        if request.stream:
-            await self._stream(exchange, route_request)
-            return
+        ticket = self.accounting.admit(key, route_request.model, size, data["max_tokens"])
         try:
-            routed = await exchange.unless_client_leaves(self.router.complete(route_request))
-        except orjson.JSONEncodeError:
-            raise _too_deep() from None
-        self._log_route(exchange, routed)
-        headers = routed.value.headers | _route_headers(routed, exchange)
-        if exchange.privacy is not None:
-            body = exchange.privacy.seal_answer(routed.value.body)
-            await exchange.respond(200, body, headers | PRIVATE_ANSWER)
-        else:
+            if request.stream:
+                await self._stream(exchange, route_request, key, ticket)
+                return
             try:
-                body = orjson.dumps(routed.value.body)
+                routed = await exchange.unless_client_leaves(self.router.complete(route_request))
             except orjson.JSONEncodeError:
-                raise UpstreamProtocolError("the upstream's answer is nested too deeply") from None
-            await exchange.respond(200, body, headers)
-        exchange.log_fields["tokens"] = _tokens(routed.value.usage)
-        if self.scenarios is not None:
-            self.scenarios.remember(data, routed.value.usage)
+                raise _too_deep() from None
+            self._log_route(exchange, routed)
+            usage = routed.value.usage
+            self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
+            headers = routed.value.headers | _route_headers(routed, exchange)
+            if ticket is not None:
+                headers |= ticket.headers()
+            if exchange.privacy is not None:
+                body = exchange.privacy.seal_answer(routed.value.body)
+                await exchange.respond(200, body, headers | PRIVATE_ANSWER)
+            else:
+                try:
+                    body = orjson.dumps(routed.value.body)
+                except orjson.JSONEncodeError:
+                    raise UpstreamProtocolError(
+                        "the upstream's answer is nested too deeply"
+                    ) from None
+                await exchange.respond(200, body, headers)
+            exchange.log_fields["tokens"] = _tokens(usage)
+            if self.scenarios is not None:
+                self.scenarios.remember(data, usage)
+        finally:
+            if ticket is not None:
+                ticket.release()  # an answer that never came uses nothing; else a no-op
 
     async def count_tokens(self, exchange: Exchange, key: ApiKey | None) -> None:
-        data = await self._read_json(exchange)
+        data, _ = await self._read_json(exchange)
         request = parse_count_tokens_request(data)
         model = self.defaults.model(data, request.model, key)
         if self.scenarios is None:
@@ -90,7 +110,13 @@ class MessagesEndpoint:
         else:
             await exchange.respond_json(answer, headers)
 
-    async def _stream(self, exchange: Exchange, route_request: RouteRequest) -> None:
+    async def _stream(
+        self,
+        exchange: Exchange,
+        route_request: RouteRequest,
+        key: ApiKey | None,
+        ticket: Ticket | None,
+    ) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
         try:
             routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
@@ -98,13 +124,19 @@ class MessagesEndpoint:
             raise _too_deep() from None
         self._log_route(exchange, routed)
         stream = routed.value
-        headers = encode_headers(stream.headers | _route_headers(routed, exchange))
+        limit_headers = ticket.headers() if ticket is not None else {}
+        headers = encode_headers(stream.headers | _route_headers(routed, exchange) | limit_headers)
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)
         if self.metrics is not None:
             self.metrics.stream_opened(exchange)
-        outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval)
+
+        def finish(outcome: StreamOutcome) -> None:
+            ended = _OUTCOMES[outcome]
+            self.accounting.finish(exchange, key, ticket, routed, stream.usage, ended, True)
+
+        outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval, finish)
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
             if self.scenarios is not None:
@@ -113,14 +145,16 @@ class MessagesEndpoint:
             self.router.record_failure(routed)
         exchange.log_fields["tokens"] = _tokens(stream.usage)
 
-    async def _read_json(self, exchange: Exchange) -> Any:
+    async def _read_json(self, exchange: Exchange) -> tuple[Any, int]:
         body = await exchange.read_body(self.config.max_body_bytes)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
         # Decrypted in memory only, after the body limit and before validation and routing.
-        return data if exchange.privacy is None else exchange.privacy.open_request(data)
+        if exchange.privacy is not None:
+            data = exchange.privacy.open_request(data)
+        return data, len(body)
 
     def _route_request(
         self,
@@ -131,6 +165,8 @@ class MessagesEndpoint:
         choice: Choice | None = None,
     ) -> RouteRequest:
         exchange.log_fields["model"] = model_name
+        if choice is None and key is not None and key.models and not key.allows(model_name):
+            raise PermissionDenied(f"this key may not use the model {model_name!r}")
         model = self.router.model(model_name) if choice is None else choice.model
         if model.name != model_name and choice is None:  # an alias: the log names its model
             exchange.log_fields["model"] = model.name
@@ -154,9 +190,12 @@ class MessagesEndpoint:
         """The request with the model the first matching scenario chose (the access log says)."""
         assert self.scenarios is not None
         exchange.log_fields["model"] = model_name
+        allows = key.allows if key is not None and key.models else None
+        if allows is not None and not allows(model_name):
+            raise PermissionDenied(f"this key may not use the model {model_name!r}")
         name = key.name if key is not None else None
         settings = self._settings(data, key)
-        choice = await self.scenarios.choose(data, exchange.headers, name, settings)
+        choice = await self.scenarios.choose(data, exchange.headers, name, settings, allows)
         if choice.skipped:
             exchange.log_fields["scenario_skipped"] = " | ".join(choice.skipped)
         if choice.scenario is None:
@@ -168,11 +207,11 @@ class MessagesEndpoint:
     def _settings(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:
         """The request's routing settings; without routing fields, its key's defaults (cached)."""
         if ROUTING_FIELDS.isdisjoint(data):
-            name = key.name if key is not None else None
-            settings = self._key_settings.get(name)
-            if settings is None:
-                settings = self._key_settings[name] = self._resolve({}, key)
-            return settings
+            name, defaults = (key.name, key.routing) if key is not None else (None, None)
+            cached = self._key_settings.get(name)
+            if cached is None or cached[0] is not defaults:
+                cached = self._key_settings[name] = (defaults, self._resolve({}, key))
+            return cached[1]
         return self._resolve(data, key)
 
     def _resolve(self, data: dict[str, Any], key: ApiKey | None) -> RoutingSettings:
@@ -197,6 +236,13 @@ MAX_JSON_DEPTH = 254
 
 def _too_deep() -> InvalidRequest:
     return InvalidRequest(f"request JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+_OUTCOMES = {
+    StreamOutcome.COMPLETED: Outcome.COMPLETE,
+    StreamOutcome.DISCONNECTED: Outcome.CLIENT_ABORTED,
+    StreamOutcome.FAILED: Outcome.UPSTREAM_FAILED,
+}
 
 
 def _route_headers(routed: Routed[Any], exchange: Exchange) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 from typing import Any
 
 from messagegate.api.envelope import error_payload
@@ -78,13 +79,16 @@ async def relay(
     stream: EventStream,
     headers: list[tuple[bytes, bytes]],
     ping: float,
+    ending: Callable[[StreamOutcome], None],
 ) -> StreamOutcome:
-    """Send the stream to the client through `writer`; say how it ended."""
+    """Send the stream to the client through `writer`; say how it ended, to `ending` too,
+    before the last byte leaves (or once the client is gone)."""
     if not writer.framed:
         writer.begin()
     await exchange.start(200, [*SSE_HEADERS, *headers])
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
+        ending(StreamOutcome.COMPLETED)
         await exchange.send(
             _last(writer, stream.first) if not writer.framed else _end(stream.first)
         )
@@ -102,6 +106,7 @@ async def relay(
         task.uncancel()
         if watch.disconnected:
             exchange.log_fields["disconnected"] = "client"
+            ending(StreamOutcome.DISCONNECTED)
             return StreamOutcome.DISCONNECTED
         # The server's shutdown grace ended with the stream still open: it ends with an
         # `error` event the client can act on, not a cut connection and a traceback.
@@ -110,6 +115,7 @@ async def relay(
     finally:
         watch.stop()
         stream.close()
+    ending(outcome)
     await exchange.send(_last(writer, tail) if not writer.framed else _end(tail))
     return outcome
 

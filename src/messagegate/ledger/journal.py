@@ -1,0 +1,115 @@
+"""The local journal: each process appends rows to its own file, one line each.
+
+The file is memory-mapped (MAP_SHARED): a row is copied into the kernel's page cache without a
+system call, before the answer's last byte is sent, and a process killed with SIGKILL loses
+nothing it journalled, since the kernel writes the pages back (a power cut may lose the last
+seconds: nothing is synced per row). A file is preallocated; what follows its last row is zeros.
+Each file is held under an exclusive flock by its writer; a file nobody holds belonged to a process
+that is gone (or is a full segment), and any shipper may take it over. A line without its newline
+was torn by a kill mid-copy and was never a whole row: it is skipped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from messagegate.ledger.row import LedgerRow, Values, decode
+
+# Rows per file, roughly: a full file is left for the shipper (and deleted once shipped).
+SEGMENT_BYTES = 16 * 1024 * 1024
+SUFFIX = ".journal"
+# Bytes read at a time by a shipper (some thousands of rows).
+READ_BYTES = 1024 * 1024
+
+
+class Journal:
+    """This process's journal file; `append` is one memory copy. `size` is how far it is written:
+    a reader in another thread must not read past it (a copy may be under way)."""
+
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "none"
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self.size = 0
+        self.open_segment()
+
+    def open_segment(self) -> None:
+        """Start a new file; the one before stays for the shipper (unlocked: anyone may ship it)."""
+        self.close()
+        self.path = self.directory / f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(self._fd, self.segment_bytes)
+        self._map = mmap.mmap(self._fd, self.segment_bytes)
+        self.size = 0
+
+    def append(self, row: LedgerRow) -> None:
+        line = row.encode()
+        end = self.size + len(line)
+        if end > self.segment_bytes:
+            self.open_segment()
+            end = len(line)
+        assert self._map is not None
+        self._map[self.size : end] = line
+        self.size = end
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass(slots=True)
+class Segment:
+    path: Path
+    # An open descriptor holding the file's lock while a shipper works on it (-1: own file).
+    fd: int
+
+
+def claim_segments(directory: Path, own: Path | None) -> Iterator[Segment]:
+    """The files this process may ship: its own, and every file no live writer holds."""
+    for path in sorted(directory.glob("*" + SUFFIX)):
+        if path == own:
+            yield Segment(path, -1)
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # another shipper finished it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        yield Segment(path, fd)
+
+
+def read_rows(path: Path, offset: int, end: int | None, limit: int) -> tuple[list[Values], int]:
+    """Whole lines from `offset` (up to `end`), at most `limit` rows; the offset after them."""
+    rows: list[Values] = []
+    with open(path, "rb") as file:
+        file.seek(offset)
+        data = file.read(READ_BYTES if end is None else min(end - offset, READ_BYTES))
+    position = 0
+    while len(rows) < limit:
+        newline = data.find(b"\n", position)
+        if newline < 0 or data[position : position + 1] in (b"\0", b""):
+            break
+        line = data[position : newline + 1]
+        if b"\0" in line:
+            break  # a torn copy followed by the zeros of the preallocated file
+        rows.append(decode(line))
+        position = newline + 1
+    return rows, offset + position

@@ -1,0 +1,88 @@
+"""Shipping journalled rows to the database in batches: a row is inserted once whatever happens
+(its request id is the ledger's key), so re-reading a journal after a crash never double-counts.
+A database outage leaves the rows in the journal for the next try."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from messagegate.ledger.journal import Journal, Segment, claim_segments, read_rows
+from messagegate.store.base import LedgerStore
+
+error_log = logging.getLogger("messagegate.error")
+
+SHIP_INTERVAL = 1.0
+BATCH_ROWS = 500
+
+
+class Shipper:
+    def __init__(
+        self, journal: Journal, store: LedgerStore, interval: float = SHIP_INTERVAL
+    ) -> None:
+        self.journal = journal
+        self.store = store
+        self.interval = interval
+        # How far this process's own file is shipped (other files are shipped whole).
+        self.offset = 0
+        self.shipped_path: Path | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.ship_once()
+            except Exception as exc:
+                error_log.warning("cannot ship ledger rows (they stay journalled): %s", exc)
+
+    async def ship_once(self) -> int:
+        """Ship what the journal holds now; rows shipped."""
+        own = self.journal.path
+        segments = await asyncio.to_thread(
+            lambda: list(claim_segments(self.journal.directory, own))
+        )
+        shipped = 0
+        try:
+            for segment in segments:
+                shipped += await self._ship(segment, own)
+        finally:
+            for segment in segments:
+                if segment.fd >= 0:
+                    os.close(segment.fd)
+        return shipped
+
+    async def _ship(self, segment: Segment, own: Path) -> int:
+        own_file = segment.fd < 0
+        if own_file and self.shipped_path != own:
+            self.shipped_path, self.offset = own, 0
+        offset = self.offset if own_file else 0
+        shipped = 0
+        while True:
+            # Not past what this process has finished writing to its own file.
+            end = self.journal.size if own_file else None
+            rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, end, BATCH_ROWS)
+            if not rows:
+                break
+            shipped += await self.store.ship(rows)
+            if own_file:
+                self.offset = offset
+        if not own_file:
+            await asyncio.to_thread(segment.path.unlink, True)
+        return shipped
+
+    async def stop(self) -> None:
+        """Stop the loop, then ship what is left (a graceful shutdown leaves nothing behind)."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        try:
+            await self.ship_once()
+        except Exception as exc:
+            error_log.warning("ledger rows left in the journal for the next start: %s", exc)

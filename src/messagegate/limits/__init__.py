@@ -1,0 +1,1 @@
+"""Per-key limits checked and reserved at admission: rate (GCRA), concurrency, budgets."""

@@ -1,0 +1,54 @@
+"""What an answer cost, in integer micro-USD (prices are USD per million tokens: a token costs
+`price` micro-USD)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import orjson
+
+from messagegate.api.usage import Usage
+from messagegate.config import Price
+
+# Anthropic's cache prices as multiples of the input price, for routes that set none.
+CACHE_READ = 0.1
+CACHE_WRITE_5M = 1.25
+CACHE_WRITE_1H = 2.0
+
+
+def cost_micro_usd(usage: Usage, price: Price | None) -> int:
+    """Unpriced routes cost nothing."""
+    if price is None:
+        return 0
+    prices = price_used(price)
+    hour = usage.cache_creation_1h_input_tokens
+    total = (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + usage.cache_read_input_tokens * prices["cache_read"]
+        + (usage.cache_creation_input_tokens - hour) * prices["cache_write"]
+        + hour * prices["cache_write_1h"]
+    )
+    return round(total)
+
+
+@lru_cache(maxsize=256)
+def price_used(price: Price) -> dict[str, float]:
+    """Every price of a route, the defaults filled in (what a ledger row records)."""
+    return {
+        "input": price.input,
+        "output": price.output,
+        "cache_read": _or(price.cache_read, price.input * CACHE_READ),
+        "cache_write": _or(price.cache_write, price.input * CACHE_WRITE_5M),
+        "cache_write_1h": _or(price.cache_write_1h, price.input * CACHE_WRITE_1H),
+    }
+
+
+@lru_cache(maxsize=256)
+def price_json(price: Price) -> str:
+    """`price_used` as a ledger row records it."""
+    return orjson.dumps(price_used(price)).decode()
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

@@ -1,0 +1,198 @@
+"""The in-process limiter: each key's rate buckets, concurrency leases and budget, checked and
+reserved in one step at admission and settled when the answer ends.
+
+Nothing is reserved by a refused request. Per process: with several workers (and no shared
+store) each enforces the limits on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from messagegate.config import ApiKey
+from messagegate.errors import BudgetExhausted, RateLimited
+from messagegate.keyspec import KeyLimits, iso_time
+from messagegate.limits.gcra import Bucket
+from messagegate.limits.periods import Periods
+
+# Clients such as Claude Code give up on a retry-after above 60 s.
+MAX_RETRY_AFTER = 60
+
+
+class KeyState:
+    """One key's counters; rebuilt (emptied) when its limits change."""
+
+    __slots__ = (
+        "active",
+        "limits",
+        "name",
+        "period_end",
+        "period_start",
+        "requests",
+        "reserved",
+        "spent",
+        "tokens",
+    )
+
+    def __init__(self, name: str, limits: KeyLimits) -> None:
+        self.name = name
+        self.limits = limits
+        self.requests = Bucket(limits.rpm) if limits.rpm else None
+        self.tokens = Bucket(limits.tpm) if limits.tpm else None
+        self.active = 0
+        self.period_start = self.period_end = -math.inf
+        # micro-USD: settled in the current period; reserved by requests still running.
+        self.spent = 0
+        self.reserved = 0
+
+
+class Ticket:
+    """An admitted request's reservations; `settle` (or `release`) gives them back, once."""
+
+    __slots__ = ("cost", "limiter", "period_start", "settled", "state", "tokens")
+
+    def __init__(self, limiter: Limiter, state: KeyState, tokens: int, cost: int) -> None:
+        self.limiter = limiter
+        self.state = state
+        self.tokens = tokens
+        self.cost = cost
+        self.period_start = state.period_start
+        self.settled = False
+
+    def settle(self, tokens: int, cost: int) -> None:
+        """The request used `tokens` and cost `cost` micro-USD."""
+        if self.settled:
+            return
+        self.settled = True
+        state = self.state
+        state.active -= 1
+        if state.tokens is not None:
+            state.tokens.adjust(tokens - self.tokens, self.limiter.clock())
+        state.reserved -= self.cost
+        # Spend of a period that has ended no longer counts against the budget.
+        if self.period_start == state.period_start:
+            state.spent += cost
+
+    def release(self) -> None:
+        """The request ended without an answer: nothing used."""
+        self.settle(0, 0)
+
+    def headers(self) -> dict[str, str]:
+        return self.limiter.headers(self.state, self.limiter.clock())
+
+
+class Limiter:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, periods: Periods | None = None
+    ) -> None:
+        self.clock = clock
+        self.periods = periods or Periods()
+        self._states: dict[str, KeyState] = {}
+
+    def admit(self, key: ApiKey, tokens: int, cost: int) -> Ticket:
+        """Reserve one request, `tokens` tokens and `cost` micro-USD, or raise RateLimited or
+        BudgetExhausted. `cost` is what hard mode must fit in the budget (its worst case)."""
+        state = self._state(key)
+        now = self.clock()
+        limits = state.limits
+        if limits.concurrency is not None and state.active >= limits.concurrency:
+            raise self._limited(state, now, 1.0, f"{limits.concurrency} requests at once")
+        if limits.budget is not None:
+            self._check_budget(state, now, cost)
+        if state.requests is not None:
+            wait = state.requests.take(1, now)
+            if wait:
+                raise self._limited(state, now, wait, f"{limits.rpm} requests per minute")
+        if state.tokens is not None:
+            wait = state.tokens.take(tokens, now)
+            if wait:
+                if state.requests is not None:
+                    state.requests.adjust(-1, now)
+                raise self._limited(state, now, wait, f"{limits.tpm} tokens per minute")
+        state.active += 1
+        state.reserved += cost
+        return Ticket(self, state, tokens, cost)
+
+    def seed(self, key: ApiKey, spent: int) -> None:
+        """Start the key's current period with `spent` micro-USD (what the ledger holds)."""
+        state = self._state(key)
+        start, end = self.periods.bounds(key.limits.period, self.clock())
+        state.period_start, state.period_end, state.spent = start, end, spent
+
+    def _state(self, key: ApiKey) -> KeyState:
+        state = self._states.get(key.name)
+        if state is None or (state.limits is not key.limits and state.limits != key.limits):
+            state = self._states[key.name] = KeyState(key.name, key.limits)
+        state.limits = key.limits  # equal: the same object next time, for the cheap test above
+        return state
+
+    def _check_budget(self, state: KeyState, now: float, cost: int) -> None:
+        limits = state.limits
+        assert limits.budget is not None
+        start, end = self.periods.bounds(limits.period, now)
+        if start != state.period_start:
+            state.period_start, state.period_end, state.spent = start, end, 0
+        budget = round(limits.budget * 1_000_000)
+        committed = state.spent + state.reserved
+        # soft: admitted while anything is left (overshoot <= one request's cost);
+        # hard: only when its worst case fits.
+        fits = committed + cost <= budget if limits.budget_mode == "hard" else committed < budget
+        if not fits:
+            raise BudgetExhausted(_budget_message(state, budget, end))
+
+    def _limited(self, state: KeyState, now: float, wait: float, what: str) -> RateLimited:
+        retry_after = min(max(math.ceil(wait), 1), MAX_RETRY_AFTER)
+        return RateLimited(
+            f"rate limit of key {state.name!r} exceeded: {what}; retry after {retry_after} s",
+            retry_after,
+            self.headers(state, now),
+        )
+
+    def headers(self, state: KeyState, now: float) -> dict[str, str]:
+        """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets."""
+        headers: dict[str, str] = {}
+        for names, bucket in ((_REQUESTS, state.requests), (_TOKENS, state.tokens)):
+            if bucket is not None:
+                limit, remaining, reset = names
+                headers[limit] = bucket.limit_text
+                headers[remaining] = str(bucket.remaining(now))
+                headers[reset] = _rfc3339(bucket.full_at(now))
+        return headers
+
+
+_REQUESTS, _TOKENS = (
+    tuple(f"anthropic-ratelimit-{kind}-{part}" for part in ("limit", "remaining", "reset"))
+    for kind in ("requests", "tokens")
+)
+
+
+def _budget_message(state: KeyState, budget: int, end: float) -> str:
+    limits = state.limits
+    per = f" per {limits.period}" if limits.period else ""
+    resets = f"it resets at {iso_time(end)}" if end != math.inf else "it does not reset"
+    used = (state.spent + state.reserved) / 1_000_000
+    return (
+        f"the budget of key {state.name!r} ({limits.budget:.2f} USD{per}) is spent "
+        f"({used:.4f} USD used or reserved); {resets}"
+    )
+
+
+_MINUTES: dict[int, str] = {}
+
+
+def _rfc3339(epoch: float) -> str:
+    """RFC 3339 to the second; each minute's prefix is formatted once (formatting a time per
+    header cost more than the rest of the limits together)."""
+    second = math.ceil(epoch)
+    minute, within = divmod(second, 60)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) >= 64:
+            _MINUTES.clear()
+        t = time.gmtime(second - within)
+        prefix = _MINUTES[minute] = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        )
+    return f"{prefix}{within:02d}Z"

@@ -1,0 +1,1 @@
+"""Durable state shared by the gateway and the `messagegate` commands: the gateway keys."""

@@ -1,0 +1,371 @@
+"""The embedded key store: SQLite in WAL mode, one connection on one thread, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from messagegate.keyspec import KeySettings, parse_key_settings, settings_json
+from messagegate.ledger.row import COLUMNS, Values
+from messagegate.store.base import KeyExists, StoredKey, StoredSecret, StoreError, UnknownKey
+
+T = TypeVar("T")
+
+# Versioned migrations: each runs once, in order, in its own transaction; never edit one.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE keys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE key_secrets (
+            digest BLOB PRIMARY KEY,
+            key_id INTEGER NOT NULL REFERENCES keys(id),
+            prefix TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            valid_until REAL
+        );
+        CREATE INDEX key_secrets_key ON key_secrets(key_id);
+        CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+        INSERT INTO generation VALUES (1, 0);
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE ledger (
+            request_id TEXT PRIMARY KEY,
+            time REAL NOT NULL,
+            key TEXT NOT NULL,
+            model_asked TEXT NOT NULL,
+            model TEXT NOT NULL,
+            route TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            ttft_ms REAL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_5m_tokens INTEGER NOT NULL,
+            cache_write_1h_tokens INTEGER NOT NULL,
+            cost_micro_usd INTEGER NOT NULL,
+            price TEXT,
+            outcome TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE usage_daily (
+            day TEXT NOT NULL,
+            key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_5m_tokens INTEGER NOT NULL,
+            cache_write_1h_tokens INTEGER NOT NULL,
+            cost_micro_usd INTEGER NOT NULL,
+            PRIMARY KEY (day, key, model, provider)
+        );
+        CREATE TRIGGER ledger_rollup AFTER INSERT ON ledger BEGIN
+            INSERT INTO usage_daily VALUES (
+                date(NEW.time, 'unixepoch'), NEW.key, NEW.model, NEW.provider, 1,
+                NEW.input_tokens, NEW.output_tokens, NEW.cache_read_tokens,
+                NEW.cache_write_5m_tokens, NEW.cache_write_1h_tokens, NEW.cost_micro_usd
+            ) ON CONFLICT (day, key, model, provider) DO UPDATE SET
+                requests = requests + 1,
+                input_tokens = input_tokens + excluded.input_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+                cache_write_5m_tokens = cache_write_5m_tokens + excluded.cache_write_5m_tokens,
+                cache_write_1h_tokens = cache_write_1h_tokens + excluded.cache_write_1h_tokens,
+                cost_micro_usd = cost_micro_usd + excluded.cost_micro_usd;
+        END
+        """,
+    ),
+)
+USAGE_GROUPS = ("key", "model", "provider", "day")
+_USAGE_SUMS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cost_micro_usd",
+)
+# A writer waits this long for another process's write lock before failing.
+BUSY_TIMEOUT_MS = 5000
+
+
+class SQLiteStore:
+    """Every call runs on the store's one thread: the event loop never waits on disk."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagegate-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        """Open (creating the file and its directory on first use) and migrate."""
+        store = cls(path)
+        try:
+            await store._run(store._open)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def _open(self) -> None:
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        self._db = db
+        _migrate(db)
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the database is closed")
+        return self._db
+
+    async def generation(self) -> int:
+        return await self._run(self._generation)
+
+    def _generation(self) -> int:
+        row = self._conn().execute("SELECT value FROM generation").fetchone()
+        return int(row[0])
+
+    async def keys(self) -> tuple[int, list[StoredKey]]:
+        return await self._run(self._keys)
+
+    def _keys(self) -> tuple[int, list[StoredKey]]:
+        db = self._conn()
+        with _transaction(db):
+            generation = self._generation()
+            rows = db.execute("SELECT id, name, settings, created_at, revoked_at FROM keys")
+            keys = [self._stored(row) for row in rows.fetchall()]
+        return generation, keys
+
+    async def key(self, name: str) -> StoredKey | None:
+        return await self._run(lambda: self._key(name))
+
+    def _key(self, name: str) -> StoredKey | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id, name, settings, created_at, revoked_at FROM keys WHERE name = ?",
+                (name,),
+            )
+            .fetchone()
+        )
+        return None if row is None else self._stored(row)
+
+    def _stored(self, row: tuple[Any, ...]) -> StoredKey:
+        key_id, name, settings, created_at, revoked_at = row
+        secrets = self._conn().execute(
+            "SELECT digest, prefix, created_at, valid_until FROM key_secrets WHERE key_id = ?"
+            " ORDER BY created_at",
+            (key_id,),
+        )
+        return StoredKey(
+            name=name,
+            settings=parse_key_settings(orjson.loads(settings)),
+            created_at=created_at,
+            revoked_at=revoked_at,
+            secrets=tuple(StoredSecret(bytes(d), p, c, v) for d, p, c, v in secrets.fetchall()),
+        )
+
+    async def insert(self, name: str, settings: KeySettings, secret: StoredSecret) -> None:
+        await self._run(lambda: self._insert(name, settings, secret))
+
+    def _insert(self, name: str, settings: KeySettings, secret: StoredSecret) -> None:
+        db = self._conn()
+        with _transaction(db):
+            try:
+                cursor = db.execute(
+                    "INSERT INTO keys (name, settings, created_at) VALUES (?, ?, ?)",
+                    (name, _json(settings), secret.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyExists(
+                    f"a key named {name!r} exists (revoked keys keep their name)"
+                ) from None
+            _add_secret(db, cursor.lastrowid, secret)
+            _bump(db)
+
+    async def update(self, name: str, settings: KeySettings) -> None:
+        await self._run(
+            lambda: self._change(
+                "UPDATE keys SET settings = ? WHERE name = ?", (_json(settings), name), name
+            )
+        )
+
+    async def revoke(self, name: str, now: float) -> None:
+        await self._run(
+            lambda: self._change(
+                "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (now, name),
+                name,
+            )
+        )
+
+    def _change(self, sql: str, params: tuple[Any, ...], name: str) -> None:
+        db = self._conn()
+        with _transaction(db):
+            if db.execute(sql, params).rowcount != 1:
+                raise UnknownKey(f"no active key named {name!r}")
+            _bump(db)
+
+    async def rotate(self, name: str, secret: StoredSecret, old_valid_until: float) -> None:
+        await self._run(lambda: self._rotate(name, secret, old_valid_until))
+
+    def _rotate(self, name: str, secret: StoredSecret, old_valid_until: float) -> None:
+        db = self._conn()
+        with _transaction(db):
+            row = db.execute(
+                "SELECT id FROM keys WHERE name = ? AND revoked_at IS NULL", (name,)
+            ).fetchone()
+            if row is None:
+                raise UnknownKey(f"no active key named {name!r}")
+            db.execute(
+                "UPDATE key_secrets SET valid_until = min(coalesce(valid_until, ?1), ?1)"
+                " WHERE key_id = ?2",
+                (old_valid_until, row[0]),
+            )
+            _add_secret(db, row[0], secret)
+            _bump(db)
+
+    async def ship(self, rows: list[Values]) -> int:
+        return await self._run(lambda: self._ship(rows))
+
+    def _ship(self, rows: list[Values]) -> int:
+        db = self._conn()
+        with _transaction(db):
+            before = db.total_changes
+            # OR IGNORE: a row shipped before is not inserted again (nor rolled up again).
+            db.executemany(
+                f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(COLUMNS))})", rows
+            )
+            # total_changes counts the trigger's rollup rows too: one per inserted row.
+            return (db.total_changes - before) // 2
+
+    async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
+        """Totals per `by` (key, model, provider or day) from the daily rollups since a day."""
+        if by not in USAGE_GROUPS:
+            raise StoreError(f"usage by {by!r}: expected one of {', '.join(USAGE_GROUPS)}")
+        sums = ", ".join(f"sum({c})" for c in _USAGE_SUMS)
+        rows = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    f"SELECT {by}, {sums} FROM usage_daily WHERE day >= ?"
+                    f" GROUP BY {by} ORDER BY {by}",
+                    (since_day,),
+                )
+                .fetchall()
+            )
+        )
+        return [dict(zip((by, *_USAGE_SUMS), row, strict=True)) for row in rows]
+
+    async def spent(self, key: str, since_day: str) -> int:
+        row = await self._run(
+            lambda: (
+                self._conn()
+                .execute(
+                    "SELECT coalesce(sum(cost_micro_usd), 0) FROM usage_daily"
+                    " WHERE key = ? AND day >= ?",
+                    (key, since_day),
+                )
+                .fetchone()
+            )
+        )
+        return int(row[0])
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._thread.shutdown(wait=True)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers queue instead of deadlocking."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+    newest = db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    if newest is not None and newest > MIGRATIONS[-1][0]:
+        raise StoreError(
+            f"the database's schema (version {newest}) is newer than this messagegate's "
+            f"({MIGRATIONS[-1][0]}): upgrade messagegate"
+        )
+    for version, script in MIGRATIONS:
+        with _transaction(db):
+            done = db.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+            ).fetchone()
+            if done is None:
+                for statement in _statements(script):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The script's statements (a trigger's body holds semicolons of its own)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
+def _add_secret(db: sqlite3.Connection, key_id: int | None, secret: StoredSecret) -> None:
+    db.execute(
+        "INSERT INTO key_secrets (digest, key_id, prefix, created_at, valid_until)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (secret.digest, key_id, secret.prefix, secret.created_at, secret.valid_until),
+    )
+
+
+def _bump(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE generation SET value = value + 1")
+
+
+def _json(settings: KeySettings) -> str:
+    return orjson.dumps(settings_json(settings)).decode()

@@ -1,0 +1,298 @@
+"""The usage ledger: a row per billed request, journalled before the answer's last byte, shipped
+idempotently to SQLite, rolled up for `messagegate usage` and the admin API; outages delay rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anthropic
+import pytest
+
+import fakes.anthropic_script as script
+from fakes.gateway import build_config, running_gateway
+from fakes.upstream import FakeUpstream, Received, Reply
+from helpers import anthropic_config
+from messagegate import cli
+from messagegate.ledger.journal import SUFFIX, Journal
+from messagegate.ledger.row import LedgerRow
+from messagegate.ledger.shipper import Shipper
+from messagegate.server.app import GatewayApp
+from messagegate.store.location import journal_directory
+from messagegate.store.sqlite import SQLiteStore
+
+HELLO = [{"role": "user", "content": "Hello"}]
+ADMIN_KEY = "admin-key-0123456789abcdef"
+PRICE = {"input": 3, "output": 15, "cache_read": 0.3}
+USAGE = {
+    "input_tokens": 11,
+    "output_tokens": 7,
+    "cache_read_input_tokens": 100,
+    "cache_creation_input_tokens": 50,
+    "cache_creation": {"ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 30},
+}
+# 11*3 + 7*15 + 100*0.3 + 20*3.75 + 30*6 micro-USD
+COST = 33 + 105 + 30 + 75 + 180
+
+
+def answer(**usage: Any) -> dict[str, Any]:
+    message = script.message([{"type": "text", "text": "Hello there"}])
+    message["usage"] = {**USAGE, **usage}
+    return message
+
+
+def answering(upstream: FakeUpstream) -> None:
+    def respond(received: Received) -> Reply:
+        if received.json.get("stream"):
+            return script.stream_reply(answer())
+        return script.reply(answer())
+
+    upstream.responder = respond
+
+
+def rows(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM ledger ORDER BY time")]
+
+
+def config(upstream: FakeUpstream, db: Path) -> dict[str, Any]:
+    return anthropic_config(
+        upstream,
+        database=str(db),
+        admin_key=ADMIN_KEY,
+        models={"claude-test": {"routes": [{"provider": "anth", "model": "up", "price": PRICE}]}},
+    )
+
+
+@pytest.fixture
+async def gateway(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[tuple[str, GatewayApp]]:
+    answering(upstream)
+    async with running_gateway(build_config(config(upstream, tmp_path / "mg.db"))) as running:
+        yield running
+
+
+async def test_rows_hold_what_the_upstream_billed(
+    gateway: tuple[str, GatewayApp], tmp_path: Path, sdk: Any
+) -> None:
+    url, app = gateway
+    client = sdk(url)
+    plain = await client.messages.with_raw_response.create(
+        model="claude-test", max_tokens=10, messages=HELLO
+    )
+    async with client.messages.stream(model="claude-test", max_tokens=10, messages=HELLO) as s:
+        await s.get_final_message()
+        streamed_id = s.response.headers["request-id"]
+    assert app.shipper is not None
+    assert await app.shipper.ship_once() == 2
+    got = rows(tmp_path / "mg.db")
+    assert [r["request_id"] for r in got] == [plain.headers["request-id"], streamed_id]
+    for row, stream in zip(got, (0, 1), strict=True):
+        assert row["stream"] == stream
+        assert (row["key"], row["model_asked"], row["model"]) == (
+            "alice",
+            "claude-test",
+            "claude-test",
+        )
+        assert (row["route"], row["provider"], row["status"]) == ("anth/up", "anth", 200)
+        assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (11, 7, 100)
+        assert (row["cache_write_5m_tokens"], row["cache_write_1h_tokens"]) == (20, 30)
+        assert row["cost_micro_usd"] == COST
+        assert json.loads(row["price"])["cache_write_1h"] == 6.0
+        assert row["outcome"] == "complete"
+        assert row["latency_ms"] >= 0
+    assert got[0]["ttft_ms"] is None
+    assert got[1]["ttft_ms"] is not None
+    # Shipping again inserts nothing: the journal's rows are in already.
+    assert await app.shipper.ship_once() == 0
+
+
+async def test_a_stream_row_is_journalled_before_its_last_byte(
+    gateway: tuple[str, GatewayApp], sdk: Any
+) -> None:
+    url, app = gateway
+    assert app.journal is not None
+    async with sdk(url).messages.stream(model="claude-test", max_tokens=10, messages=HELLO) as s:
+        await s.get_final_message()
+        request_id = s.response.headers["request-id"]
+    # The client has the whole answer; the row is in the journal already, not yet shipped.
+    assert request_id.encode() in await asyncio.to_thread(app.journal.path.read_bytes)
+
+
+async def test_a_stream_the_client_cut_is_billed_for_what_arrived(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any
+) -> None:
+    never = asyncio.Event()
+    upstream.script(script.stream_reply(answer(), hold=never, hold_after=2))
+    try:
+        async with running_gateway(build_config(config(upstream, tmp_path / "mg.db"))) as (
+            url,
+            app,
+        ):
+            async with sdk(url).messages.stream(
+                model="claude-test", max_tokens=10, messages=HELLO
+            ) as stream:
+                first = await asyncio.wait_for(anext(aiter(stream)), timeout=30)
+                assert first.type == "message_start"
+            await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
+            assert app.shipper is not None
+            assert await app.shipper.ship_once() == 1
+    finally:
+        never.set()
+    (row,) = rows(tmp_path / "mg.db")
+    assert row["outcome"] == "client_aborted"
+    # What arrived: the input (message_start) and the output counted so far.
+    assert (row["input_tokens"], row["output_tokens"]) == (11, 1)
+
+
+async def test_a_stream_the_upstream_dropped_is_recorded(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any
+) -> None:
+    upstream.script(script.stream_reply(answer(), drop_after=4))
+    async with running_gateway(build_config(config(upstream, tmp_path / "mg.db"))) as (url, app):
+        async with sdk(url).messages.stream(
+            model="claude-test", max_tokens=10, messages=HELLO
+        ) as stream:
+            with pytest.raises(anthropic.APIError):
+                await asyncio.wait_for(stream.get_final_message(), timeout=30)
+        assert app.shipper is not None
+        assert await app.shipper.ship_once() == 1
+    (row,) = rows(tmp_path / "mg.db")
+    assert row["outcome"] == "upstream_failed"
+    assert row["input_tokens"] == 11
+
+
+async def test_a_database_outage_delays_rows_and_loses_none(
+    gateway: tuple[str, GatewayApp], tmp_path: Path, sdk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, app = gateway
+    assert app.shipper is not None
+    store = app.shipper.store
+
+    async def down(rows: Any) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "ship", down)
+    for _ in range(3):
+        await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=HELLO)
+    with pytest.raises(sqlite3.OperationalError):
+        await app.shipper.ship_once()
+    assert rows(tmp_path / "mg.db") == []
+    monkeypatch.undo()
+    assert await app.shipper.ship_once() == 3
+    assert len(rows(tmp_path / "mg.db")) == 3
+
+
+async def test_an_orphaned_journal_is_shipped_once_and_removed(
+    gateway: tuple[str, GatewayApp], tmp_path: Path, sdk: Any
+) -> None:
+    url, app = gateway
+    for _ in range(4):
+        await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=HELLO)
+    assert app.shipper is not None
+    assert app.journal is not None
+    assert await app.shipper.ship_once() == 4
+    # A copy of the journal, as a dead process would leave it (a torn last line included).
+    orphan = app.journal.directory / ("dead-0" + SUFFIX)
+    await asyncio.to_thread(shutil.copy, app.journal.path, orphan)
+    with orphan.open("ab") as file:
+        file.write(b'{"request_id": "req_torn", "ti')
+    assert await app.shipper.ship_once() == 0
+    assert not orphan.exists()
+    assert len(rows(tmp_path / "mg.db")) == 4
+    with sqlite3.connect(tmp_path / "mg.db") as conn:
+        (requests, cost) = conn.execute(
+            "SELECT sum(requests), sum(cost_micro_usd) FROM usage_daily"
+        ).fetchone()
+    assert (requests, cost) == (4, 4 * COST)
+
+
+async def test_usage_reports_from_the_rollups(
+    gateway: tuple[str, GatewayApp], tmp_path: Path, sdk: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, app = gateway
+    for _ in range(3):
+        await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=HELLO)
+    assert app.shipper is not None
+    await app.shipper.ship_once()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            url + "/v1/gateway/admin/usage?by=model&since=1d", headers={"x-api-key": ADMIN_KEY}
+        ) as response,
+    ):
+        body = await response.json()
+    assert response.status == 200
+    assert body["data"] == [
+        {
+            "model": "claude-test",
+            "requests": 3,
+            "input_tokens": 33,
+            "output_tokens": 21,
+            "cache_read_tokens": 300,
+            "cache_write_5m_tokens": 60,
+            "cache_write_1h_tokens": 90,
+            "cost_micro_usd": 3 * COST,
+            "cost_usd": 3 * COST / 1e6,
+        }
+    ]
+    path = tmp_path / "mg.yaml"
+    path.write_text(f"database: {tmp_path / 'mg.db'}\nproviders: {{}}\nmodels: {{}}\n")
+    for by, first in (("key", "alice"), ("provider", "anth"), ("day", "20")):
+        argv = ["usage", "--config", str(path), "--by", by, "--since", "7d", "--json"]
+        assert await asyncio.to_thread(cli.main, argv) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert str(shown[0][by]).startswith(first)
+        assert shown[0]["requests"] == 3
+    assert await asyncio.to_thread(cli.main, ["usage", "--config", str(path), "--by", "key"]) == 0
+    assert "alice" in capsys.readouterr().out
+
+
+async def test_a_closed_segment_ships_whole_and_goes(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(str(tmp_path / "mg.db"))
+    journal = Journal(journal_directory(str(tmp_path / "mg.db")))
+    try:
+        first = journal.path
+        journal.append(ledger_row("req_1"))
+        journal.open_segment()
+        journal.append(ledger_row("req_2"))
+        shipper = Shipper(journal, store)
+        assert await shipper.ship_once() == 2
+        assert not first.exists()
+        assert journal.path.exists()
+        journal.append(ledger_row("req_3"))
+        assert await shipper.ship_once() == 1
+    finally:
+        journal.close()
+        await store.close()
+    assert sorted(r["request_id"] for r in rows(tmp_path / "mg.db")) == ["req_1", "req_2", "req_3"]
+
+
+def ledger_row(request_id: str) -> LedgerRow:
+    return LedgerRow(
+        request_id,
+        1e9,
+        "k",
+        "m",
+        "m",
+        "p/m",
+        "p",
+        False,
+        200,
+        1.0,
+        None,
+        1,
+        2,
+        0,
+        0,
+        0,
+        5,
+        None,
+        "complete",
+    )

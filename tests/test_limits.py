@@ -1,0 +1,316 @@
+"""Per-key limits: GCRA buckets, concurrency, budgets (soft and hard) and their periods with an
+injected clock; the 429 and 402 answers and the rate-limit headers through the official SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import pytest
+
+import fakes.anthropic_script as script
+from fakes.clock import FakeClock
+from fakes.gateway import build_config, running_gateway
+from fakes.upstream import FakeUpstream, Received, Reply
+from helpers import anthropic_config
+from messagegate.config import ApiKey, Secret
+from messagegate.errors import BudgetExhausted, RateLimited
+from messagegate.keyspec import KeyLimits
+from messagegate.limits.gcra import Bucket
+from messagegate.limits.limiter import Limiter, Ticket
+from messagegate.limits.periods import Periods
+
+HELLO = [{"role": "user", "content": "Hello"}]
+KEY = "mg-limited-key-0123456789"
+# 11 input and 7 output tokens at 1 and 2 USD per million: 25 micro-USD an answer.
+ANSWER = script.message([{"type": "text", "text": "Hi"}])
+ANSWER_COST = 11 * 1 + 7 * 2
+PRICE = {"input": 1, "output": 2}
+
+
+def key(**limits: Any) -> ApiKey:
+    return ApiKey(key=Secret("k"), name="alice", limits=KeyLimits(**limits))
+
+
+def test_bucket_admits_a_minute_then_one_per_interval() -> None:
+    bucket = Bucket(60)
+    assert all(bucket.take(1, 100.0) == 0.0 for _ in range(60))
+    assert bucket.remaining(100.0) == 0
+    assert bucket.take(1, 100.0) == pytest.approx(1.0)
+    assert bucket.take(1, 100.5) == pytest.approx(0.5)
+    assert bucket.take(1, 101.0) == 0.0
+    bucket.adjust(-30, 101.0)  # a correction gives tokens back
+    assert bucket.remaining(101.0) == 30
+    assert bucket.full_at(101.0) == pytest.approx(131.0)
+
+
+def test_bucket_admits_more_than_it_holds_only_when_full() -> None:
+    bucket = Bucket(100)
+    assert bucket.take(150, 0.0) == 0.0
+    assert bucket.take(1, 0.0) > 0
+    assert bucket.take(150, 89.0) > 0
+    assert bucket.take(150, 90.0) == 0.0
+
+
+def test_limiter_refuses_and_reserves_nothing_when_refused() -> None:
+    clock = FakeClock(1000.0)
+    limiter = Limiter(clock)
+    alice = key(rpm=10, tpm=100)
+    first = limiter.admit(alice, 80, 0)
+    with pytest.raises(RateLimited) as caught:
+        limiter.admit(alice, 80, 0)
+    assert caught.value.headers["retry-after"] == "36"
+    assert caught.value.headers["anthropic-ratelimit-requests-remaining"] == "9"
+    # The refused request took no request from the requests bucket.
+    first.settle(20, 0)  # used 20 of the 80 reserved: 60 come back
+    second = limiter.admit(alice, 80, 0)
+    assert second.headers()["anthropic-ratelimit-requests-remaining"] == "8"
+    assert second.headers()["anthropic-ratelimit-tokens-remaining"] == "0"
+
+
+def test_retry_after_is_at_most_60_seconds() -> None:
+    limiter = Limiter(FakeClock())
+    alice = key(rpm=1)
+    limiter.admit(alice, 0, 0)
+    with pytest.raises(RateLimited) as caught:
+        limiter.admit(alice, 0, 0)
+    assert caught.value.headers["retry-after"] == "60"
+    slow = key(tpm=1)
+    limiter.admit(slow, 10, 0)
+    with pytest.raises(RateLimited) as caught:
+        limiter.admit(slow, 10, 0)
+    assert caught.value.headers["retry-after"] == "60"
+
+
+def test_concurrency_leases_come_back() -> None:
+    limiter = Limiter(FakeClock())
+    alice = key(concurrency=2)
+    first, _ = limiter.admit(alice, 1, 0), limiter.admit(alice, 1, 0)
+    with pytest.raises(RateLimited, match="2 requests at once"):
+        limiter.admit(alice, 1, 0)
+    first.release()
+    first.release()  # once only
+    limiter.admit(alice, 1, 0)
+    with pytest.raises(RateLimited):
+        limiter.admit(alice, 1, 0)
+
+
+def admitted_until_refused(limiter: Limiter, alice: ApiKey, cost: int) -> list[Ticket]:
+    tickets: list[Ticket] = []
+    for _ in range(100):
+        try:
+            tickets.append(limiter.admit(alice, 0, cost))
+        except BudgetExhausted:
+            return tickets
+    raise AssertionError("never refused")
+
+
+def test_soft_budget_overshoots_by_at_most_one_request() -> None:
+    limiter = Limiter(FakeClock())
+    alice = key(budget=0.001)  # 1000 micro-USD
+    tickets = admitted_until_refused(limiter, alice, 300)
+    assert len(tickets) == 4  # 0, 300, 600, 900 reserved before each: all under 1000
+    for ticket in tickets:
+        ticket.settle(0, 300)
+    state = limiter._states["alice"]
+    assert state.spent == 1200 <= 1000 + 300
+
+
+def test_hard_budget_never_overshoots() -> None:
+    limiter = Limiter(FakeClock())
+    alice = key(budget=0.001, budget_mode="hard")
+    tickets = admitted_until_refused(limiter, alice, 300)
+    assert len(tickets) == 3
+    tickets[0].settle(0, 100)  # cost less than its worst case: room for one more
+    limiter.admit(alice, 0, 300)
+
+
+@pytest.mark.parametrize(
+    ("period", "zone", "boundary"),
+    [
+        ("day", "UTC", datetime(2026, 12, 4, tzinfo=UTC)),
+        ("week", "UTC", datetime(2026, 12, 7, tzinfo=UTC)),  # a Monday
+        ("month", "UTC", datetime(2027, 1, 1, tzinfo=UTC)),
+        ("day", "Europe/Paris", datetime(2026, 12, 3, 23, tzinfo=UTC)),
+    ],
+)
+def test_budget_resets_exactly_at_the_boundary(period: str, zone: str, boundary: datetime) -> None:
+    clock = FakeClock(boundary.timestamp() - 3600)
+    limiter = Limiter(clock, Periods(zone))
+    alice = key(budget=0.0001, period=period)
+    limiter.admit(alice, 0, 0).settle(0, 100)
+    clock.now = boundary.timestamp() - 0.001
+    with pytest.raises(BudgetExhausted) as caught:
+        limiter.admit(alice, 0, 0)
+    expected = boundary.isoformat().replace("+00:00", "Z")
+    assert f"it resets at {expected}" in caught.value.message
+    assert caught.value.headers == {"x-should-retry": "false"}
+    clock.now = boundary.timestamp()
+    limiter.admit(alice, 0, 0)
+
+
+def limited_config(upstream: FakeUpstream, **limits: Any) -> dict[str, Any]:
+    return anthropic_config(
+        upstream,
+        keys=[{"key": KEY, "name": "alice", **limits}],
+        models={"claude-test": {"routes": [{"provider": "anth", "model": "up", "price": PRICE}]}},
+    )
+
+
+def answering(upstream: FakeUpstream) -> None:
+    def respond(received: Received) -> Reply:
+        if received.json.get("stream"):
+            return script.stream_reply(ANSWER)
+        return script.reply(ANSWER)
+
+    upstream.responder = respond
+
+
+async def ask(sdk: Any, url: str, stream: bool, max_tokens: int = 10) -> Any:
+    client = sdk(url, key=KEY)
+    if stream:
+        async with client.messages.stream(
+            model="claude-test", max_tokens=max_tokens, messages=HELLO
+        ) as s:
+            await s.get_final_message()
+            return s.response
+    return await client.messages.with_raw_response.create(
+        model="claude-test", max_tokens=max_tokens, messages=HELLO
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_rpm_gives_429_with_the_key_s_headers(
+    upstream: FakeUpstream, sdk: Any, stream: bool
+) -> None:
+    answering(upstream)
+    clock = FakeClock(datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp())
+    async with running_gateway(
+        build_config(limited_config(upstream, rpm=2, tpm=10_000)), wall_clock=clock
+    ) as (url, _):
+        for remaining in ("1", "0"):
+            response = await ask(sdk, url, stream)
+            assert response.headers["anthropic-ratelimit-requests-limit"] == "2"
+            assert response.headers["anthropic-ratelimit-requests-remaining"] == remaining
+            assert response.headers["anthropic-ratelimit-tokens-limit"] == "10000"
+            assert response.headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            await ask(sdk, url, stream)
+        headers = caught.value.response.headers
+        assert caught.value.status_code == 429
+        assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert "2 requests per minute" in caught.value.message
+        assert headers["retry-after"] == "30"
+        assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+        assert len(upstream.received) == 2
+        clock.advance(30)
+        await ask(sdk, url, stream)
+    assert len(upstream.received) == 3
+
+
+async def test_tpm_reserves_max_tokens_and_corrects_at_the_end(
+    upstream: FakeUpstream, sdk: Any
+) -> None:
+    answering(upstream)
+    clock = FakeClock(1e9)
+    async with running_gateway(
+        build_config(limited_config(upstream, tpm=1000)), wall_clock=clock
+    ) as (url, _):
+        response = await ask(sdk, url, False, max_tokens=900)
+        # 900 reserved at admission, 18 used: what is left shows the correction.
+        assert response.headers["anthropic-ratelimit-tokens-remaining"] == "982"
+        with pytest.raises(anthropic.RateLimitError, match="1000 tokens per minute"):
+            await ask(sdk, url, True, max_tokens=990)
+    assert len(upstream.received) == 1
+
+
+async def test_concurrency_limit_holds_while_a_stream_runs(
+    upstream: FakeUpstream, sdk: Any
+) -> None:
+    hold = asyncio.Event()
+    upstream.script(script.stream_reply(ANSWER, hold=hold, hold_after=2))
+    upstream.default = script.reply(ANSWER)
+    async with running_gateway(build_config(limited_config(upstream, concurrency=1))) as (url, _):
+        client = sdk(url, key=KEY)
+        async with client.messages.stream(model="claude-test", max_tokens=5, messages=HELLO) as s:
+            with pytest.raises(anthropic.RateLimitError, match="1 requests at once") as caught:
+                await ask(sdk, url, False)
+            assert caught.value.response.headers["retry-after"] == "1"
+            hold.set()
+            await s.get_final_message()
+        await ask(sdk, url, False)
+    assert len(upstream.received) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_spent_budget_gives_402_that_is_not_retried(
+    upstream: FakeUpstream, sdk: Any, stream: bool
+) -> None:
+    answering(upstream)
+    clock = FakeClock(datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp())
+    config = limited_config(upstream, budget=0.00004, period="day")  # 40 micro-USD
+    async with running_gateway(build_config(config), wall_clock=clock) as (url, app):
+        await ask(sdk, url, stream)
+        await ask(sdk, url, stream)  # 25 spent < 40: admitted, overshoots by this one
+        assert app.limiter._states["alice"].spent == 2 * ANSWER_COST
+        # With retries allowed the SDK still makes one call: x-should-retry says no.
+        client = sdk(url, key=KEY, max_retries=3)
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await client.messages.create(model="claude-test", max_tokens=10, messages=HELLO)
+        assert caught.value.status_code == 402
+        assert caught.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        assert "resets at 2026-12-04T00:00:00Z" in caught.value.message
+        assert len(upstream.received) == 2
+        clock.now = datetime(2026, 12, 4, tzinfo=UTC).timestamp()
+        await ask(sdk, url, stream)
+    assert len(upstream.received) == 3
+
+
+async def test_budget_holds_under_64_concurrent_clients(upstream: FakeUpstream, sdk: Any) -> None:
+    answering(upstream)
+    budget_micro = 1000
+    config = limited_config(upstream, budget=budget_micro / 1e6)
+    async with running_gateway(build_config(config)) as (url, app):
+        statuses: list[int] = []
+
+        async def client() -> int:
+            """Asks until refused (bounded): the budget is used up, not just reached."""
+            for answered in range(100):
+                try:
+                    await ask(sdk, url, False)
+                except anthropic.APIStatusError as exc:
+                    statuses.append(exc.status_code)
+                    return answered
+            raise AssertionError("never refused")
+
+        answered = sum(await asyncio.gather(*(client() for _ in range(64))))
+        state = app.limiter._states["alice"]
+    assert statuses == [402] * 64
+    assert state.spent == answered * ANSWER_COST
+    assert answered == len(upstream.received)
+    assert budget_micro <= state.spent <= budget_micro + ANSWER_COST
+    assert state.reserved == 0
+
+
+async def test_a_restarted_gateway_remembers_what_a_budget_spent(
+    upstream: FakeUpstream, sdk: Any, tmp_path: Any
+) -> None:
+    answering(upstream)
+    clock = FakeClock(datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp())
+    raw = limited_config(upstream, budget=0.00004, period="day")  # 40 micro-USD
+    raw["database"] = str(tmp_path / "mg.db")
+    async with running_gateway(build_config(raw), wall_clock=clock) as (url, _):
+        await ask(sdk, url, False)
+        await ask(sdk, url, True)
+    # The first gateway shipped its rows as it stopped; the next one starts from them.
+    async with running_gateway(build_config(raw), wall_clock=clock) as (url, app):
+        assert app.limiter._states["alice"].spent == 2 * ANSWER_COST
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await ask(sdk, url, False)
+        assert caught.value.status_code == 402
+        clock.now = datetime(2026, 12, 4, tzinfo=UTC).timestamp()
+        await ask(sdk, url, False)
+    assert len(upstream.received) == 3

@@ -63,6 +63,7 @@ class _Handler(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.lost.append(self.number)
+        self.server.changed.set()
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
@@ -76,6 +77,7 @@ class _Handler(asyncio.Protocol):
     def on_message_complete(self) -> None:
         seen = Seen(self.number, self.headers, self.body)
         self.server.seen.append(seen)
+        self.server.changed.set()
         answer = self.server.script(self.number, self.count, seen)
         self.count += 1
         self.headers, self.body = {}, b""
@@ -102,8 +104,17 @@ class RawHTTPServer:
         # Numbers of the connections the client closed (or the server, at the end).
         self.lost: list[int] = []
         self.transports: list[asyncio.BaseTransport] = []
+        # Set when a request arrives or a connection is lost, so tests wait for it, not poll.
+        self.changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self.port = 0
+
+    async def until(self, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+        """Wait until `condition` holds, checking it each time a request or a loss is recorded."""
+        async with asyncio.timeout(seconds):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
 
     def _handler(self) -> _Handler:
         self.connections += 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from anthropic.types import MessageParam
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -26,10 +27,10 @@ from messagegate.errors import UpstreamTimeout
 from messagegate.telemetry.metrics import GatewayMetrics
 from test_cli import free_port
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 
 # The semantic conventions' instruments (gen-ai-metrics.md): type, unit, attributes, buckets.
-CONVENTION = {
+CONVENTION: dict[str, list[float]] = {
     "gen_ai_server_request_duration_seconds": (
         [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
     ),
@@ -240,7 +241,7 @@ def test_ten_thousand_model_names_and_five_thousand_keys_keep_the_series_capped(
         request = SimpleNamespace(
             path="/v1/messages", status=404, log_fields=fields, served=None, stream_started=0.0
         )
-        metrics.finished(request, 0.0, 0.001)  # type: ignore[arg-type]
+        metrics.finished(request, 0.0, 0.001)
 
     for i in range(1000):
         finish(i)
@@ -293,8 +294,8 @@ def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Any) -> N
                 served=served,
                 stream_started=0.0,
             )
-            metrics.finished(request, 1.0, 1.0 + seconds)  # type: ignore[arg-type]
-            metrics.stream_opened(request)  # type: ignore[arg-type]
+            metrics.finished(request, 1.0, 1.0 + seconds)
+            metrics.stream_opened(request)
         metrics.attempt_failed(route, 0.02, UpstreamTimeout("slow"))
         metrics.route_failed(route, breaker_open=True)
     expected = {(s.name, tuple(sorted(s.labels.items())), s.value) for s in

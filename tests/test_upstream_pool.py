@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import ssl
 
@@ -34,7 +35,7 @@ async def post(
 
 
 async def read_chunks(answer: UpstreamResponse) -> list[bytes]:
-    parts = []
+    parts: list[bytes] = []
     for _ in range(1000):
         part = await answer.read_chunk()
         if not part:
@@ -214,7 +215,9 @@ async def test_work_given_to_post_runs_once_per_request_though_it_is_sent_again(
         request_head = head(server)
         for number in range(2):
             request = request_head.encode(b"{}")
-            answer = await pool.post(request_head, request, QUICK, lambda n=number: runs.append(n))
+            answer = await pool.post(
+                request_head, request, QUICK, functools.partial(runs.append, number)
+            )
             await answer.read()
         pool.close()
     assert [s.connection for s in server.seen] == [0, 0, 1]  # the second request went twice

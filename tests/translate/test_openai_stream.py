@@ -724,7 +724,7 @@ class Script:
     same_index: bool
     order: list[int]  # which tool each fragment chunk belongs to
     finish: str
-    matched: str | None
+    matched: str | int | None
     usage: dict[str, Any] | None
     usage_on_finish: bool
     empty_tool_calls: bool
@@ -790,7 +790,7 @@ def script_chunks(script: Script) -> list[dict[str, Any]]:
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     chunks += [chunk({script.reasoning_field: piece}) for piece in script.reasoning]
-    extra = {"tool_calls": []} if script.empty_tool_calls else {}
+    extra: dict[str, Any] = {"tool_calls": []} if script.empty_tool_calls else {}
     chunks += [chunk({"content": piece, **extra}) for piece in script.text]
     sent = [0] * len(script.tools)
     for i in script.order:

@@ -6,6 +6,7 @@ import asyncio
 import random
 import string
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
@@ -264,7 +265,7 @@ def test_ten_thousand_model_names_and_five_thousand_keys_keep_the_series_capped(
     assert grown < 600_000, grown
 
 
-def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Any) -> None:
+def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Path) -> None:
     config = build_config(
         {
             "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
@@ -342,7 +343,7 @@ async def test_breaker_state_and_model_fallbacks(
     )
 
 
-async def test_open_streams_and_client_aborts(upstream: FakeUpstream, sdk: Any) -> None:
+async def test_open_streams_and_client_aborts(upstream: FakeUpstream, sdk: SDK) -> None:
     never = asyncio.Event()
     answer = billed(4, 9)
     upstream.script(Reply(chunks=script.events(answer), hold=never, hold_after=2))

@@ -78,7 +78,8 @@ async def query(session: aiohttp.ClientSession, api: str, promql: str) -> list[d
     async with session.get(f"{api}/api/v1/query", params={"query": promql}) as response:
         payload = await response.json()
     assert payload["status"] == "success", payload
-    return payload["data"]["result"]  # type: ignore[no-any-return]
+    result: list[dict[str, Any]] = payload["data"]["result"]
+    return result
 
 
 async def query_until(api: str, promql: str, series: int) -> dict[str, float]:

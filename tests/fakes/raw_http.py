@@ -58,6 +58,7 @@ class _Handler(asyncio.Protocol):
         self.body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream socket's transport, which the protocol API types as its base class.
         self.transport = transport  # type: ignore[assignment]
         self.server.transports.append(transport)
 
@@ -130,5 +131,6 @@ class RawHTTPServer:
         assert self._server is not None
         self._server.close()
         for transport in self.transports:
+            # Stream sockets' transports, all of which can abort.
             transport.abort()  # type: ignore[attr-defined]
         await self._server.wait_closed()

@@ -70,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream socket's transport, which the protocol API types as its base class.
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -130,10 +130,10 @@ def main() -> None:
                 used = cpu_seconds(children[1][0].pid)
                 plain.append(asyncio.run(p50_ttft_ms(gateway, direct_request, seconds)))
                 gateway_cpu[0] += cpu_seconds(children[1][0].pid) - used
-                used = cpu_seconds(children[1][0].pid), cpu_seconds(child.pid)
+                both_used = cpu_seconds(children[1][0].pid), cpu_seconds(child.pid)
                 sealed.append(asyncio.run(p50_ttft_ms(proxy, proxy_request, seconds)))
-                gateway_cpu[1] += cpu_seconds(children[1][0].pid) - used[0]
-                proxy_cpu += cpu_seconds(child.pid) - used[1]
+                gateway_cpu[1] += cpu_seconds(children[1][0].pid) - both_used[0]
+                proxy_cpu += cpu_seconds(child.pid) - both_used[1]
             direct = min(ms for ms, _ in plain)
             through = min(ms for ms, _ in sealed)
             label = f"{route}{' (a 90-byte request)' if small else ''}"

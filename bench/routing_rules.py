@@ -86,7 +86,7 @@ def routing_step(rules: list[dict[str, Any]], raw: bytes) -> Callable[[], object
     return step
 
 
-async def _never() -> Any:
+async def _never(*_: object) -> Any:
     raise AssertionError("not called")
 
 

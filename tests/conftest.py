@@ -15,10 +15,13 @@ from fakes.upstream import FakeUpstream
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
 GATEWAY_KEY = "mg-test-key-0123456789"
 PROVIDER_KEY = "sk-provider-secret-abcdef"
+# What the `sdk` fixture gives: a maker of SDK clients for a gateway URL.
+SDK = Callable[..., anthropic.AsyncAnthropic]
 
 
 def claude_code_fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
+    fixture: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    return fixture
 
 
 def claude_code_headers(name: str) -> dict[str, str]:
@@ -38,7 +41,7 @@ second_upstream = pytest.fixture(_running_upstream, name="second_upstream")
 
 
 @pytest.fixture
-async def sdk() -> AsyncIterator[Callable[..., anthropic.AsyncAnthropic]]:
+async def sdk() -> AsyncIterator[SDK]:
     """Makes official SDK clients (no retries) for a gateway URL; closes them after the test."""
     clients: list[anthropic.AsyncAnthropic] = []
 

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import orjson
+from anthropic.types import Message
 
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.upstream import FakeUpstream
@@ -110,3 +112,18 @@ def readme_yaml(name: str) -> str:
     match = re.search(pattern, README.read_text(), re.DOTALL)
     assert match, f"README.md has no {name} block"
     return match.group(1)
+
+
+def first_text(message: Message) -> str:
+    """The text of an answer's first block, which the test expects to be a text block."""
+    block = message.content[0]
+    assert block.type == "text", block
+    return block.text
+
+
+def error_of(caught: anthropic.APIStatusError) -> dict[str, Any]:
+    """The `error` object of the envelope the SDK parsed from an error answer."""
+    body = caught.body
+    assert isinstance(body, dict), body
+    error: dict[str, Any] = body["error"]
+    return error

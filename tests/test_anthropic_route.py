@@ -6,19 +6,20 @@ from typing import Any
 
 import orjson
 import pytest
+from anthropic.types import MessageParam, ThinkingBlockParam
 
 import fakes.anthropic_script as script
-from conftest import PROVIDER_KEY
+from conftest import PROVIDER_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
-from helpers import anthropic_config, post, sse_events
+from helpers import anthropic_config, first_text, post, sse_events
 from messagegate.translate.signatures import gateway_signature
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 
 
 async def test_create_swaps_model_and_key_and_names_the_clients_model(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     upstream.script(script.reply(script.message([{"type": "text", "text": "Hi there"}])))
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
@@ -30,7 +31,7 @@ async def test_create_swaps_model_and_key_and_names_the_clients_model(
         )
     message = await response.parse()
     assert message.model == "claude-test"
-    assert message.content[0].text == "Hi there"
+    assert first_text(message) == "Hi there"
     assert response.headers["request-id"].startswith("req_")
     assert response.headers["x-messagegate-provider"] == "anth"
     received = upstream.received[0]
@@ -130,7 +131,7 @@ async def test_every_documented_field_and_unknown_ones_pass_through_unchanged(
         assert orjson.loads(raw) == {**answer, "model": "claude-test"}
 
 
-async def test_sdk_extra_body_fields_reach_the_upstream(upstream: FakeUpstream, sdk) -> None:
+async def test_sdk_extra_body_fields_reach_the_upstream(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.script(script.reply(script.message([{"type": "text", "text": "ok"}])))
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         await sdk(url).messages.create(
@@ -151,13 +152,13 @@ async def test_sdk_extra_body_fields_reach_the_upstream(upstream: FakeUpstream, 
     assert [m["content"] for m in received["messages"]] == ["one", "two"]
 
 
-async def test_beta_create_reaches_the_upstream_beta_api(upstream: FakeUpstream, sdk) -> None:
+async def test_beta_create_reaches_the_upstream_beta_api(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.script(script.reply(script.message([{"type": "text", "text": "ok"}])))
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         message = await sdk(url).beta.messages.create(
             model="claude-test",
             max_tokens=10,
-            messages=HELLO,
+            messages=[{"role": "user", "content": "Hello"}],
             betas=["context-management-2025-06-27", "interleaved-thinking-2025-05-14"],
             # This SDK's beta namespace no longer adds ?beta=true itself; Claude Code does.
             extra_query={"beta": "true"},
@@ -188,7 +189,7 @@ async def test_other_query_parameters_and_client_headers_stay_at_the_gateway(
     assert received.headers["x-api-key"] == PROVIDER_KEY
 
 
-async def test_bearer_provider_auth_option(upstream: FakeUpstream, sdk) -> None:
+async def test_bearer_provider_auth_option(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.script(script.reply(script.message([{"type": "text", "text": "ok"}])))
     config = anthropic_config(upstream)
     config["providers"]["anth"]["auth"] = "bearer"
@@ -200,12 +201,20 @@ async def test_bearer_provider_auth_option(upstream: FakeUpstream, sdk) -> None:
 
 
 async def test_thinking_anthropic_did_not_sign_is_dropped_before_an_anthropic_route(
-    upstream: FakeUpstream, sdk: Any
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     upstream.script(script.reply(script.message([{"type": "text", "text": "ok"}])))
-    signed = {"type": "thinking", "thinking": "mine", "signature": "EqQBCkYIARgCKkB="}
-    foreign = {"type": "thinking", "thinking": "theirs", "signature": gateway_signature()}
-    history = [
+    signed: ThinkingBlockParam = {
+        "type": "thinking",
+        "thinking": "mine",
+        "signature": "EqQBCkYIARgCKkB=",
+    }
+    foreign: ThinkingBlockParam = {
+        "type": "thinking",
+        "thinking": "theirs",
+        "signature": gateway_signature(),
+    }
+    history: list[MessageParam] = [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": [signed, foreign, {"type": "text", "text": "Hello"}]},
         {"role": "user", "content": "Again"},

@@ -9,14 +9,15 @@ import aiohttp
 import anthropic
 import orjson
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
-from helpers import anthropic_config, envelope, post, sse_events
+from helpers import anthropic_config, envelope, error_of, post, sse_events
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 THINKING = {"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCkYIBRgCKkD=="}
 TOOL_USE = {
     "type": "tool_use",
@@ -70,14 +71,16 @@ async def test_raw_stream_is_the_upstreams_events_with_only_the_model_renamed(
     assert received.headers["x-api-key"] == PROVIDER_KEY
 
 
-async def test_beta_stream_reaches_upstream_with_beta_query(upstream: FakeUpstream, sdk) -> None:
+async def test_beta_stream_reaches_upstream_with_beta_query(
+    upstream: FakeUpstream, sdk: SDK
+) -> None:
     upstream.script(Reply(chunks=script.events(RICH)))
     async with (
         running_gateway(build_config(anthropic_config(upstream))) as (url, _),
         sdk(url).beta.messages.stream(
             model="claude-test",
             max_tokens=100,
-            messages=HELLO,
+            messages=[{"role": "user", "content": "Hello"}],
             betas=["beta-x"],
             # This SDK's beta namespace no longer adds ?beta=true itself; Claude Code does.
             extra_query={"beta": "true"},
@@ -92,7 +95,7 @@ async def test_beta_stream_reaches_upstream_with_beta_query(upstream: FakeUpstre
 
 
 async def test_sdk_accumulated_stream_equals_the_non_stream_answer(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     upstream.script(script.reply(RICH), Reply(chunks=script.events(RICH)))
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
@@ -115,7 +118,7 @@ async def test_sdk_accumulated_stream_equals_the_non_stream_answer(
 
 
 async def test_first_events_reach_the_client_before_the_upstream_finishes(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     release = asyncio.Event()
     upstream.script(Reply(chunks=script.events(RICH), hold=release, hold_after=2))
@@ -132,7 +135,7 @@ async def test_first_events_reach_the_client_before_the_upstream_finishes(
     assert rest[-1] == "message_stop"
 
 
-async def test_upstream_error_event_passes_through_intact(upstream: FakeUpstream, sdk) -> None:
+async def test_upstream_error_event_passes_through_intact(upstream: FakeUpstream, sdk: SDK) -> None:
     chunks = [*script.events(RICH)[:4], script.sse("error", UPSTREAM_ERROR)]
     upstream.script(Reply(chunks=chunks), Reply(chunks=chunks))
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
@@ -195,7 +198,7 @@ async def test_garbled_upstream_event_before_the_first_byte_is_a_502(
 
 
 async def test_garbled_upstream_event_mid_stream_ends_with_an_error_event(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     release = asyncio.Event()
     chunks = [*script.events(RICH)[:2], GARBLED]
@@ -210,7 +213,7 @@ async def test_garbled_upstream_event_mid_stream_ends_with_an_error_event(
         with pytest.raises(anthropic.APIStatusError) as caught:
             async for _ in events:
                 pass
-    assert caught.value.body["error"]["type"] == "api_error"
+    assert error_of(caught.value)["type"] == "api_error"
 
 
 async def test_error_status_before_the_stream_is_a_json_error(upstream: FakeUpstream) -> None:
@@ -256,7 +259,7 @@ async def test_the_gateway_pings_the_client_while_the_upstream_is_silent(
 
 
 async def test_multi_line_data_and_crlf_events_are_relayed_readably(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     """An upstream may split an event's JSON over several data lines or end lines with CRLF."""
     chunks = script.events(RICH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import aiohttp
@@ -42,13 +43,13 @@ def test_the_probe_answers_a_completion_as_a_message() -> None:
 async def through_probe(upstream: FakeUpstream, model: str) -> tuple[int, dict[str, Any]]:
     """One non-streaming request through the probe's ASGI app, in process."""
     app = Probe({"bench-openai-zero": f"{upstream.url}/v1/chat/completions"}, {}, "sk-up")
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     request = orjson.dumps(body.anthropic_body(model, False))
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": request, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     async with aiohttp.ClientSession() as session:
@@ -95,7 +96,9 @@ def events(raw: bytes) -> list[dict[str, Any]]:
 
 
 def test_the_probe_translates_a_stream_cut_anywhere() -> None:
-    chunks = [{"choices": [{"delta": {"content": word}}]} for word in ("The", " fox")]
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"delta": {"content": word}}]} for word in ("The", " fox")
+    ]
     chunks.append({"choices": [{"delta": {}, "finish_reason": "length"}]})
     chunks.append({"choices": [], "usage": {"completion_tokens": 2}})
     upstream = b"".join(sse(c) for c in chunks) + b"data: [DONE]\n\n"

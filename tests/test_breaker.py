@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from fakes.clock import FakeClock
@@ -18,7 +19,7 @@ from test_routing import answer, fleet, fleet_config, gateway, route_states, ser
 
 __all__ = ["fleet"]  # the fixture, imported for pytest
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ONE_ATTEMPT = FailoverPolicy(attempts_per_route=1, backoff_initial=0.0, backoff_max=0.0)
 DOWN = script.error_reply(500, "api_error", "down")
 

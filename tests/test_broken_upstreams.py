@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from anthropic.types import MessageParam
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ from messagegate.translate.openai_request import to_openai_request
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.sse_decoder import SSEDecoder
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 MiB = 1024 * 1024
 SMALL_LIMITS = {"max_upstream_answer_bytes": MiB, "max_upstream_event_bytes": 64 * 1024}
 

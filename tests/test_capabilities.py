@@ -11,6 +11,7 @@ import anthropic
 import orjson
 import pydantic
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
@@ -21,7 +22,7 @@ from helpers import envelope, post, sse_events
 from messagegate.config import Capabilities, ConfigError
 from messagegate.routing.capabilities import floor, within
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
 PDF = {
@@ -82,7 +83,7 @@ def with_content(*blocks: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [*blocks, {"type": "text", "text": "what is this?"}]}]
 
 
-def tool_result_with(block: dict[str, Any]) -> list[dict[str, Any]]:
+def tool_result_with(block: dict[str, Any]) -> list[Any]:
     call = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}}
     result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [block]}
     return [

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.upstream import FakeUpstream, Reply
-from helpers import readme_yaml
+from helpers import first_text, readme_yaml
 
 COMMAND = str(Path(sys.executable).with_name("messagegate"))
 PROMPT = "a very private prompt 7f3a"
@@ -176,10 +176,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The gateway's URL, its process and its log lines.
+Served = tuple[str, asyncio.subprocess.Process, Lines]
+
+
 @pytest.fixture
-async def served(
-    tmp_path: Path, upstream: FakeUpstream
-) -> AsyncIterator[tuple[str, asyncio.subprocess.Process, Lines]]:
+async def served(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Served]:
     path = write(tmp_path, gateway_yaml(upstream))
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -206,7 +208,7 @@ async def served(
 
 
 async def test_serve_answers_and_logs_one_line_per_request(
-    served, upstream: FakeUpstream, sdk
+    served: Served, upstream: FakeUpstream, sdk: SDK
 ) -> None:
     url, _, log = served
     upstream.script(script.reply(ANSWER))
@@ -215,7 +217,7 @@ async def test_serve_answers_and_logs_one_line_per_request(
         model="claude-test", max_tokens=10, messages=[{"role": "user", "content": PROMPT}]
     )
     models = await client.models.list()
-    assert message.content[0].text == "Goodbye, gracefully."
+    assert first_text(message) == "Goodbye, gracefully."
     assert [m.id for m in models.data] == ["claude-test", "claude-other"]
     line = await log.wait_for(r"POST /v1/messages 200")
     assert re.search(r" \d+(\.\d+)?ms ", line)
@@ -229,7 +231,7 @@ async def test_serve_answers_and_logs_one_line_per_request(
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
-    served, upstream: FakeUpstream, sdk, signum: int
+    served: Served, upstream: FakeUpstream, sdk: SDK, signum: int
 ) -> None:
     url, process, log = served
     release = asyncio.Event()
@@ -255,7 +257,7 @@ async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
         release.set()
     assert rest[-1] == "message_stop"
     assert final.content[0].type == "text"
-    assert final.content[0].text == "Goodbye, gracefully."
+    assert first_text(final) == "Goodbye, gracefully."
     assert await asyncio.wait_for(process.wait(), timeout=15) == 0
     await log.task
     assert re.search(r"POST /v1/messages 200 .* model=claude-test provider=anth", log.text)
@@ -263,7 +265,7 @@ async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
     assert "ERROR" not in log.text
 
 
-async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sdk) -> None:
+async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sdk: SDK) -> None:
     path = write(tmp_path, gateway_yaml(upstream))
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -301,7 +303,7 @@ async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sd
 
 
 async def test_serve_without_a_config_serves_the_providers_in_the_environment(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     port = free_port()
     env = {"ANTHROPIC_API_KEY": PROVIDER_KEY, "ANTHROPIC_BASE_URL": upstream.url}
@@ -401,7 +403,7 @@ async def test_serve_on_all_addresses_is_refused_for_a_keyless_config_file_too(
 
 
 async def test_init_writes_a_starter_that_serves(
-    tmp_path: Path, upstream: FakeUpstream, sdk
+    tmp_path: Path, upstream: FakeUpstream, sdk: SDK
 ) -> None:
     secret = "sk-ant-very-secret-value-42"
     env = {

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import SDK
 from fakes.gateway import running_gateway
 from helpers import readme_yaml
 from messagegate.config import (
@@ -65,7 +66,7 @@ def test_readme_example_parses_as_documented(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("block", ["config-example", "claude-code-config"])
-async def test_readme_configs_serve_their_models(tmp_path: Path, sdk, block: str) -> None:
+async def test_readme_configs_serve_their_models(tmp_path: Path, sdk: SDK, block: str) -> None:
     text = readme_yaml(block)
     parsed = yaml.safe_load(text)
     written = [*parsed["models"], *(parsed.get("aliases") or {})]  # aliases listed after models

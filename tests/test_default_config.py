@@ -6,13 +6,14 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as anthropic_script
 import fakes.openai_script as openai_script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
-from helpers import envelope, get, post
+from helpers import envelope, first_text, get, post
 from messagegate.catalogue import KNOWN_PROVIDERS
 from messagegate.config import ConfigError
 from messagegate.defaults import default_config
@@ -20,7 +21,7 @@ from messagegate.routing.names import MADE_MODELS_MAX
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import RouteRequest
 
-HELLO = [{"role": "user", "content": "hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "hello"}]
 SETTINGS = RoutingSettings.resolve({})
 
 
@@ -69,7 +70,7 @@ async def test_the_default_routes_by_pattern_and_by_provider_name(
     two_upstreams: dict[str, str],
     upstream: FakeUpstream,
     second_upstream: FakeUpstream,
-    sdk: Any,
+    sdk: SDK,
     asked: str,
     kind: str,
     upstream_model: str,
@@ -83,7 +84,7 @@ async def test_the_default_routes_by_pattern_and_by_provider_name(
     assert [r.json["model"] for r in reached.received] == [upstream_model]
     assert other.received == []
     assert message.content[0].type == "text"
-    assert message.content[0].text == f"{kind}:{upstream_model}"
+    assert first_text(message) == f"{kind}:{upstream_model}"
     if kind == "anthropic":
         assert reached.received[0].headers["x-api-key"] == PROVIDER_KEY
     else:
@@ -94,7 +95,7 @@ async def test_the_default_routes_by_pattern_and_by_provider_name(
 
 
 async def test_the_default_streams_through_a_pattern(
-    two_upstreams: dict[str, str], second_upstream: FakeUpstream, sdk: Any
+    two_upstreams: dict[str, str], second_upstream: FakeUpstream, sdk: SDK
 ) -> None:
     second_upstream.responder = lambda received: Reply(
         chunks=openai_script.chunks(received.json["model"], "streamed", [], usage=True)
@@ -105,7 +106,7 @@ async def test_the_default_streams_through_a_pattern(
     ):
         final = await stream.get_final_message()
     assert final.content[0].type == "text"
-    assert final.content[0].text == "streamed"
+    assert first_text(final) == "streamed"
     assert second_upstream.received[0].json["model"] == "gpt-4o"
     assert second_upstream.received[0].json["stream"] is True
 
@@ -161,7 +162,7 @@ async def test_messagegate_api_key_makes_a_key_required(
 
 
 async def test_models_lists_the_patterns_of_the_providers_found(
-    two_upstreams: dict[str, str], sdk: Any
+    two_upstreams: dict[str, str], sdk: SDK
 ) -> None:
     async with running_gateway(default_config(two_upstreams)) as (url, _):
         client = sdk(url)
@@ -249,7 +250,7 @@ def precedence_config(upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
     ],
 )
 async def test_pattern_precedence(
-    upstream: FakeUpstream, sdk: Any, asked: str, path: str, upstream_model: str
+    upstream: FakeUpstream, sdk: SDK, asked: str, path: str, upstream_model: str
 ) -> None:
     upstream.responder = answer_anthropic
     async with running_gateway(build_config(precedence_config(upstream))) as (url, _):
@@ -323,7 +324,7 @@ def _body(model: str, max_tokens: int = 10) -> dict[str, Any]:
 
 
 async def test_aliases_and_default_models_may_name_patterns_and_provider_models(
-    upstream: FakeUpstream, sdk: Any
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     upstream.responder = answer_anthropic
     raw = precedence_config(

@@ -9,20 +9,21 @@ from typing import Any
 import anthropic
 import orjson
 import pytest
+from anthropic.types import MessageParam, TextBlockParam, ToolParam
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
-from helpers import anthropic_config, envelope, get, post
+from helpers import anthropic_config, envelope, error_of, first_text, get, post
 from messagegate.config import ApiKey, Secret
 from messagegate.errors import AuthenticationFailed
 from messagegate.server.app import GatewayApp
 from messagegate.server.auth import KeyChecker
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hi"}])
-MESSAGE = {"model": "claude-test", "max_tokens": 10, "messages": HELLO}
+MESSAGE: dict[str, Any] = {"model": "claude-test", "max_tokens": 10, "messages": HELLO}
 COUNT = {"model": "claude-test", "messages": HELLO}
 # Every /v1 endpoint, with a body for the POSTs.
 V1 = [
@@ -111,18 +112,18 @@ async def test_every_v1_endpoint_accepts_the_key(
     assert all(r.headers["x-api-key"] == PROVIDER_KEY for r in upstream.received)
 
 
-async def test_sdk_with_wrong_key_gets_authentication_error(gateway: str, sdk) -> None:
+async def test_sdk_with_wrong_key_gets_authentication_error(gateway: str, sdk: SDK) -> None:
     with pytest.raises(anthropic.AuthenticationError) as caught:
         await sdk(gateway, key="wrong").messages.create(**MESSAGE)
-    assert caught.value.body["error"]["type"] == "authentication_error"
+    assert error_of(caught.value)["type"] == "authentication_error"
     with pytest.raises(anthropic.AuthenticationError):
         await sdk(gateway, key="wrong").models.list()
 
 
-async def test_sdk_with_bearer_token_is_accepted(gateway: str, sdk) -> None:
+async def test_sdk_with_bearer_token_is_accepted(gateway: str, sdk: SDK) -> None:
     client = sdk(gateway, key=None, auth_token=GATEWAY_KEY)
     message = await client.messages.create(**MESSAGE)
-    assert message.content[0].text == "Hi"
+    assert first_text(message) == "Hi"
 
 
 async def test_without_configured_keys_the_gateway_is_open(upstream: FakeUpstream) -> None:
@@ -151,7 +152,7 @@ async def test_health_says_ready_without_auth(gateway: str) -> None:
     assert headers["request-id"].startswith("req_")
 
 
-async def test_models_list_is_the_configured_models(upstream: FakeUpstream, sdk) -> None:
+async def test_models_list_is_the_configured_models(upstream: FakeUpstream, sdk: SDK) -> None:
     config = build_config(anthropic_config(upstream, models=THREE_MODELS))
     async with running_gateway(config) as (url, _):
         client = sdk(url)
@@ -188,11 +189,13 @@ async def test_models_list_rejects_a_bad_limit(gateway: str) -> None:
 
 @pytest.mark.parametrize("beta", [False, True])
 async def test_count_tokens_is_forwarded_to_the_anthropic_upstream(
-    upstream: FakeUpstream, sdk, beta: bool
+    upstream: FakeUpstream, sdk: SDK, beta: bool
 ) -> None:
     upstream.script(Reply(json={"input_tokens": 42}))
-    tools = [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]
-    system = [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    tools: list[ToolParam] = [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]
+    system: list[TextBlockParam] = [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}
+    ]
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         result = await sdk(url).messages.count_tokens(
             model="claude-test",

@@ -11,14 +11,15 @@ import aiohttp
 import anthropic
 import orjson
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
-from helpers import anthropic_config, envelope, get, post
+from helpers import anthropic_config, envelope, error_of, get, post
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hi"}])
 LIMIT = 4096
 RATE_HEADERS = {
@@ -185,13 +186,13 @@ async def test_body_under_the_limit_passes(upstream: FakeUpstream) -> None:
     assert status == 200
 
 
-async def test_unknown_model_is_404(upstream: FakeUpstream, sdk) -> None:
+async def test_unknown_model_is_404(upstream: FakeUpstream, sdk: SDK) -> None:
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         with pytest.raises(anthropic.NotFoundError) as caught:
             await sdk(url).messages.create(model="claude-nope", max_tokens=10, messages=HELLO)
         status, _, raw = await post(url, "/v1/messages", body(model="claude-nope", stream=True))
-    assert caught.value.body["error"]["type"] == "not_found_error"
-    assert "claude-nope" in caught.value.body["error"]["message"]
+    assert error_of(caught.value)["type"] == "not_found_error"
+    assert "claude-nope" in error_of(caught.value)["message"]
     assert status == 404
     assert envelope(raw)[0] == "not_found_error"
     assert upstream.received == []
@@ -212,7 +213,7 @@ async def test_unknown_path_is_404_envelope(
 
 
 async def test_upstream_429_is_relayed_with_retry_after_and_rate_limit_headers(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     upstream.default = script.error_reply(
         429,
@@ -226,7 +227,7 @@ async def test_upstream_429_is_relayed_with_retry_after_and_rate_limit_headers(
         status, headers, raw = await post(url, "/v1/messages", body(stream=True))
     response = caught.value.response
     assert response.status_code == 429
-    assert caught.value.body["error"]["type"] == "rate_limit_error"
+    assert error_of(caught.value)["type"] == "rate_limit_error"
     assert response.headers["retry-after"] == "7"
     for name, value in RATE_HEADERS.items():
         assert response.headers[name] == value
@@ -262,7 +263,7 @@ async def test_upstream_server_errors_map_to_anthropic_statuses(
     assert upstream.received
 
 
-async def test_unreachable_upstream_is_502(upstream: FakeUpstream, sdk) -> None:
+async def test_unreachable_upstream_is_502(upstream: FakeUpstream, sdk: SDK) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
@@ -273,7 +274,7 @@ async def test_unreachable_upstream_is_502(upstream: FakeUpstream, sdk) -> None:
             await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=HELLO)
         status, headers, raw = await post(url, "/v1/messages", body(stream=True))
     assert caught.value.status_code == 502
-    assert caught.value.body["error"]["type"] == "api_error"
+    assert error_of(caught.value)["type"] == "api_error"
     assert status == 502
     assert envelope(raw)[0] == "api_error"
     assert_no_key(headers, raw)
@@ -297,7 +298,7 @@ async def test_anthropic_400_error_body_is_relayed_byte_for_byte(upstream: FakeU
 
 @pytest.mark.parametrize("status", [401, 403])
 async def test_provider_credentials_rejected_is_502_without_the_key(
-    upstream: FakeUpstream, sdk, status: int
+    upstream: FakeUpstream, sdk: SDK, status: int
 ) -> None:
     leaky = f"invalid x-api-key: {PROVIDER_KEY}"
     upstream.default = script.error_reply(status, "authentication_error", leaky)
@@ -306,7 +307,7 @@ async def test_provider_credentials_rejected_is_502_without_the_key(
             await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=HELLO)
         got, headers, raw = await post(url, "/v1/messages", body(stream=True))
     assert caught.value.status_code == 502
-    assert caught.value.body["error"]["type"] == "api_error"
+    assert error_of(caught.value)["type"] == "api_error"
     assert got == 502
     assert envelope(raw)[0] == "api_error"
     assert_no_key(headers, raw)
@@ -314,7 +315,7 @@ async def test_provider_credentials_rejected_is_502_without_the_key(
     assert upstream.received[0].headers["x-api-key"] == PROVIDER_KEY
 
 
-async def test_rate_limit_headers_are_relayed_on_success(upstream: FakeUpstream, sdk) -> None:
+async def test_rate_limit_headers_are_relayed_on_success(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.script(
         script.reply(ANSWER, headers=RATE_HEADERS),
         script.stream_reply(ANSWER, headers=RATE_HEADERS),
@@ -334,7 +335,7 @@ async def test_rate_limit_headers_are_relayed_on_success(upstream: FakeUpstream,
             assert headers[name] == value
 
 
-async def test_the_provider_key_appears_in_no_answer(upstream: FakeUpstream, sdk) -> None:
+async def test_the_provider_key_appears_in_no_answer(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.script(
         script.reply(ANSWER),
         script.stream_reply(ANSWER),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import uvicorn
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY
@@ -23,7 +25,7 @@ from messagegate.config import ConfigError, load_config
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hi"}])
 
 
@@ -369,10 +371,12 @@ async def test_requests_still_open_when_the_shutdown_grace_ends_get_an_error_not
             http=HttpProtocol,
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=0.5,
+            # uvicorn annotates an int but waits with asyncio.wait_for, which takes any float.
+            timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The process's Ctrl+C stays pytest's: the server under test takes no signals.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
     serving = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started:

@@ -7,6 +7,7 @@ import sys
 
 import orjson
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from fakes.gateway import build_config, running_gateway
@@ -15,7 +16,7 @@ from helpers import anthropic_config, post
 from messagegate.config import ConfigError
 from messagegate.telemetry.json_logs import JsonFormatter, trace_id
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SCHEMA = {
     "time",

@@ -12,15 +12,16 @@ from typing import Any
 import anthropic
 import orjson
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 import fakes.openai_script as openai_script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
-from helpers import anthropic_config, envelope, get, post, sse_events
+from helpers import anthropic_config, envelope, error_of, get, post, sse_events
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hello there, how are you?"}])
 # Longer than any test may take: only a working timeout ends these waits.
 FOREVER = 60.0
@@ -37,7 +38,7 @@ def stream_body() -> dict[str, Any]:
 
 
 async def test_client_disconnect_mid_stream_closes_the_upstream_request(
-    upstream: FakeUpstream, sdk
+    upstream: FakeUpstream, sdk: SDK
 ) -> None:
     never = asyncio.Event()
     upstream.script(Reply(chunks=script.events(ANSWER), hold=never, hold_after=2))
@@ -55,7 +56,7 @@ async def test_client_disconnect_mid_stream_closes_the_upstream_request(
         never.set()
 
 
-async def test_upstream_connections_are_pooled_and_reused(upstream: FakeUpstream, sdk) -> None:
+async def test_upstream_connections_are_pooled_and_reused(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.script(
         script.reply(ANSWER),
         script.reply(ANSWER),
@@ -77,14 +78,14 @@ async def test_upstream_connections_are_pooled_and_reused(upstream: FakeUpstream
     assert len(set(ports)) == 1, ports
 
 
-async def test_first_byte_timeout_answers_504(upstream: FakeUpstream, sdk) -> None:
+async def test_first_byte_timeout_answers_504(upstream: FakeUpstream, sdk: SDK) -> None:
     upstream.default = script.reply(ANSWER, delay=FOREVER)
     config = build_config(with_timeouts(upstream, first_byte=0.2))
     async with running_gateway(config) as (url, _):
         with pytest.raises(anthropic.APIStatusError) as caught:
             await sdk(url).messages.create(model="claude-test", max_tokens=100, messages=HELLO)
     assert caught.value.status_code == 504
-    assert caught.value.body["error"]["type"] == "timeout_error"
+    assert error_of(caught.value)["type"] == "timeout_error"
     assert caught.value.response.headers["request-id"].startswith("req_")
 
 
@@ -145,10 +146,10 @@ ACCESS_LINE = re.compile(r"^(GET|POST|HEAD) (\S+) (\d{3}) (\d+\.\d+)ms (req_[0-9
 
 
 async def test_one_access_line_per_request_without_prompt_or_keys(
-    upstream: FakeUpstream, sdk, caplog: pytest.LogCaptureFixture
+    upstream: FakeUpstream, sdk: SDK, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="messagegate.access")
-    prompt = [{"role": "user", "content": "the secret plan is 4417"}]
+    prompt: list[MessageParam] = [{"role": "user", "content": "the secret plan is 4417"}]
     upstream.script(script.reply(ANSWER), script.stream_reply(ANSWER))
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         client = sdk(url)
@@ -213,7 +214,7 @@ async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 async def test_client_leaving_before_the_answer_starts_closes_the_upstream_request(
-    upstream: FakeUpstream, sdk, stream: bool
+    upstream: FakeUpstream, sdk: SDK, stream: bool
 ) -> None:
     arrived = asyncio.Event()
     chunks = script.events(ANSWER) if stream else None
@@ -285,7 +286,7 @@ async def read_until(reader: asyncio.StreamReader, end: bytes) -> bytes:
 
 def dechunk(body: bytes) -> bytes:
     """The payload of a chunked transfer-encoded body."""
-    out = []
+    out: list[bytes] = []
     while True:
         size_line, _, body = body.partition(b"\r\n")
         size = int(size_line, 16)

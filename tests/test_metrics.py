@@ -6,17 +6,19 @@ import asyncio
 import random
 import string
 import tracemalloc
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from anthropic.types import MessageParam
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY, PROVIDER_KEY
+from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
@@ -26,10 +28,10 @@ from messagegate.errors import UpstreamTimeout
 from messagegate.telemetry.metrics import GatewayMetrics
 from test_cli import free_port
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 
 # The semantic conventions' instruments (gen-ai-metrics.md): type, unit, attributes, buckets.
-CONVENTION = {
+CONVENTION: dict[str, list[float]] = {
     "gen_ai_server_request_duration_seconds": (
         [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
     ),
@@ -240,7 +242,7 @@ def test_ten_thousand_model_names_and_five_thousand_keys_keep_the_series_capped(
         request = SimpleNamespace(
             path="/v1/messages", status=404, log_fields=fields, served=None, stream_started=0.0
         )
-        metrics.finished(request, 0.0, 0.001)  # type: ignore[arg-type]
+        metrics.finished(request, 0.0, 0.001)
 
     for i in range(1000):
         finish(i)
@@ -263,7 +265,7 @@ def test_ten_thousand_model_names_and_five_thousand_keys_keep_the_series_capped(
     assert grown < 600_000, grown
 
 
-def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Any) -> None:
+def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Path) -> None:
     config = build_config(
         {
             "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
@@ -293,8 +295,8 @@ def test_the_fast_series_expose_what_prometheus_client_would(tmp_path: Any) -> N
                 served=served,
                 stream_started=0.0,
             )
-            metrics.finished(request, 1.0, 1.0 + seconds)  # type: ignore[arg-type]
-            metrics.stream_opened(request)  # type: ignore[arg-type]
+            metrics.finished(request, 1.0, 1.0 + seconds)
+            metrics.stream_opened(request)
         metrics.attempt_failed(route, 0.02, UpstreamTimeout("slow"))
         metrics.route_failed(route, breaker_open=True)
     expected = {(s.name, tuple(sorted(s.labels.items())), s.value) for s in
@@ -341,7 +343,7 @@ async def test_breaker_state_and_model_fallbacks(
     )
 
 
-async def test_open_streams_and_client_aborts(upstream: FakeUpstream, sdk: Any) -> None:
+async def test_open_streams_and_client_aborts(upstream: FakeUpstream, sdk: SDK) -> None:
     never = asyncio.Event()
     answer = billed(4, 9)
     upstream.script(Reply(chunks=script.events(answer), hold=never, hold_after=2))

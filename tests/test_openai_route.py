@@ -8,16 +8,17 @@ from typing import Any
 import anthropic
 import orjson
 import pytest
+from anthropic.types import MessageParam, ToolParam
 
 from conftest import GATEWAY_KEY, PROVIDER_KEY, claude_code_fixture, claude_code_headers
 from fakes import openai_script as oai
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
-from helpers import envelope, openai_config, post, sse_events
+from helpers import envelope, first_text, openai_config, post, sse_events
 from messagegate.translate.token_count import count_request, count_text
 
-HELLO = [{"role": "user", "content": "Hello"}]
-WEATHER_TOOL = {
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
+WEATHER_TOOL: ToolParam = {
     "name": "get_weather",
     "description": "Weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
@@ -109,7 +110,12 @@ async def test_stream_event_grammar_and_input_tokens_in_message_start(
 ) -> None:
     upstream.script(text_and_tool_script()[1])
     async with running_gateway(build_config(openai_config(upstream))) as (url, _):
-        body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "stream": True}
+        body = {
+            "model": "gpt-test",
+            "max_tokens": 50,
+            "messages": HELLO,
+            "stream": True,
+        }
         status, headers, raw = await post(url, "/v1/messages", body)
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
@@ -136,7 +142,12 @@ async def test_stream_event_grammar_and_input_tokens_in_message_start(
 
 async def test_tool_only_answer_has_no_empty_text_block(upstream: FakeUpstream) -> None:
     upstream.script(Reply(chunks=oai.chunks("gpt-upstream-1", "", [CALL], usage=True)))
-    body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "tools": [WEATHER_TOOL]}
+    body: dict[str, Any] = {
+        "model": "gpt-test",
+        "max_tokens": 50,
+        "messages": HELLO,
+        "tools": [WEATHER_TOOL],
+    }
     message = await run_sdk(openai_config(upstream), body, stream=True)
     assert [b.type for b in message.content] == ["tool_use"]
 
@@ -147,7 +158,12 @@ async def test_foreign_tool_call_ids_are_rewritten_and_mapped_back(
     odd = oai.tool_call("functions.get_weather:0", "get_weather", {"city": "Oslo"})
     upstream.script(Reply(json=oai.completion("gpt-upstream-1", "", [odd])))
     upstream.script(Reply(json=oai.completion("gpt-upstream-1", "Sunny.", [])))
-    body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "tools": [WEATHER_TOOL]}
+    body: dict[str, Any] = {
+        "model": "gpt-test",
+        "max_tokens": 50,
+        "messages": HELLO,
+        "tools": [WEATHER_TOOL],
+    }
     async with running_gateway(build_config(openai_config(upstream))) as (url, _):
         client = sdk_client(url)
         first = await client.messages.create(**body)
@@ -167,7 +183,7 @@ async def test_foreign_tool_call_ids_are_rewritten_and_mapped_back(
     sent = upstream.received[1].json["messages"]
     assert sent[1]["tool_calls"][0]["id"] == "functions.get_weather:0"
     assert sent[2] == {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "18C"}
-    assert second.content[0].text == "Sunny."  # type: ignore[union-attr]
+    assert first_text(second) == "Sunny."
 
 
 async def test_claude_code_turns_replayed_through_an_openai_route(upstream: FakeUpstream) -> None:
@@ -243,7 +259,12 @@ async def test_stream_without_finish_reason_ends_with_an_error_event(
     chunks = oai.chunks("gpt-upstream-1", "Half an answ", [], usage=False)
     upstream.script(Reply(chunks=chunks[:3]))
     async with running_gateway(build_config(openai_config(upstream))) as (url, _):
-        body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "stream": True}
+        body: dict[str, Any] = {
+            "model": "gpt-test",
+            "max_tokens": 50,
+            "messages": HELLO,
+            "stream": True,
+        }
         status, _, raw = await post(url, "/v1/messages", body)
     assert status == 200
     names = [name for name, _ in sse_events(raw)]
@@ -257,7 +278,12 @@ async def test_mid_stream_upstream_error_becomes_an_error_event(upstream: FakeUp
     error = b'data: {"error": {"message": "model crashed", "type": "server_error"}}\n\n'
     upstream.script(Reply(chunks=[*chunks[:2], error]))
     async with running_gateway(build_config(openai_config(upstream))) as (url, _):
-        body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "stream": True}
+        body: dict[str, Any] = {
+            "model": "gpt-test",
+            "max_tokens": 50,
+            "messages": HELLO,
+            "stream": True,
+        }
         _, _, raw = await post(url, "/v1/messages", body)
     events = sse_events(raw)
     assert events[-1][0] == "error"
@@ -270,7 +296,12 @@ async def test_silent_upstream_gets_the_client_pings(upstream: FakeUpstream) -> 
     upstream.script(Reply(chunks=chunks, hold=release, hold_after=1))
     config = openai_config(upstream) | {"ping_interval": 0.05}
     async with running_gateway(build_config(config)) as (url, _):
-        body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "stream": True}
+        body: dict[str, Any] = {
+            "model": "gpt-test",
+            "max_tokens": 50,
+            "messages": HELLO,
+            "stream": True,
+        }
         request = asyncio.create_task(post(url, "/v1/messages", body))
         for _ in range(200):
             if upstream.received:
@@ -293,7 +324,12 @@ async def test_no_usage_from_upstream_is_estimated_and_logged(
     )
     caplog.set_level("INFO", logger="messagegate.access")
     async with running_gateway(build_config(openai_config(upstream))) as (url, _):
-        body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "stream": True}
+        body: dict[str, Any] = {
+            "model": "gpt-test",
+            "max_tokens": 50,
+            "messages": HELLO,
+            "stream": True,
+        }
         _, _, raw = await post(url, "/v1/messages", body)
     delta = next(data for name, data in sse_events(raw) if name == "message_delta")
     assert delta["usage"]["output_tokens"] == count_text("Hello there friend")
@@ -327,7 +363,9 @@ async def test_count_tokens_is_local_and_depends_on_tools(upstream: FakeUpstream
         client = sdk_client(url)
         plain = await client.messages.count_tokens(model="gpt-test", messages=HELLO)
         with_tools = await client.beta.messages.count_tokens(
-            model="gpt-test", messages=HELLO, tools=[WEATHER_TOOL]
+            model="gpt-test",
+            messages=[{"role": "user", "content": "Hello"}],
+            tools=[WEATHER_TOOL],
         )
         await client.close()
     assert upstream.received == []

@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY
@@ -16,7 +17,7 @@ from helpers import anthropic_config, envelope, post
 from messagegate.config import ConfigError
 from messagegate.providers.slots import ConnectionSlots, PoolBusy
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ANSWER = script.message([{"type": "text", "text": "Hi"}])
 
 

@@ -17,11 +17,11 @@ import pytest
 
 import fakes.anthropic_script as script
 import fakes.openai_script as oai
-from conftest import GATEWAY_KEY
+from conftest import GATEWAY_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.privacy import AcceptingVerifier, RefusingVerifier, Tap, make_key_file, running_proxy
-from fakes.upstream import FakeUpstream
-from helpers import anthropic_config, envelope, openai_config, post, sse_events
+from fakes.upstream import FakeUpstream, Reply
+from helpers import anthropic_config, envelope, first_text, openai_config, post, sse_events
 from messagegate.privacy.client import RegisteredSecret, SealedExchange
 from messagegate.privacy.codec import CodecError
 from messagegate.privacy.keys import rotate
@@ -69,7 +69,7 @@ def assert_unseen(tap: Tap) -> None:
 
 
 async def test_anthropic_route_json_and_stream_cross_the_wire_sealed(
-    upstream: FakeUpstream, sdk, tmp_path: Path
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
 ) -> None:
     key_file, key_id = make_key_file(tmp_path)
     answer = script.message([{"type": "text", "text": f"done: {ANSWER_MARKER}"}])
@@ -84,8 +84,8 @@ async def test_anthropic_route_json_and_stream_cross_the_wire_sealed(
         message = await client.messages.create(model="claude-test", **REQUEST)
         async with client.messages.stream(model="claude-test", **REQUEST) as stream:
             streamed = await stream.get_final_message()
-    assert message.content[0].text == f"done: {ANSWER_MARKER}"
-    assert streamed.content[0].text == f"done: {ANSWER_MARKER}"
+    assert first_text(message) == f"done: {ANSWER_MARKER}"
+    assert first_text(streamed) == f"done: {ANSWER_MARKER}"
     assert streamed.usage.cache_read_input_tokens == 0
     for received in upstream.received:
         assert received.json["system"] == REQUEST["system"]
@@ -95,11 +95,11 @@ async def test_anthropic_route_json_and_stream_cross_the_wire_sealed(
 
 
 async def test_openai_route_stream_and_count_tokens_cross_the_wire_sealed(
-    upstream: FakeUpstream, sdk, tmp_path: Path
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
 ) -> None:
     key_file, key_id = make_key_file(tmp_path)
     upstream.script(
-        oai.Reply(chunks=oai.chunks("gpt-upstream-1", f"ok {ANSWER_MARKER}", [], usage=True))
+        Reply(chunks=oai.chunks("gpt-upstream-1", f"ok {ANSWER_MARKER}", [], usage=True))
     )
     config = build_config(private(openai_config(upstream), key_file))
     async with (
@@ -259,7 +259,7 @@ async def test_a_wrong_pin_or_a_refusing_verifier_stops_the_proxy_before_any_pro
 
 
 async def test_a_forgotten_secret_is_renewed_without_a_failed_request(
-    upstream: FakeUpstream, sdk, tmp_path: Path
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
 ) -> None:
     key_file, key_id = make_key_file(tmp_path)
     upstream.default = script.reply(script.message([{"type": "text", "text": "fine"}]))
@@ -273,12 +273,12 @@ async def test_a_forgotten_secret_is_renewed_without_a_failed_request(
         gateway.privacy.secrets._entries.clear()  # as if the gateway had restarted
         message = await sdk(proxy, key="unused").messages.create(model="claude-test", **REQUEST)
         assert current_secret(proxy_app) is not first_secret
-    assert message.content[0].text == "fine"
+    assert first_text(message) == "fine"
     assert len(upstream.received) == 1
 
 
 async def test_200_concurrent_streams_across_a_key_rotation_lose_no_request(
-    upstream: FakeUpstream, sdk, tmp_path: Path
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
 ) -> None:
     key_file, _ = make_key_file(tmp_path, age=100)
     evidence = tmp_path / "quote.bin"
@@ -379,7 +379,7 @@ async def test_error_messages_of_private_requests_quote_no_request_content(
 
 
 async def test_routing_filters_and_failover_work_as_without_privacy(
-    upstream: FakeUpstream, second_upstream: FakeUpstream, sdk, tmp_path: Path
+    upstream: FakeUpstream, second_upstream: FakeUpstream, sdk: SDK, tmp_path: Path
 ) -> None:
     key_file, key_id = make_key_file(tmp_path)
     upstream.default = script.error_reply(529, "overloaded_error", "busy")
@@ -397,7 +397,7 @@ async def test_routing_filters_and_failover_work_as_without_privacy(
             model="claude-test", extra_body={"allowed_providers": ["anth", "second"]}, **REQUEST
         )
     message = await response.parse()
-    assert message.content[0].text == "backup"
+    assert first_text(message) == "backup"
     assert response.headers["x-messagegate-provider"] == "second"
     assert len(upstream.received) == 2  # tried twice, as without privacy mode
     (received,) = second_upstream.received

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from fakes.gateway import build_config, running_gateway
@@ -24,7 +25,7 @@ from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
 from test_cli import Lines, free_port
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 # What the fake upstream bills each request: input, output, cache reads, cache writes.
 BILLS = [(120, 30, 0, 0), (40, 12, 900, 0), (15, 7, 300, 64), (3, 1, 0, 2048)]
 
@@ -77,7 +78,8 @@ async def query(session: aiohttp.ClientSession, api: str, promql: str) -> list[d
     async with session.get(f"{api}/api/v1/query", params={"query": promql}) as response:
         payload = await response.json()
     assert payload["status"] == "success", payload
-    return payload["data"]["result"]  # type: ignore[no-any-return]
+    result: list[dict[str, Any]] = payload["data"]["result"]
+    return result
 
 
 async def query_until(api: str, promql: str, series: int) -> dict[str, float]:

@@ -19,6 +19,7 @@ import pytest
 import fakes.anthropic_script as script
 from conftest import PROVIDER_KEY
 from fakes.upstream import FakeUpstream
+from helpers import first_text
 from test_cli import Lines, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +122,6 @@ async def test_the_first_command_starts_the_gateway_in_a_fresh_clone(
         await process.wait()
         await asyncio.wait_for(log.task, timeout=10)
     assert message.content[0].type == "text"
-    assert message.content[0].text == "fresh"
+    assert first_text(message) == "fresh"
     assert upstream.received[0].json["model"] == "claude-sonnet-4-5"
     assert (fresh_clone / ".venv" / "bin" / "messagegate").exists()

@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import orjson
 import pytest
+from anthropic.types import Message, MessageParam
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
@@ -18,7 +19,7 @@ from fakes.upstream import FakeUpstream, Reply
 from helpers import envelope, get, post, sse_events
 from messagegate.config import ConfigError
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 BOB_KEY = "mg-bob-key-9876543210"
 
 
@@ -107,6 +108,7 @@ async def test_an_alias_is_answered_by_the_model_it_names(
 ) -> None:
     url, anth, _ = gateway
     client = sdk(url)
+    message: Message
     if stream:
         async with client.messages.stream(model="latest", max_tokens=5, messages=HELLO) as events:
             message = await events.get_final_message()

@@ -9,16 +9,17 @@ from typing import Any
 import anthropic
 import orjson
 import pytest
+from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY
 from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
-from helpers import envelope, get, post, sse_events
+from helpers import envelope, first_text, get, post, sse_events
 from messagegate.config import BreakerPolicy
 
-HELLO = [{"role": "user", "content": "Hello"}]
+HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 ROUTING_FIELDS = {
     "allowed_providers",
     "eu_native",
@@ -46,7 +47,7 @@ async def fleet() -> AsyncIterator[dict[str, FakeUpstream]]:
 
 
 def fleet_config(fleet: dict[str, FakeUpstream], **extra: Any) -> dict[str, Any]:
-    providers = {
+    providers: dict[str, dict[str, Any]] = {
         "us": {"region": "us"},
         "eu": {"region": "eu", "zero_data_retention": True},
         "q": {"region": "eu"},
@@ -282,7 +283,7 @@ async def test_stream_failing_before_its_first_event_fails_over(
         client.messages.stream(model="m", max_tokens=5, messages=HELLO) as stream,
     ):
         final = await stream.get_final_message()
-    assert final.content[0].text == "from q"  # type: ignore[union-attr]
+    assert first_text(final) == "from q"
     assert served(fleet) == {"us": 2, "q": 1, "eu": 0}
 
 
@@ -436,7 +437,7 @@ async def test_routes_that_cannot_hold_the_request_are_skipped(
 ) -> None:
     config = fleet_config(fleet)
     config["models"]["m"]["routes"][0]["max_context"] = 50
-    long_prompt = [{"role": "user", "content": "word " * 500}]
+    long_prompt: list[MessageParam] = [{"role": "user", "content": "word " * 500}]
     async with gateway(config) as (_, client):
         response = await client.messages.with_raw_response.create(
             model="m", max_tokens=5, messages=long_prompt

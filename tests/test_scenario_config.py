@@ -21,7 +21,7 @@ def parse(scenarios: Any, **extra: Any) -> Any:
 
 
 def test_every_condition_parses() -> None:
-    when = {
+    when: dict[str, Any] = {
         "model": "claude-haiku-*",
         "thinking": "enabled",
         "thinking_budget_over": 10000,

@@ -348,6 +348,7 @@ async def test_a_user_function_chooses_from_a_read_only_view(
     assert "x-api-key" not in seen.headers
     assert GATEWAY_KEY not in str(seen)
     with pytest.raises(TypeError):
+        # A read-only mapping, which the test tries to write to on purpose.
         seen.headers["x-new"] = "1"  # type: ignore[index]
 
 

@@ -7,6 +7,7 @@ import json
 import random
 import shutil
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def test_memory_is_handed_back_once_per_vocabulary_loaded(
 
 def test_releasing_memory_is_harmless_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     tc._release_freed_memory()
-    monkeypatch.setattr(tc.sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "platform", "darwin")
     tc._release_freed_memory()
 
 

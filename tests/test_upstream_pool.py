@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import ssl
 
 import pytest
 import trustme
 
+from fakes.clock import FakeClock
 from fakes.raw_http import Answer, RawHTTPServer, Seen, chunked, response
 from messagegate.config import Provider, Timeouts
 from messagegate.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
@@ -33,7 +35,7 @@ async def post(
 
 
 async def read_chunks(answer: UpstreamResponse) -> list[bytes]:
-    parts = []
+    parts: list[bytes] = []
     for _ in range(1000):
         part = await answer.read_chunk()
         if not part:
@@ -213,7 +215,9 @@ async def test_work_given_to_post_runs_once_per_request_though_it_is_sent_again(
         request_head = head(server)
         for number in range(2):
             request = request_head.encode(b"{}")
-            answer = await pool.post(request_head, request, QUICK, lambda n=number: runs.append(n))
+            answer = await pool.post(
+                request_head, request, QUICK, functools.partial(runs.append, number)
+            )
             await answer.read()
         pool.close()
     assert [s.connection for s in server.seen] == [0, 0, 1]  # the second request went twice
@@ -232,10 +236,7 @@ async def test_work_given_to_post_that_fails_closes_the_connection_it_waited_on(
         request_head = head(server)
         with pytest.raises(ValueError, match="counting failed"):
             await pool.post(request_head, request_head.encode(b"{}"), QUICK, failing)
-        for _ in range(200):
-            if server.lost:
-                break
-            await asyncio.sleep(0.01)
+        await server.until(lambda: bool(server.lost))
         assert server.lost == [0]  # closed, not left open with its answer unread
         assert await (await post(pool, request_head)).read() == b"1/0"
         pool.close()
@@ -277,24 +278,26 @@ async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
 
 async def test_idle_connections_past_the_keepalive_are_closed_not_reused() -> None:
     async with RawHTTPServer(lambda *_: Answer(response(b"ok"))) as server:
-        pool = ConnectionPool(keepalive=0.0)
+        clock = FakeClock()
+        pool = ConnectionPool(keepalive=0.0, clock=clock)
         for _ in range(2):
             assert await (await post(pool, head(server))).read() == b"ok"
-            await asyncio.sleep(0.01)
+            clock.advance(0.01)
         pool.close()
     assert server.connections == 2
 
 
 async def test_a_bursts_idle_connections_close_once_past_the_keepalive() -> None:
     async with RawHTTPServer(lambda *_: Answer(response(b"ok"))) as server:
-        pool = ConnectionPool(keepalive=0.2)
+        clock = FakeClock()
+        pool = ConnectionPool(keepalive=0.2, clock=clock)
         burst = await asyncio.gather(*(post(pool, head(server)) for _ in range(3)))
         for answer in burst:
             await answer.read()
         assert pool.idle_count() == 3
         # One request at a time keeps reusing the newest; the two below it age out.
         for _ in range(2):
-            await asyncio.sleep(0.12)
+            clock.advance(0.12)
             assert await (await post(pool, head(server))).read() == b"ok"
         assert pool.idle_count() == 1
         pool.close()
@@ -309,10 +312,8 @@ async def test_bytes_on_an_idle_connection_close_it() -> None:
     async with RawHTTPServer(script) as server:
         pool = ConnectionPool()
         assert await (await post(pool, head(server))).read() == b"ok"
-        for _ in range(200):
-            if pool.idle_count() == 0:
-                break
-            await asyncio.sleep(0.01)
+        # The pool closes the connection the unasked bytes came on: the server sees it go.
+        await server.until(lambda: bool(server.lost))
         assert await (await post(pool, head(server))).read() == b"fresh"
         pool.close()
     assert server.connections == 2
@@ -374,17 +375,11 @@ async def test_cancelling_a_request_closes_its_connection() -> None:
     async with RawHTTPServer(script) as server:
         pool = ConnectionPool()
         waiting = asyncio.create_task(post(pool, head(server)))
-        for _ in range(200):
-            if server.seen:
-                break
-            await asyncio.sleep(0.01)
+        await server.until(lambda: bool(server.seen))
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        for _ in range(200):
-            if server.lost:
-                break
-            await asyncio.sleep(0.01)
+        await server.until(lambda: bool(server.lost))
         assert server.lost == [0]
         assert await (await post(pool, head(server))).read() == b"ok"
         pool.close()

@@ -63,6 +63,8 @@ def events(msg: dict[str, Any], *, ping: bool = True) -> list[bytes]:
 
 def _block_events(index: int, block: dict[str, Any]) -> list[bytes]:
     kind = block["type"]
+    start: dict[str, Any]
+    deltas: list[dict[str, Any]]
     if kind == "text":
         start, deltas = (
             {"type": "text", "text": ""},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,7 +51,8 @@ async def running_gateway(
             timeout_graceful_shutdown=2,
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The process's Ctrl+C stays pytest's: the server under test takes no signals.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():

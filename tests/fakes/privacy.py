@@ -4,6 +4,7 @@ the bytes between proxy and gateway, and attestation verifiers that accept or re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -51,7 +52,8 @@ async def running_proxy(
             app, host="127.0.0.1", port=0, lifespan="on", log_level="critical", access_log=False
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The process's Ctrl+C stays pytest's: the server under test takes no signals.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():

@@ -58,11 +58,13 @@ class _Handler(asyncio.Protocol):
         self.body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream socket's transport, which the protocol API types as its base class.
         self.transport = transport  # type: ignore[assignment]
         self.server.transports.append(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.lost.append(self.number)
+        self.server.changed.set()
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
@@ -76,6 +78,7 @@ class _Handler(asyncio.Protocol):
     def on_message_complete(self) -> None:
         seen = Seen(self.number, self.headers, self.body)
         self.server.seen.append(seen)
+        self.server.changed.set()
         answer = self.server.script(self.number, self.count, seen)
         self.count += 1
         self.headers, self.body = {}, b""
@@ -102,8 +105,17 @@ class RawHTTPServer:
         # Numbers of the connections the client closed (or the server, at the end).
         self.lost: list[int] = []
         self.transports: list[asyncio.BaseTransport] = []
+        # Set when a request arrives or a connection is lost, so tests wait for it, not poll.
+        self.changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self.port = 0
+
+    async def until(self, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+        """Wait until `condition` holds, checking it each time a request or a loss is recorded."""
+        async with asyncio.timeout(seconds):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
 
     def _handler(self) -> _Handler:
         self.connections += 1
@@ -119,5 +131,6 @@ class RawHTTPServer:
         assert self._server is not None
         self._server.close()
         for transport in self.transports:
+            # Stream sockets' transports, all of which can abort.
             transport.abort()  # type: ignore[attr-defined]
         await self._server.wait_closed()

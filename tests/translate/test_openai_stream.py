@@ -121,6 +121,13 @@ def accumulate(events: list[Event]) -> Accumulator:
     return acc
 
 
+def message_of(events: list[Event]) -> dict[str, Any]:
+    """The message the events build, which the test expects them to have started."""
+    message = accumulate(events).message
+    assert message is not None
+    return message
+
+
 def fixture(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
     return data
@@ -182,6 +189,7 @@ def test_the_sdk_accumulates_the_same_message(name: str) -> None:
     snapshot: Any = None
     json_bufs: dict[int, bytes] = {}
     for _, data in events:
+        # The SDK's accumulator is typed for its event models; it reads our plain dicts alike.
         snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=json_bufs)  # type: ignore[arg-type]
     sdk, ours = snapshot.to_dict(), accumulate(events).message
     assert ours is not None
@@ -457,7 +465,7 @@ def test_odd_tool_ids_are_rewritten_and_decode_back() -> None:
     ]
     translator = OpenAIStreamTranslator(model=MODEL, request=REQUEST, input_tokens=5)
     events = [e for c in chunks for e in translator.feed(c)] + translator.finish(saw_done=True)
-    block = accumulate(events).message["content"][0]  # type: ignore[index]
+    block = message_of(events)["content"][0]
     assert CLIENT_ID.match(block["id"])
     assert original_tool_id(block["id"]) == "functions.Bash:0"
 
@@ -487,7 +495,7 @@ def test_long_tool_names_come_back_as_the_clients() -> None:
     ]
     translator = OpenAIStreamTranslator(model=MODEL, request=request, input_tokens=5)
     events = [e for c in chunks for e in translator.feed(c)] + translator.finish(saw_done=True)
-    assert accumulate(events).message["content"][0]["name"] == long_name  # type: ignore[index]
+    assert message_of(events)["content"][0]["name"] == long_name
 
 
 def test_truncated_arguments_are_closed_for_the_client() -> None:
@@ -506,7 +514,7 @@ def test_nothing_follows_a_blocks_stop() -> None:
     ]
     translator = OpenAIStreamTranslator(model=MODEL, request=REQUEST, input_tokens=5)
     events = [e for c in chunks for e in translator.feed(c)] + translator.finish(saw_done=True)
-    assert accumulate(events).message["content"] == [{"type": "text", "text": "done"}]  # type: ignore[index]
+    assert message_of(events)["content"] == [{"type": "text", "text": "done"}]
 
 
 def test_text_after_an_incomplete_tool_call_waits_for_it() -> None:
@@ -531,7 +539,7 @@ def test_text_after_an_incomplete_tool_call_waits_for_it() -> None:
     ]
     translator = OpenAIStreamTranslator(model=MODEL, request=REQUEST, input_tokens=5)
     events = [e for c in chunks for e in translator.feed(c)] + translator.finish(saw_done=True)
-    content = accumulate(events).message["content"]  # type: ignore[index]
+    content = message_of(events)["content"]
     assert content == [
         {"type": "tool_use", "id": "c1", "name": "T", "input": {"a": 1}},
         {"type": "text", "text": "aside"},
@@ -583,7 +591,7 @@ def test_finish_reasons(finish: str, expected: str) -> None:
         {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": finish}]}
     )
     events += translator.finish(saw_done=True)
-    assert accumulate(events).message["stop_reason"] == expected  # type: ignore[index]
+    assert message_of(events)["stop_reason"] == expected
 
 
 def test_stop_sequence_at_the_end_of_the_text() -> None:
@@ -724,7 +732,7 @@ class Script:
     same_index: bool
     order: list[int]  # which tool each fragment chunk belongs to
     finish: str
-    matched: str | None
+    matched: str | int | None
     usage: dict[str, Any] | None
     usage_on_finish: bool
     empty_tool_calls: bool
@@ -790,7 +798,7 @@ def script_chunks(script: Script) -> list[dict[str, Any]]:
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     chunks += [chunk({script.reasoning_field: piece}) for piece in script.reasoning]
-    extra = {"tool_calls": []} if script.empty_tool_calls else {}
+    extra: dict[str, Any] = {"tool_calls": []} if script.empty_tool_calls else {}
     chunks += [chunk({"content": piece, **extra}) for piece in script.text]
     sent = [0] * len(script.tools)
     for i in script.order:
@@ -872,4 +880,5 @@ def test_malformed_chunks_never_crash() -> None:
     ]
     events = [e for chunk in odd for e in translator.feed(chunk)]
     assert names(events) == ["message_start"]
+    # Not a chunk's type, on purpose: a peer can send any JSON.
     assert names(translator.feed([1, 2])) == ["error"]  # type: ignore[arg-type]

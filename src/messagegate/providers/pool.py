@@ -194,6 +194,7 @@ class ConnectionPool:
 
     `on_wake` runs right after a connection's socket callback woke the task awaiting its answer
     (the server uses it to write what that task's step writes in the same loop turn).
+    `clock` tells the keep-alive's time; by default the connection's loop's (tests pass a fake).
     """
 
     def __init__(
@@ -204,8 +205,10 @@ class ConnectionPool:
         on_wake: Callable[[], None] | None = None,
         max_answer: int = DEFAULT_MAX_ANSWER,
         max_event: int = DEFAULT_MAX_ANSWER,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.keepalive = keepalive
+        self._clock = clock
         self.resolver = Resolver()
         self._direct = Dialer(self.resolver, tls=ssl_context)
         # Bytes of an answer held whole, and of one event of a stream (``open_event_stream``).
@@ -276,7 +279,8 @@ class ConnectionPool:
             connection = idle.pop()
             if connection.closed:
                 continue
-            if connection.loop.time() - connection.idle_since > self.keepalive:
+            now = connection.loop.time() if self._clock is None else self._clock()
+            if now - connection.idle_since > self.keepalive:
                 # The newest idle connection is too old, so every older one is too.
                 for stale in (connection, *idle):
                     stale.abort()
@@ -305,7 +309,8 @@ class ConnectionPool:
         if key is None or not connection.reusable:
             connection.abort()
             return
-        now = connection.idle_since = connection.loop.time()
+        clock = self._clock
+        now = connection.idle_since = connection.loop.time() if clock is None else clock()
         idle = self._idle.setdefault(key, deque())
         # The oldest idle connections are at the left: close those past the keep-alive, so a
         # burst's connections do not stay open for ever behind a smaller steady load.

@@ -77,6 +77,13 @@ async def test_one_scrape_covers_every_worker(
         for _ in range(10):
             assert (await post(url, "/v1/messages", body, key=CANARY_GATEWAY_KEY))[0] == 200
         scraped = f"http://127.0.0.1:{metrics_port}" if own_port else url
+        # A request is counted once its answer has left, so the last one may still be on its
+        # way into the shared files when the client has it: wait (boundedly) for it.
+        for _ in range(100):
+            first = (await get(scraped, "/metrics", key=None))[2].decode()
+            if total(first, "messagegate_requests_total", endpoint="/v1/messages") == 10:
+                break
+            await asyncio.sleep(0.02)
         scrapes = [(await get(scraped, "/metrics", key=None))[2].decode() for _ in range(6)]
     assert len(upstream.received) == 10
     for text in scrapes:

@@ -198,7 +198,7 @@ async def served(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Served
     assert process.stderr is not None
     log = Lines(process.stderr)
     try:
-        await log.wait_for("Application startup complete")
+        await log.wait_for("Uvicorn running on")
         yield f"http://127.0.0.1:{port}", process, log
     finally:
         if process.returncode is None:
@@ -318,7 +318,7 @@ async def test_serve_without_a_config_serves_the_providers_in_the_environment(
     assert process.stderr is not None
     out, log = Lines(process.stdout), Lines(process.stderr)
     try:
-        await log.wait_for("Application startup complete")
+        await log.wait_for("Uvicorn running on")
         upstream.default = script.reply(ANSWER)
         message = await sdk(f"http://127.0.0.1:{port}", key="anything").messages.create(
             model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
@@ -355,7 +355,7 @@ async def test_serve_with_no_provider_says_which_variables_it_looked_for() -> No
     out, log = Lines(process.stdout), Lines(process.stderr)
     try:
         line = await log.wait_for("no provider is configured")
-        await log.wait_for("Application startup complete")
+        await log.wait_for("Uvicorn running on")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=15) == 0
     finally:
@@ -438,7 +438,7 @@ async def test_init_writes_a_starter_that_serves(
     assert process.stderr is not None
     log = Lines(process.stderr)
     try:
-        await log.wait_for("Application startup complete")
+        await log.wait_for("Uvicorn running on")
         upstream.default = script.reply(ANSWER)
         client = sdk(f"http://127.0.0.1:{port}")
         message = await client.messages.create(

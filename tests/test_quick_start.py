@@ -109,7 +109,7 @@ async def test_the_first_command_starts_the_gateway_in_a_fresh_clone(
     assert process.stderr is not None
     log = Lines(process.stderr)
     try:
-        await log.wait_for("Application startup complete", within=INSTALL_SECONDS)
+        await log.wait_for("Uvicorn running on", within=INSTALL_SECONDS)
         upstream.default = script.reply(script.message([{"type": "text", "text": "fresh"}]))
         message = await sdk(f"http://127.0.0.1:{port}").messages.create(
             model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]

@@ -6,8 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,10 @@ import yaml
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
+from fakes.served import COMMAND, Lines, base_env, free_port, serving
 from fakes.upstream import FakeUpstream, Reply
 from helpers import first_text, readme_yaml
 
-COMMAND = str(Path(sys.executable).with_name("messagegate"))
 PROMPT = "a very private prompt 7f3a"
 ENV = {"MG_KEY": GATEWAY_KEY, "UPSTREAM_KEY": PROVIDER_KEY}
 ANSWER = script.message([{"type": "text", "text": "Goodbye, gracefully."}])
@@ -58,18 +56,13 @@ async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     process = await asyncio.create_subprocess_exec(
         COMMAND,
         *args,
-        env={**_base_env(), **(env or {})},
+        env={**base_env(), **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
-
-
-def _base_env() -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "VIRTUAL_ENV")
-    return {k: v for k, v in os.environ.items() if k in keep}
 
 
 async def test_check_prints_what_it_would_serve(tmp_path: Path, upstream: FakeUpstream) -> None:
@@ -141,41 +134,6 @@ async def test_check_of_a_missing_file_fails(tmp_path: Path) -> None:
     assert "nope.yaml" in err
 
 
-class Lines:
-    """Collects a stream's lines; waits (boundedly) for one matching a pattern."""
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.lines: list[str] = []
-        self.changed = asyncio.Event()
-        self.task = asyncio.create_task(self._read(stream))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        async for line in stream:
-            self.lines.append(line.decode().rstrip("\n"))
-            self.changed.set()
-        self.changed.set()
-
-    async def wait_for(self, pattern: str, within: float = 10) -> str:
-        async with asyncio.timeout(within):
-            while True:
-                for line in self.lines:
-                    if re.search(pattern, line):
-                        return line
-                assert not self.task.done(), "\n".join(self.lines)
-                self.changed.clear()
-                await self.changed.wait()
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # The gateway's URL, its process and its log lines.
 Served = tuple[str, asyncio.subprocess.Process, Lines]
 
@@ -191,7 +149,7 @@ async def served(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Served
         str(path),
         "--port",
         str(port),
-        env={**_base_env(), **ENV},
+        env={**base_env(), **ENV},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -271,7 +229,7 @@ async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sd
     process = await asyncio.create_subprocess_exec(
         COMMAND,
         *("serve", "--config", str(path), "--port", str(port), "--workers", "2"),
-        env={**_base_env(), **ENV},
+        env={**base_env(), **ENV},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # so that a failure can kill the workers too
@@ -305,36 +263,18 @@ async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sd
 async def test_serve_without_a_config_serves_the_providers_in_the_environment(
     upstream: FakeUpstream, sdk: SDK
 ) -> None:
-    port = free_port()
     env = {"ANTHROPIC_API_KEY": PROVIDER_KEY, "ANTHROPIC_BASE_URL": upstream.url}
-    process = await asyncio.create_subprocess_exec(
-        COMMAND,
-        *("serve", "--port", str(port)),
-        env={**_base_env(), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    out, log = Lines(process.stdout), Lines(process.stderr)
-    try:
-        await log.wait_for("Uvicorn running on")
-        upstream.default = script.reply(ANSWER)
-        message = await sdk(f"http://127.0.0.1:{port}", key="anything").messages.create(
+    upstream.default = script.reply(ANSWER)
+    async with serving(env=env) as served:
+        message = await sdk(served.url, key="anything").messages.create(
             model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-        await asyncio.wait_for(asyncio.gather(out.task, log.task), timeout=10)
-    assert message.content[0].type == "text"
+    out, log = served.out, served.log
+    assert first_text(message) == "Goodbye, gracefully."
     assert upstream.received[0].json["model"] == "claude-sonnet-4-5"
     assert upstream.received[0].headers["x-api-key"] == PROVIDER_KEY
     assert "config <embedded default> is valid" in out.text
-    assert f"listen: 127.0.0.1:{port}" in out.text
+    assert f"listen: 127.0.0.1:{served.url.rpartition(':')[2]}" in out.text
     assert f"anthropic: anthropic {upstream.url} region=us" in out.text
     assert "claude-* -> anthropic/<as asked>" in out.text
     assert "auth: none" in out.text
@@ -342,30 +282,11 @@ async def test_serve_without_a_config_serves_the_providers_in_the_environment(
 
 
 async def test_serve_with_no_provider_says_which_variables_it_looked_for() -> None:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        COMMAND,
-        *("serve", "--port", str(port)),
-        env=_base_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    assert process.stdout is not None
-    out, log = Lines(process.stdout), Lines(process.stderr)
-    try:
-        line = await log.wait_for("no provider is configured")
-        await log.wait_for("Uvicorn running on")
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=15) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-        await asyncio.wait_for(asyncio.gather(out.task, log.task), timeout=10)
+    async with serving(env={}) as served:
+        line = await served.log.wait_for("no provider is configured")
     assert "ANTHROPIC_API_KEY" in line
     assert "--config" in line
-    assert "providers: none" in out.text
+    assert "providers: none" in served.out.text
 
 
 @pytest.mark.parametrize(
@@ -427,29 +348,14 @@ async def test_init_writes_a_starter_that_serves(
     assert "exists" in again[2]
     assert path.read_text() == text
 
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        COMMAND,
-        *("serve", "--config", str(path), "--port", str(port)),
-        env={**_base_env(), **env},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    log = Lines(process.stderr)
-    try:
-        await log.wait_for("Uvicorn running on")
-        upstream.default = script.reply(ANSWER)
-        client = sdk(f"http://127.0.0.1:{port}")
+    upstream.default = script.reply(ANSWER)
+    async with serving("--config", str(path), env=env) as served:
+        client = sdk(served.url)
         message = await client.messages.create(
             model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
         models = [m.id async for m in client.models.list()]
-    finally:
-        process.kill()
-        await process.wait()
-        await asyncio.wait_for(log.task, timeout=10)
-    assert message.content[0].type == "text"
+    assert first_text(message) == "Goodbye, gracefully."
     assert upstream.received[0].json["model"] == "claude-haiku-4-5"
     assert upstream.received[0].headers["x-api-key"] == secret
     assert "claude-*" in models

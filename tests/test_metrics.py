@@ -21,12 +21,12 @@ import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
 from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
+from fakes.served import free_port
 from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, get, post, readme_yaml
 from messagegate.config import BreakerPolicy, ConfigError
 from messagegate.errors import UpstreamTimeout
 from messagegate.telemetry.metrics import GatewayMetrics
-from test_cli import free_port
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 

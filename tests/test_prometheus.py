@@ -21,9 +21,9 @@ from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
 from fakes.gateway import build_config, running_gateway
+from fakes.served import Lines, free_port
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
-from test_cli import Lines, free_port
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 # What the fake upstream bills each request: input, output, cache reads, cache writes.

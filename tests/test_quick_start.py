@@ -18,9 +18,9 @@ import pytest
 
 import fakes.anthropic_script as script
 from conftest import PROVIDER_KEY
+from fakes.served import Lines, free_port
 from fakes.upstream import FakeUpstream
 from helpers import first_text
-from test_cli import Lines, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # A fresh clone installs the project into its own .venv first.

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,9 +13,11 @@ import pytest
 
 import fakes.anthropic_script as script
 from fakes.otlp import SERVER_KIND, Receiver, running_receiver
+from fakes.served import Lines, free_port
+from fakes.served import serving as served_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import get, post
-from test_cli import COMMAND, Lines, _base_env, free_port, gateway_yaml, write
+from test_cli import gateway_yaml, write
 from test_metrics import total
 
 CANARY_PROVIDER_KEY = "sk-canary-provider-4e1d9a"
@@ -32,29 +32,8 @@ ENV = {"MG_KEY": CANARY_GATEWAY_KEY, "UPSTREAM_KEY": CANARY_PROVIDER_KEY}
 async def serving(
     path: Path, *extra: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[str, Lines]]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        COMMAND,
-        *("serve", "--config", str(path), "--port", str(port), *extra),
-        env={**_base_env(), **ENV, **(env or {})},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # so that a failure can kill the workers too
-    )
-    assert process.stderr is not None
-    log = Lines(process.stderr)
-    try:
-        await log.wait_for("Application startup complete", within=30)
-        # A single process binds its port after the app's startup, and logs this then.
-        await log.wait_for("Uvicorn running on", within=30)
-        yield f"http://127.0.0.1:{port}", log
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        await asyncio.wait_for(log.task, timeout=30)
+    async with served_gateway("--config", str(path), *extra, env={**ENV, **(env or {})}) as served:
+        yield served.url, served.log
 
 
 def answer() -> dict[str, Any]:

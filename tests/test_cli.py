@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ import yaml
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
-from fakes.served import COMMAND, Lines, base_env, free_port, serving
+from fakes.served import COMMAND, Lines, base_env, serving
 from fakes.upstream import FakeUpstream, Reply
 from helpers import first_text, readme_yaml
 
@@ -135,38 +134,18 @@ async def test_check_of_a_missing_file_fails(tmp_path: Path) -> None:
 
 
 # The gateway's URL, its process and its log lines.
-Served = tuple[str, asyncio.subprocess.Process, Lines]
+ServedTuple = tuple[str, asyncio.subprocess.Process, Lines]
 
 
 @pytest.fixture
-async def served(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[Served]:
+async def served(tmp_path: Path, upstream: FakeUpstream) -> AsyncIterator[ServedTuple]:
     path = write(tmp_path, gateway_yaml(upstream))
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        COMMAND,
-        "serve",
-        "--config",
-        str(path),
-        "--port",
-        str(port),
-        env={**base_env(), **ENV},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    log = Lines(process.stderr)
-    try:
-        await log.wait_for("Uvicorn running on")
-        yield f"http://127.0.0.1:{port}", process, log
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-        await log.task
+    async with serving("--config", str(path), env=ENV, stop=False) as gateway:
+        yield gateway.url, gateway.process, gateway.log
 
 
 async def test_serve_answers_and_logs_one_line_per_request(
-    served: Served, upstream: FakeUpstream, sdk: SDK
+    served: ServedTuple, upstream: FakeUpstream, sdk: SDK
 ) -> None:
     url, _, log = served
     upstream.script(script.reply(ANSWER))
@@ -189,7 +168,7 @@ async def test_serve_answers_and_logs_one_line_per_request(
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
-    served: Served, upstream: FakeUpstream, sdk: SDK, signum: int
+    served: ServedTuple, upstream: FakeUpstream, sdk: SDK, signum: int
 ) -> None:
     url, process, log = served
     release = asyncio.Event()
@@ -225,33 +204,15 @@ async def test_a_signal_lets_an_open_stream_finish_then_exits_0(
 
 async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sdk: SDK) -> None:
     path = write(tmp_path, gateway_yaml(upstream))
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        COMMAND,
-        *("serve", "--config", str(path), "--port", str(port), "--workers", "2"),
-        env={**base_env(), **ENV},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # so that a failure can kill the workers too
-    )
-    assert process.stderr is not None
-    log = Lines(process.stderr)
-    try:
-        await log.wait_for("Application startup complete", within=30)
-        upstream.default = script.reply(ANSWER)
-        client = sdk(f"http://127.0.0.1:{port}")
+    upstream.default = script.reply(ANSWER)
+    async with serving("--config", str(path), "--workers", "2", env=ENV) as gateway:
+        client = sdk(gateway.url)
         for _ in range(4):
             message = await client.messages.create(
                 model="claude-test", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
             )
             assert message.model == "claude-test"
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        await asyncio.wait_for(log.task, timeout=30)
+    log = gateway.log
     assert len(upstream.received) == 4
     assert len(re.findall(r"Started server process \[\d+\]", log.text)) == 2
     assert len(re.findall(r"POST /v1/messages 200", log.text)) == 4

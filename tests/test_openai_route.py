@@ -15,6 +15,7 @@ from fakes import openai_script as oai
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import envelope, first_text, openai_config, post, sse_events
+from messagegate.translate import token_count
 from messagegate.translate.token_count import count_request, count_text
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
@@ -397,3 +398,27 @@ async def test_local_count_tracks_the_upstreams_prompt_tokens(upstream: FakeUpst
     billed = openai_prompt_tokens(upstream.received[0].json)
     estimate = count_request(body)
     assert abs(estimate - billed) / billed < 0.15
+
+
+async def test_the_input_is_counted_once_per_request_in_the_routes_encoding(
+    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`max_context`, then the stream's `message_start`: one count, in the provider's encoding."""
+    counted: list[str] = []
+    real = token_count.count_request
+
+    def counting(body: Any, encoding: str = "o200k_base") -> int:
+        counted.append(encoding)
+        return real(body, encoding)
+
+    monkeypatch.setattr(token_count, "count_request", counting)
+    upstream.default = Reply(chunks=oai.chunks("gpt-upstream-1", "hi", [], usage=False))
+    config = openai_config(upstream, token_encoding="cl100k_base")
+    config["models"]["gpt-test"]["routes"][0]["max_context"] = 100_000
+    body = claude_code_fixture("messages_subagent_small_model") | {"model": "gpt-test"}
+    async with running_gateway(build_config(config)) as (url, _):
+        status, _, raw = await post(url, "/v1/messages", body | {"stream": True})
+    assert status == 200, raw
+    assert counted == ["cl100k_base"]
+    start = next(data for event, data in sse_events(raw) if event == "message_start")
+    assert start["message"]["usage"]["input_tokens"] == real(body, "cl100k_base")

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from messagegate.api.usage import Usage
 from messagegate.config import Route
+from messagegate.translate.token_count import InputCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class UpstreamCall:
     headers: Mapping[str, str]
     # The client asked for the beta API (``?beta=true``); Anthropic upstreams get it too.
     beta: bool = False
+    # The request's local input counts, shared by every attempt (None: count afresh).
+    input_count: InputCount | None = None
 
 
 @dataclass(slots=True)

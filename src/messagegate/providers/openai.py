@@ -101,6 +101,9 @@ class OpenAIClient:
         return self.count_locally(call)
 
     def count_locally(self, call: UpstreamCall) -> int:
+        """The input in this provider's encoding, counted once per request for all its uses."""
+        if call.input_count is not None:
+            return call.input_count(self.provider.token_encoding)
         return count_request(call.body, self.provider.token_encoding)
 
     async def _post(

@@ -23,7 +23,7 @@ from messagegate.routing.health import PROBE, REFUSED, HealthBoard
 from messagegate.routing.names import ModelNames
 from messagegate.routing.order import by_balance, by_config, by_cost, by_speed
 from messagegate.routing.policy import RoutingSettings, exclusion
-from messagegate.translate.token_count import count_request
+from messagegate.translate.token_count import InputCount
 
 T = TypeVar("T")
 Operation = Callable[[UpstreamClient, UpstreamCall], Awaitable[T]]
@@ -70,8 +70,8 @@ class RouteRequest:
     headers: Mapping[str, str]
     settings: RoutingSettings
     beta: bool = False
-    # Already counted locally (a scenario asked): not counted again.
-    input_tokens: int | None = None
+    # The local input counts (a scenario may have counted already); None: made when needed.
+    input_count: InputCount | None = None
 
 
 @dataclass(slots=True)
@@ -181,14 +181,14 @@ class Router:
                 reasons.append(f"{route.label} excluded by {reason}")
         return "; ".join(reasons)
 
-    def plan(self, request: RouteRequest) -> _Plan:
+    def plan(self, request: RouteRequest, counts: InputCount | None = None) -> _Plan:
         """Every eligible (model, route) in the order to try them; 400 if the filters leave none."""
         key = (request.model.name, request.settings)
         cached = self._static_plans.get(key)
         if cached is not None:
             plan = _Plan(cached.candidates, list(cached.skipped))
         else:
-            plan = self._new_plan(request)
+            plan = self._new_plan(request, counts or InputCount(request.body))
             if len(self._static_plans) < _STATIC_PLANS_MAX and self._is_static(request):
                 self._static_plans[key] = plan
                 plan = _Plan(plan.candidates, list(plan.skipped))
@@ -239,23 +239,26 @@ class Router:
         models = self._models_to_try(request.model, request.settings)
         return all(len({r.priority for r in m.routes}) == len(m.routes) for m in models)
 
-    def _new_plan(self, request: RouteRequest) -> _Plan:
+    def _new_plan(self, request: RouteRequest, counts: InputCount) -> _Plan:
         settings = request.settings
-        input_tokens = self._input_tokens(request)
         candidates: list[tuple[Model, Route]] = []
         excluded: list[str] = []
         for model in self._models_to_try(request.model, settings):
             eligible = []
             for route in model.routes:
+                # `max_context` holds the input as the route's own encoding counts it.
+                input_tokens = None
+                if route.max_context is not None:
+                    input_tokens = counts(route.provider.token_encoding)
                 reason = exclusion(route, settings, input_tokens)
                 if reason is None:
                     eligible.append(route)
                 else:
                     excluded.append(f"{route.label} ({model.name}) excluded by {reason}")
-            ordered = self._order(eligible, settings, request, input_tokens)
+            ordered = self._order(eligible, settings, request, counts)
             candidates.extend((model, route) for route in ordered)
         if not candidates:
-            raise InvalidRequest(_no_route_message(request, excluded, input_tokens))
+            raise InvalidRequest(_no_route_message(request, excluded, counts))
         return _Plan(tuple(candidates), excluded)
 
     def _models_to_try(self, model: Model, settings: RoutingSettings) -> list[Model]:
@@ -278,33 +281,28 @@ class Router:
                 queue.extend(self.config.models[name].fallbacks)
         return order
 
-    def _input_tokens(self, request: RouteRequest) -> int | None:
-        wants_count = self._needs_count or request.settings.preference in ("cost", "balanced")
-        if not wants_count:
-            return None
-        if request.input_tokens is not None:
-            return request.input_tokens
-        return count_request(request.body)
-
     def _order(
         self,
         routes: Sequence[Route],
         settings: RoutingSettings,
         request: RouteRequest,
-        input_tokens: int | None,
+        counts: InputCount,
     ) -> list[Route]:
         output = min(int(request.body.get("max_tokens") or 0), ASSUMED_OUTPUT_TOKENS)
         output = output or ASSUMED_OUTPUT_TOKENS
         if settings.preference == "speed":
             return by_speed(routes, self.board, output)
-        if settings.preference == "cost":
-            return by_cost(routes, input_tokens or 0, output)
-        if settings.preference == "balanced":
-            return by_balance(routes, self.board, input_tokens or 0, output)
+        if settings.preference in ("cost", "balanced") and routes:
+            # One count serves the comparison: routes are priced as the first one counts.
+            input_tokens = counts(routes[0].provider.token_encoding)
+            if settings.preference == "cost":
+                return by_cost(routes, input_tokens, output)
+            return by_balance(routes, self.board, input_tokens, output)
         return by_config(routes, self.rng)
 
     async def _run(self, request: RouteRequest, operation: Operation[T]) -> Routed[T]:
-        plan = self.plan(request)
+        counts = request.input_count or InputCount(request.body)
+        plan = self.plan(request, counts)
         board, clock = self.board, self.board.clock
         queue: Sequence[tuple[Model, Route]] = plan.candidates
         refused: list[tuple[Model, Route]] = []
@@ -322,7 +320,9 @@ class Router:
                         refused.append((model, route))
                         plan.skipped.append(f"{route.label} skipped: cooling down after failures")
                         continue
-                call = UpstreamCall(route, request.body, model.name, request.headers, request.beta)
+                call = UpstreamCall(
+                    route, request.body, model.name, request.headers, request.beta, counts
+                )
                 started = clock()
                 try:
                     value = await self._attempt(route, call, operation, plan)
@@ -426,13 +426,19 @@ class Router:
         return error
 
 
-def _no_route_message(request: RouteRequest, excluded: list[str], input_tokens: int | None) -> str:
+def _no_route_message(request: RouteRequest, excluded: list[str], counts: InputCount) -> str:
     """Why nothing is eligible; a context overflow is worded as Anthropic does, so that clients
     (Claude Code compacts its context on it) recognise it."""
     details = f"no route of model {request.model.name!r} is eligible: " + "; ".join(excluded)
-    contexts = [r.max_context for r in request.model.routes if r.max_context is not None]
-    if input_tokens is not None and contexts and input_tokens > max(contexts):
-        return f"prompt is too long: {input_tokens} tokens > {max(contexts)} maximum ({details})"
+    bounded = [r for r in request.model.routes if r.max_context is not None]
+    if bounded:
+        widest = max(bounded, key=lambda r: r.max_context or 0)
+        input_tokens = counts(widest.provider.token_encoding)
+        if widest.max_context is not None and input_tokens > widest.max_context:
+            return (
+                f"prompt is too long: {input_tokens} tokens > {widest.max_context} maximum "
+                f"({details})"
+            )
     return details
 
 

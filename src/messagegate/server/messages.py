@@ -25,6 +25,7 @@ from messagegate.server.exchange import Exchange, encode_headers
 from messagegate.server.request_defaults import RequestDefaulter
 from messagegate.server.streaming import StreamOutcome, relay
 from messagegate.telemetry.metrics import GatewayMetrics
+from messagegate.translate.token_count import InputCount
 
 SCENARIO_HEADER = "x-messagegate-scenario"
 
@@ -174,14 +175,16 @@ class MessagesEndpoint:
         settings = self._settings(data, key)
         headers = {k: exchange.headers[k] for k in CLIENT_API_HEADERS if k in exchange.headers}
         beta = b"beta=true" in exchange.query and exchange.query_params().get("beta") == "true"
-        tokens = choice.input_tokens if choice is not None else None
+        # A scenario that counted the input hands its count on: nothing counts it again.
+        counted = choice.input_tokens if choice is not None else None
+        count = InputCount(data, {"o200k_base": counted}) if counted is not None else None
         return RouteRequest(
             model=model,
             body=data,
             headers=headers,
             settings=settings,
             beta=beta,
-            input_tokens=tokens,
+            input_count=count,
         )
 
     async def _scenario_request(

@@ -412,6 +412,23 @@ def _tool_tokens(tool: Any, encoding: str) -> int:
     return total
 
 
+class InputCount:
+    """One request's locally counted input tokens: each encoding is counted once, when first
+    asked for (routing's `max_context`, a scenario, an OpenAI stream's `message_start`)."""
+
+    __slots__ = ("_counts", "body")
+
+    def __init__(self, body: Mapping[str, Any], known: Mapping[str, int] | None = None) -> None:
+        self.body = body
+        self._counts: dict[str, int] = dict(known or {})
+
+    def __call__(self, encoding: str = "o200k_base") -> int:
+        count = self._counts.get(encoding)
+        if count is None:
+            count = self._counts[encoding] = count_request(self.body, encoding)
+        return count
+
+
 def count_request(body: Mapping[str, Any], encoding: str = "o200k_base") -> int:
     """Estimated input tokens of a Messages API request body (as parsed from JSON).
 

@@ -194,6 +194,8 @@ class GatewayApp:
             await self._dispatch(exchange)
         except GatewayError as error:
             exchange.log_fields["error"] = error.error_type
+            if error.denial and self.metrics is not None:
+                self.metrics.denied(error.denial)
             if "scenario" in exchange.log_fields:
                 error.headers[SCENARIO_HEADER] = exchange.log_fields["scenario"]
             if exchange.status == 0:

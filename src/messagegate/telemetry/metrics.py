@@ -22,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from messagegate.api.usage import Usage
 from messagegate.config import Config, MetricsSettings, Model, Route
-from messagegate.errors import GatewayError, UpstreamStatusError
+from messagegate.errors import DENIALS, GatewayError, UpstreamStatusError
 from messagegate.telemetry import series
 
 # The classic text format, which every Prometheus since 2.0 reads.
@@ -188,6 +188,9 @@ class GatewayMetrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._key_labels: dict[str, str] = {}
         self._open_routes: set[str] = set()
+        # Every kind from the start: a rate over a series that appears at its first denial
+        # misses that denial.
+        self._denials = {kind: self.denials.labels(kind) for kind in DENIALS}
 
     def _define(self, registry: CollectorRegistry, kinds: Any) -> None:
         self.server_duration = kinds.Histogram(
@@ -256,6 +259,10 @@ class GatewayMetrics:
         self.key_tokens = kinds.Counter(
             "messagegate_key_tokens", "Tokens billed by gateway key name (metrics.key_labels).",
             ("key", "gen_ai_token_type"), registry=registry,
+        )  # fmt: skip
+        self.denials = kinds.Counter(
+            "messagegate_limit_denials", "Requests refused for their key, by kind: auth, model "
+            "(allow-list), budget, rpm, tpm, concurrency.", ("kind",), registry=registry,
         )  # fmt: skip
 
     # -- what the server and routing report --------------------------------------------------
@@ -347,6 +354,10 @@ class GatewayMetrics:
         labels = (OPERATION, provider, route.model, route.model, error_type)
         self._child(self.client_duration, labels).observe(upstream)
         self._child(self.attempts, (route.label, error_type)).inc()
+
+    def denied(self, kind: str) -> None:
+        """A request was refused for its key (`kind` is one of ``errors.DENIALS``)."""
+        self._denials[kind].inc()
 
     def stream_opened(self, request: Finished) -> None:
         """A stream's relay begins now (its time to first token ends here)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import fakes.anthropic_script as script
 from conftest import SDK
+from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, get
@@ -18,6 +20,8 @@ from messagegate.config import ApiKey, Secret
 from messagegate.errors import DENIALS, RateLimited
 from messagegate.keyspec import KeyLimits
 from messagegate.limits.limiter import Limiter
+from messagegate.telemetry.metrics import GatewayMetrics
+from messagegate.telemetry.spend import ALL_DAYS, FRESH_SECONDS
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 KEY = "mg-limited-key-0123456789"
@@ -27,6 +31,7 @@ ANSWER = script.message([{"type": "text", "text": "Hi"}])
 ANSWER_COST = 11 * 1 + 7 * 2
 PRICE = {"input": 1, "output": 2}
 DENIALS_TOTAL = "messagegate_limit_denials_total"
+SPEND_TOTAL = "messagegate_key_spend_usd_total"
 
 
 def limited_config(upstream: FakeUpstream, **limits: Any) -> dict[str, Any]:
@@ -116,3 +121,119 @@ def test_the_limiter_names_the_limit_it_refused_on(
     with pytest.raises(RateLimited) as caught:
         limiter.admit(alice, tokens, 0)
     assert caught.value.denial == kind
+
+
+def ledger_config(upstream: FakeUpstream, db: Path, **metrics: Any) -> dict[str, Any]:
+    raw = limited_config(upstream)
+    raw["database"] = str(db)
+    raw["metrics"] = {"key_labels": True, **metrics}
+    return raw
+
+
+def usd(micro_usd: int) -> Any:
+    return pytest.approx(micro_usd / 1_000_000)
+
+
+async def test_spend_per_key_is_what_the_ledger_holds_and_survives_a_restart(
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
+) -> None:
+    upstream.responder = lambda _: script.reply(ANSWER)
+    raw = ledger_config(upstream, tmp_path / "mg.db")
+    clock = FakeClock()
+    async with running_gateway(build_config(raw), clock=clock) as (url, app):
+        await ask(sdk, url)
+        await ask(sdk, url)
+        await ask(sdk, url, key=OTHER_KEY)
+        assert app.shipper is not None
+        assert app.store is not None
+        assert await app.shipper.ship_once() == 3
+        held = {r["key"]: r["cost_micro_usd"] for r in await app.store.usage("key", ALL_DAYS)}
+        assert held == {"alice": 2 * ANSWER_COST, "bob": ANSWER_COST}
+        assert await series(url, SPEND_TOTAL, "key") == {k: usd(v) for k, v in held.items()}
+        # Scrapes within a few seconds are answered from the last read.
+        await ask(sdk, url, key=OTHER_KEY)
+        assert await app.shipper.ship_once() == 1
+        assert (await series(url, SPEND_TOTAL, "key"))["bob"] == usd(ANSWER_COST)
+        clock.advance(FRESH_SECONDS)
+        assert (await series(url, SPEND_TOTAL, "key"))["bob"] == usd(2 * ANSWER_COST)
+    # A new gateway on the same database has served nothing yet: the series come from the ledger.
+    async with running_gateway(build_config(raw)) as (url, _):
+        spent = await series(url, SPEND_TOTAL, "key")
+    assert spent == {"alice": usd(2 * ANSWER_COST), "bob": usd(2 * ANSWER_COST)}
+    assert len(upstream.received) == 4
+
+
+async def test_spend_series_are_capped_like_the_other_key_series(
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
+) -> None:
+    upstream.responder = lambda _: script.reply(ANSWER)
+    raw = ledger_config(upstream, tmp_path / "mg.db", max_key_series=1)
+    async with running_gateway(build_config(raw)) as (url, app):
+        await ask(sdk, url, key=OTHER_KEY)
+        await ask(sdk, url, key=OTHER_KEY)
+        await ask(sdk, url)
+        assert app.shipper is not None
+        assert await app.shipper.ship_once() == 3
+        spent = await series(url, SPEND_TOTAL, "key")
+        requests = await series(url, "messagegate_key_requests_total", "key")
+    assert spent == {"bob": usd(2 * ANSWER_COST), "other": usd(ANSWER_COST)}
+    assert set(requests) == set(spent)
+
+
+async def test_no_spend_series_without_key_labels(
+    upstream: FakeUpstream, sdk: SDK, tmp_path: Path
+) -> None:
+    upstream.responder = lambda _: script.reply(ANSWER)
+    raw = ledger_config(upstream, tmp_path / "mg.db", key_labels=False)
+    async with running_gateway(build_config(raw)) as (url, app):
+        await ask(sdk, url)
+        assert app.shipper is not None
+        assert await app.shipper.ship_once() == 1
+        assert await series(url, SPEND_TOTAL, "key") == {}
+
+
+class Rollups:
+    """A ledger whose totals a test sets, or whose reads fail."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.reads = 0
+        self.broken = False
+
+    async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
+        assert (by, since_day) == ("key", ALL_DAYS)
+        self.reads += 1
+        if self.broken:
+            raise OSError("disk gone")
+        return self.rows
+
+
+async def test_workers_report_the_ledger_s_spend_once_and_keep_it_when_the_store_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = build_config(
+        {
+            "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+            "models": {"m": {"routes": [{"provider": "p", "model": "m-1"}]}},
+            "metrics": {"key_labels": True},
+        }
+    )
+    clock = FakeClock()
+    metrics = GatewayMetrics(config, clock, shared_directory=str(tmp_path))
+    rollups = Rollups()
+    rollups.rows = [{"key": "alice", "cost_micro_usd": 1_500_000}, {"key": "", "cost_micro_usd": 9}]
+    metrics.read_spend(rollups)
+
+    def spent(body: bytes) -> list[tuple[dict[str, str], float]]:
+        families = text_string_to_metric_families(body.decode())
+        return [(s.labels, s.value) for f in families for s in f.samples if s.name == SPEND_TOTAL]
+
+    assert spent(await metrics.scrape()) == [({"key": "alice"}, 1.5)]
+    assert spent(metrics.render()) == [({"key": "alice"}, 1.5)]
+    rollups.broken = True
+    clock.advance(FRESH_SECONDS)
+    assert spent(await metrics.scrape()) == [({"key": "alice"}, 1.5)]
+    assert "disk gone" in caplog.text
+    # A failed read is retried when the last one is stale, not at every scrape.
+    await metrics.scrape()
+    assert rollups.reads == 2

@@ -24,6 +24,7 @@ from messagegate.api.usage import Usage
 from messagegate.config import Config, MetricsSettings, Model, Route
 from messagegate.errors import DENIALS, GatewayError, UpstreamStatusError
 from messagegate.telemetry import series
+from messagegate.telemetry.spend import KeySpend, Rollups
 
 # The classic text format, which every Prometheus since 2.0 reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -191,6 +192,7 @@ class GatewayMetrics:
         # Every kind from the start: a rate over a series that appears at its first denial
         # misses that denial.
         self._denials = {kind: self.denials.labels(kind) for kind in DENIALS}
+        self._spend: KeySpend | None = None
 
     def _define(self, registry: CollectorRegistry, kinds: Any) -> None:
         self.server_duration = kinds.Histogram(
@@ -407,12 +409,29 @@ class GatewayMetrics:
 
     # -- the scrape ----------------------------------------------------------------------------
 
+    def read_spend(self, rollups: Rollups) -> None:
+        """Serve each key's spend from the ledger's rollups (with ``key_labels`` only)."""
+        if not self.settings.key_labels:
+            return
+        self._spend = KeySpend(rollups, self._key, self.clock)
+        if self.shared_directory is None:
+            self.registry.register(self._spend)
+
+    async def scrape(self) -> bytes:
+        """`render`, after reading the ledger's spend if it is more than a few seconds old."""
+        if self._spend is not None:
+            await self._spend.refresh()
+        return self.render()
+
     def render(self) -> bytes:
         """The text exposition of every series (every worker's, in multiprocess mode)."""
         if self.shared_directory is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, self.shared_directory)  # type: ignore[no-untyped-call]
+        if self._spend is not None:
+            # Read from the database, not the workers' files: counted once, not per worker.
+            registry.register(self._spend)
         return generate_latest(registry)
 
     def close(self) -> None:

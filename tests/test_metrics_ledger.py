@@ -21,7 +21,7 @@ from messagegate.errors import DENIALS, RateLimited
 from messagegate.keyspec import KeyLimits
 from messagegate.limits.limiter import Limiter
 from messagegate.telemetry.metrics import GatewayMetrics
-from messagegate.telemetry.spend import ALL_DAYS, FRESH_SECONDS
+from messagegate.telemetry.spend import FRESH_SECONDS
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
 KEY = "mg-limited-key-0123456789"
@@ -147,7 +147,8 @@ async def test_spend_per_key_is_what_the_ledger_holds_and_survives_a_restart(
         assert app.shipper is not None
         assert app.store is not None
         assert await app.shipper.ship_once() == 3
-        held = {r["key"]: r["cost_micro_usd"] for r in await app.store.usage("key", ALL_DAYS)}
+        by_key = await app.store.usage("key", "0000-00-00")
+        held = {r["key"]: r["cost_micro_usd"] for r in by_key}
         assert held == {"alice": 2 * ANSWER_COST, "bob": ANSWER_COST}
         assert await series(url, SPEND_TOTAL, "key") == {k: usd(v) for k, v in held.items()}
         # Scrapes within a few seconds are answered from the last read.
@@ -196,16 +197,15 @@ class Rollups:
     """A ledger whose totals a test sets, or whose reads fail."""
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
+        self.spent: dict[str, int] = {}
         self.reads = 0
         self.broken = False
 
-    async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
-        assert (by, since_day) == ("key", ALL_DAYS)
+    async def spend_by_key(self) -> dict[str, int]:
         self.reads += 1
         if self.broken:
             raise OSError("disk gone")
-        return self.rows
+        return self.spent
 
 
 async def test_workers_report_the_ledger_s_spend_once_and_keep_it_when_the_store_fails(
@@ -221,7 +221,7 @@ async def test_workers_report_the_ledger_s_spend_once_and_keep_it_when_the_store
     clock = FakeClock()
     metrics = GatewayMetrics(config, clock, shared_directory=str(tmp_path))
     rollups = Rollups()
-    rollups.rows = [{"key": "alice", "cost_micro_usd": 1_500_000}, {"key": "", "cost_micro_usd": 9}]
+    rollups.spent = {"alice": 1_500_000, "": 9}
     metrics.read_spend(rollups)
 
     def spent(body: bytes) -> list[tuple[dict[str, str], float]]:

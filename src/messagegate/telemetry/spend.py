@@ -7,7 +7,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -17,14 +17,12 @@ error_log = logging.getLogger("messagegate.error")
 NAME = "messagegate_key_spend"
 # Prometheus scrapes every few seconds; the rollups are read at most this often.
 FRESH_SECONDS = 5.0
-# Before any day a rollup can hold: the whole ledger.
-ALL_DAYS = "0000-00-00"
 
 
 class Rollups(Protocol):
     """The ledger's totals (``store.base.LedgerStore``)."""
 
-    async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]: ...
+    async def spend_by_key(self) -> dict[str, int]: ...
 
 
 class KeySpend(Collector):
@@ -58,15 +56,15 @@ class KeySpend(Collector):
 
     async def _read(self) -> None:
         try:
-            rows = await self.rollups.usage("key", ALL_DAYS)
+            by_key = await self.rollups.spend_by_key()
         except Exception as exc:  # the store's or SQLite's: a scrape answers with the last totals
             error_log.warning("cannot read the spend per key from the ledger: %s", exc)
         else:
             spent: dict[str, int] = {}
-            for row in rows:
-                if row["key"]:  # rows of a gateway without keys
-                    label = self.label(row["key"])
-                    spent[label] = spent.get(label, 0) + row["cost_micro_usd"]
+            for name, micro_usd in by_key.items():
+                if name:  # not the rows of a gateway without keys
+                    label = self.label(name)
+                    spent[label] = spent.get(label, 0) + micro_usd
             self._spent = spent
         finally:
             # After a failure too: a broken store is asked again in `fresh` seconds, not per scrape.

@@ -18,10 +18,14 @@
         └── UpstreamProtocolError     502 api_error             (an unusable upstream answer)
 
 Only ``server/`` turns a GatewayError into the JSON envelope (``api.envelope``). ``retryable`` says
-whether routing may try another route; ``body`` holds an upstream error body to relay as it is.
+whether routing may try another route; ``body`` holds an upstream error body to relay as it is;
+``denial`` names the gateway's own refusals of a key (``DENIALS``), empty for every other error.
 """
 
 from __future__ import annotations
+
+# What a refusal of a key was for: a fixed set (a metric's label values).
+DENIALS = ("auth", "model", "budget", "rpm", "tpm", "concurrency")
 
 
 class GatewayError(Exception):
@@ -30,6 +34,7 @@ class GatewayError(Exception):
     status: int = 500
     error_type: str = "api_error"
     retryable: bool = False
+    denial: str = ""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -55,6 +60,7 @@ class PrivacyRefused(InvalidRequest):
 class AuthenticationFailed(GatewayError):
     status = 401
     error_type = "authentication_error"
+    denial = "auth"
 
 
 class BudgetExhausted(GatewayError):
@@ -62,6 +68,7 @@ class BudgetExhausted(GatewayError):
 
     status = 402
     error_type = "billing_error"
+    denial = "budget"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -71,6 +78,7 @@ class BudgetExhausted(GatewayError):
 class PermissionDenied(GatewayError):
     status = 403
     error_type = "permission_error"
+    denial = "model"  # the gateway refuses only a model outside a key's allow-list
 
 
 class NotFound(GatewayError):
@@ -97,8 +105,11 @@ class RateLimited(GatewayError):
     status = 429
     error_type = "rate_limit_error"
 
-    def __init__(self, message: str, retry_after: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self, message: str, retry_after: int, headers: dict[str, str], denial: str
+    ) -> None:
         super().__init__(message)
+        self.denial = denial  # rpm, tpm or concurrency
         self.headers.update(headers)
         self.headers["retry-after"] = str(retry_after)
 

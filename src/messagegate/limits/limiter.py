@@ -98,19 +98,21 @@ class Limiter:
         now = self.clock()
         limits = state.limits
         if limits.concurrency is not None and state.active >= limits.concurrency:
-            raise self._limited(state, now, 1.0, f"{limits.concurrency} requests at once")
+            raise self._limited(
+                state, now, 1.0, f"{limits.concurrency} requests at once", "concurrency"
+            )
         if limits.budget is not None:
             self._check_budget(state, now, cost)
         if state.requests is not None:
             wait = state.requests.take(1, now)
             if wait:
-                raise self._limited(state, now, wait, f"{limits.rpm} requests per minute")
+                raise self._limited(state, now, wait, f"{limits.rpm} requests per minute", "rpm")
         if state.tokens is not None:
             wait = state.tokens.take(tokens, now)
             if wait:
                 if state.requests is not None:
                     state.requests.adjust(-1, now)
-                raise self._limited(state, now, wait, f"{limits.tpm} tokens per minute")
+                raise self._limited(state, now, wait, f"{limits.tpm} tokens per minute", "tpm")
         state.active += 1
         state.reserved += cost
         return Ticket(self, state, tokens, cost)
@@ -142,12 +144,15 @@ class Limiter:
         if not fits:
             raise BudgetExhausted(_budget_message(state, budget, end))
 
-    def _limited(self, state: KeyState, now: float, wait: float, what: str) -> RateLimited:
+    def _limited(
+        self, state: KeyState, now: float, wait: float, what: str, denial: str
+    ) -> RateLimited:
         retry_after = min(max(math.ceil(wait), 1), MAX_RETRY_AFTER)
         return RateLimited(
             f"rate limit of key {state.name!r} exceeded: {what}; retry after {retry_after} s",
             retry_after,
             self.headers(state, now),
+            denial,
         )
 
     def headers(self, state: KeyState, now: float) -> dict[str, str]:

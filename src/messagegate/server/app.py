@@ -118,7 +118,7 @@ class GatewayApp:
         if self.metrics is not None and listen is not None:
             content_type = telemetry.CONTENT_TYPE
             self.metrics_listener = MetricsListener(
-                self.metrics.render, content_type, self._scraper
+                self.metrics.scrape, content_type, self._scraper
             )
             await self.metrics_listener.start(*listen)
         if self.config.privacy.mode != "off":
@@ -132,6 +132,8 @@ class GatewayApp:
         if location is None:
             return
         self.store = store = await open_store(location)
+        if self.metrics is not None:
+            self.metrics.read_spend(store)
         self.key_refresh = refresh = KeyRefresh(store, self.keys)
         await refresh.start()
         self.journal = Journal(journal_directory(location))
@@ -194,6 +196,8 @@ class GatewayApp:
             await self._dispatch(exchange)
         except GatewayError as error:
             exchange.log_fields["error"] = error.error_type
+            if error.denial and self.metrics is not None:
+                self.metrics.denied(error.denial)
             if "scenario" in exchange.log_fields:
                 error.headers[SCENARIO_HEADER] = exchange.log_fields["scenario"]
             if exchange.status == 0:
@@ -285,7 +289,7 @@ class GatewayApp:
     async def _metrics(self, exchange: Exchange) -> None:
         assert self.metrics is not None
         self._scraper(exchange.headers)
-        body = self.metrics.render()
+        body = await self.metrics.scrape()
         content_type = (b"content-type", telemetry.CONTENT_TYPE.encode())
         await exchange.start(200, [content_type, (b"content-length", b"%d" % len(body))])
         await exchange.send({"type": "http.response.body", "body": body})

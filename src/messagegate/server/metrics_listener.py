@@ -8,7 +8,7 @@ not a second uvicorn: it reads one bounded request head, answers and closes. Eve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from messagegate.api.envelope import error_body
 from messagegate.errors import GatewayError, NotFound
@@ -22,7 +22,9 @@ Check = Callable[[Mapping[str, str]], object]
 
 
 class MetricsListener:
-    def __init__(self, render: Callable[[], bytes], content_type: str, check: Check) -> None:
+    def __init__(
+        self, render: Callable[[], Awaitable[bytes]], content_type: str, check: Check
+    ) -> None:
         self.render = render
         self.content_type = content_type.encode()
         self.check = check
@@ -42,7 +44,7 @@ class MetricsListener:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
-            writer.write(self.answer(head))
+            writer.write(await self.answer(head))
             await writer.drain()
         except (
             TimeoutError,
@@ -54,7 +56,7 @@ class MetricsListener:
         finally:
             writer.close()
 
-    def answer(self, head: bytes) -> bytes:
+    async def answer(self, head: bytes) -> bytes:
         """The whole HTTP response to one request head."""
         request_line, *lines = head.decode("latin-1").split("\r\n")
         method, _, rest = request_line.partition(" ")
@@ -68,7 +70,7 @@ class MetricsListener:
             if method != "GET" or target.partition("?")[0] != "/metrics":
                 raise NotFound(f"no endpoint {method} {target.partition('?')[0]}")
             self.check(headers)
-            return _response(200, self.content_type, self.render())
+            return _response(200, self.content_type, await self.render())
         except GatewayError as error:
             return _response(
                 error.status, b"application/json", error_body(error.error_type, error.message)

@@ -80,6 +80,9 @@ class LedgerStore(Protocol):
     async def spent(self, key: str, since_day: str) -> int:
         """The key's cost in micro-USD from the daily rollups, since a UTC day."""
 
+    async def spend_by_key(self) -> dict[str, int]:
+        """Each key's cost in micro-USD over the whole ledger, from the daily rollups."""
+
 
 class Store(KeyStore, LedgerStore, Protocol):
     """What the gateway opens: keys and the ledger in one database."""

@@ -22,8 +22,9 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from messagegate.api.usage import Usage
 from messagegate.config import Config, MetricsSettings, Model, Route
-from messagegate.errors import GatewayError, UpstreamStatusError
+from messagegate.errors import DENIALS, GatewayError, UpstreamStatusError
 from messagegate.telemetry import series
+from messagegate.telemetry.spend import KeySpend, Rollups
 
 # The classic text format, which every Prometheus since 2.0 reads.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -188,6 +189,10 @@ class GatewayMetrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._key_labels: dict[str, str] = {}
         self._open_routes: set[str] = set()
+        # Every kind from the start: a rate over a series that appears at its first denial
+        # misses that denial.
+        self._denials = {kind: self.denials.labels(kind) for kind in DENIALS}
+        self._spend: KeySpend | None = None
 
     def _define(self, registry: CollectorRegistry, kinds: Any) -> None:
         self.server_duration = kinds.Histogram(
@@ -256,6 +261,10 @@ class GatewayMetrics:
         self.key_tokens = kinds.Counter(
             "messagegate_key_tokens", "Tokens billed by gateway key name (metrics.key_labels).",
             ("key", "gen_ai_token_type"), registry=registry,
+        )  # fmt: skip
+        self.denials = kinds.Counter(
+            "messagegate_limit_denials", "Requests refused for their key, by kind: auth, model "
+            "(allow-list), budget, rpm, tpm, concurrency.", ("kind",), registry=registry,
         )  # fmt: skip
 
     # -- what the server and routing report --------------------------------------------------
@@ -348,6 +357,10 @@ class GatewayMetrics:
         self._child(self.client_duration, labels).observe(upstream)
         self._child(self.attempts, (route.label, error_type)).inc()
 
+    def denied(self, kind: str) -> None:
+        """A request was refused for its key (`kind` is one of ``errors.DENIALS``)."""
+        self._denials[kind].inc()
+
     def stream_opened(self, request: Finished) -> None:
         """A stream's relay begins now (its time to first token ends here)."""
         request.stream_started = time.perf_counter()
@@ -396,12 +409,29 @@ class GatewayMetrics:
 
     # -- the scrape ----------------------------------------------------------------------------
 
+    def read_spend(self, rollups: Rollups) -> None:
+        """Serve each key's spend from the ledger's rollups (with ``key_labels`` only)."""
+        if not self.settings.key_labels:
+            return
+        self._spend = KeySpend(rollups, self._key, self.clock)
+        if self.shared_directory is None:
+            self.registry.register(self._spend)
+
+    async def scrape(self) -> bytes:
+        """`render`, after reading the ledger's spend if it is more than a few seconds old."""
+        if self._spend is not None:
+            await self._spend.refresh()
+        return self.render()
+
     def render(self) -> bytes:
         """The text exposition of every series (every worker's, in multiprocess mode)."""
         if self.shared_directory is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, self.shared_directory)  # type: ignore[no-untyped-call]
+        if self._spend is not None:
+            # Read from the database, not the workers' files: counted once, not per worker.
+            registry.register(self._spend)
         return generate_latest(registry)
 
     def close(self) -> None:

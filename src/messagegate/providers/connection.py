@@ -51,7 +51,10 @@ class ReadTimeout(TransportError, TimeoutError):
 
 
 class Phase(IntEnum):
-    """A connection's lifecycle (an IntEnum: the transition table hashes it at C speed)."""
+    """A connection's lifecycle, in order: the two ends, CLOSED and FAILED, compare highest.
+
+    An IntEnum, so that the transition table hashes it at C speed.
+    """
 
     IDLE = 1  # open, no request in flight: new, or its last answer consumed
     SENT = 2  # a request went out; its answer's head has not come (an interim 1xx stays here)
@@ -103,7 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.state = Phase.IDLE
-        # Set when, and only when, the state is FAILED: what the reader is raised.
+        # Set when, and only when, the state is FAILED: what the reader gets raised.
         self.error: TransportError | None = None
         self.idle_since = 0.0
         self._reset()

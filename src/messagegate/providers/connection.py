@@ -64,13 +64,17 @@ class Phase(IntEnum):
     FAILED = 6  # the socket is gone or going before the answer was whole; ``error`` says why
 
 
+# The phases as module names: reading an attribute of an Enum class takes CPython's slow path
+# (EnumType has a __getattr__), ~20 times a global's cost, and the hot path reads them.
+IDLE, SENT, BODY, COMPLETE, CLOSED, FAILED = Phase
+
 _NEXT: dict[Phase, frozenset[Phase]] = {
-    Phase.IDLE: frozenset({Phase.SENT, Phase.CLOSED, Phase.FAILED}),
-    Phase.SENT: frozenset({Phase.BODY, Phase.FAILED}),
-    Phase.BODY: frozenset({Phase.COMPLETE, Phase.FAILED}),
-    Phase.COMPLETE: frozenset({Phase.IDLE, Phase.CLOSED}),
-    Phase.CLOSED: frozenset(),
-    Phase.FAILED: frozenset(),
+    IDLE: frozenset({SENT, CLOSED, FAILED}),
+    SENT: frozenset({BODY, FAILED}),
+    BODY: frozenset({COMPLETE, FAILED}),
+    COMPLETE: frozenset({IDLE, CLOSED}),
+    CLOSED: frozenset(),
+    FAILED: frozenset(),
 }
 
 
@@ -105,7 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.on_wake = on_wake
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.state = Phase.IDLE
+        self.state = IDLE
         # Set when, and only when, the state is FAILED: what the reader gets raised.
         self.error: TransportError | None = None
         self.idle_since = 0.0
@@ -142,27 +146,27 @@ class UpstreamConnection(asyncio.Protocol):
         self.state = phase
 
     def _enter_failed(self, error: TransportError) -> None:
-        error.answered = self.state is Phase.BODY
-        self._enter(Phase.FAILED)
+        error.answered = self.state is BODY
+        self._enter(FAILED)
         self.error = error
 
     @property
     def complete(self) -> bool:
         """The whole answer has come (the socket may have closed after it)."""
         state = self.state
-        return state is Phase.COMPLETE or state is Phase.CLOSED
+        return state is COMPLETE or state is CLOSED
 
     @property
     def closed(self) -> bool:
         state = self.state
-        return state is Phase.CLOSED or state is Phase.FAILED
+        return state is CLOSED or state is FAILED
 
     # -- sending --------------------------------------------------------------------------------
 
     def send(self, request: bytes, read_timeout: float, total: float) -> None:
         """Write one whole request; the answer's bytes then arrive through the callbacks."""
         assert self.transport is not None
-        self._enter(Phase.SENT)
+        self._enter(SENT)
         self._reset()
         now = self.loop.time()
         self.read_timeout = read_timeout
@@ -174,7 +178,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- reading --------------------------------------------------------------------------------
 
     async def wait_headers(self) -> None:
-        while self.state is Phase.SENT:
+        while self.state is SENT:
             await self._wait()
         error = self.error
         if error is not None and not error.answered:
@@ -233,7 +237,7 @@ class UpstreamConnection(asyncio.Protocol):
                 chunks.clear()
                 self.buffered = 0
                 sink.feed(data)
-            if self.state is Phase.COMPLETE or self.state is Phase.CLOSED:
+            if self.state is COMPLETE or self.state is CLOSED:
                 sink.end()
                 self._end_pipe(None)
         except BaseException as exc:
@@ -252,7 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _flow(self) -> None:
         """Pause or resume reading the socket, as the hold and the unread bytes require."""
         pause = self.held or (self.streaming and self.buffered > _HIGH_WATER)
-        if pause == self.paused or self.transport is None or self.state >= Phase.CLOSED:
+        if pause == self.paused or self.transport is None or self.state >= CLOSED:
             return
         self.paused = pause
         if pause:
@@ -305,10 +309,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _sink_failed(self, error: BaseException) -> None:
         """The sink raised: nothing more of this answer is wanted, so the connection closes."""
-        if self.state is Phase.BODY:
+        if self.state is BODY:
             self._enter_failed(TransportError("the gateway stopped reading the answer"))
-        elif self.state is Phase.COMPLETE:
-            self._enter(Phase.CLOSED)
+        elif self.state is COMPLETE:
+            self._enter(CLOSED)
         if self.transport is not None:
             self.transport.abort()
         self._end_pipe(error)
@@ -321,21 +325,21 @@ class UpstreamConnection(asyncio.Protocol):
             self.timer = None
         self.held = self.streaming = False
         self._flow()
-        if self.state is Phase.COMPLETE:
-            self._enter(Phase.IDLE)
+        if self.state is COMPLETE:
+            self._enter(IDLE)
 
     @property
     def reusable(self) -> bool:
-        return self.state is Phase.IDLE and self.keep_alive
+        return self.state is IDLE and self.keep_alive
 
     def abort(self) -> None:
         self.finished()
         self.sink = None
         if self.piped is not None and not self.piped.done():
             self.piped.cancel()
-        if self.state is Phase.IDLE:
-            self._enter(Phase.CLOSED)
-        elif self.state < Phase.COMPLETE:
+        if self.state is IDLE:
+            self._enter(CLOSED)
+        elif self.state < COMPLETE:
             self._enter_failed(TransportError("the gateway closed the connection"))
         if self.transport is not None:
             self.transport.abort()
@@ -345,7 +349,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _check_timeout(self) -> None:
         """One timer per request, moved only when it fires: no rescheduling per chunk."""
         self.timer = None
-        if self.state is not Phase.SENT and self.state is not Phase.BODY:
+        if self.state is not SENT and self.state is not BODY:
             return
         now = self.loop.time()
         if now >= self.deadline:
@@ -364,9 +368,9 @@ class UpstreamConnection(asyncio.Protocol):
     def _fail(self, error: TransportError) -> None:
         """Close the socket: the answer failed, or, when it had come whole, what followed it
         was not asked for (the answer stands)."""
-        if self.state is Phase.COMPLETE:
-            self._enter(Phase.CLOSED)
-        elif self.state < Phase.CLOSED:
+        if self.state is COMPLETE:
+            self._enter(CLOSED)
+        elif self.state < CLOSED:
             self._enter_failed(error)
         if self.transport is not None:
             self.transport.abort()
@@ -403,13 +407,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.state is Phase.BODY and exc is None and self._ends_at_close():
-            self._enter(Phase.COMPLETE)
+        if self.state is BODY and exc is None and self._ends_at_close():
+            self._enter(COMPLETE)
             self._push()
-        if self.state is Phase.SENT or self.state is Phase.BODY:
+        if self.state is SENT or self.state is BODY:
             self._enter_failed(ConnectionDropped("the upstream closed the connection"))
-        elif self.state is not Phase.CLOSED and self.state is not Phase.FAILED:
-            self._enter(Phase.CLOSED)
+        elif self.state is not CLOSED and self.state is not FAILED:
+            self._enter(CLOSED)
         self._wake()
         self.on_lost(self)
 
@@ -421,7 +425,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.state is not Phase.SENT:
+        if self.state is not SENT:
             # Bytes after the answer, or on an idle connection: nothing was asked for.
             raise ProtocolViolation("an answer nobody asked for")
 
@@ -437,7 +441,7 @@ class UpstreamConnection(asyncio.Protocol):
             if name == b"content-encoding" and value.strip().lower() in (b"gzip", b"deflate"):
                 # Asked for identity; some servers compress anyway. wbits 47: gzip or zlib header.
                 self.decompressor = zlib.decompressobj(47)
-        self._enter(Phase.BODY)
+        self._enter(BODY)
 
     def on_body(self, body: bytes) -> None:
         if self.decompressor is not None:
@@ -465,7 +469,7 @@ class UpstreamConnection(asyncio.Protocol):
         return out
 
     def on_message_complete(self) -> None:
-        if self.state is Phase.SENT:
+        if self.state is SENT:
             self.raw_headers = []  # the end of an interim answer
             return
         if self.decompressor is not None:
@@ -474,7 +478,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.decompressor = None
             if tail:
                 self.on_body(tail)
-        self._enter(Phase.COMPLETE)
+        self._enter(COMPLETE)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -323,6 +323,7 @@ async def test_a_piped_stream_reaches_its_sink_read_by_read_then_ends(rig: Rig) 
     piped = rig.connection.pipe(sink)
     rig.feed(b"3\r\none\r\n")
     rig.feed(b"3\r\ntwo\r\n0\r\n\r\n")
+    assert piped.done()  # inside the socket's callback
     await piped
     assert (sink.data, sink.ended) == ([b"one", b"two"], True)
     rig.connection.finished()
@@ -335,6 +336,7 @@ async def test_a_sink_that_raises_fails_the_answer_and_closes_the_connection(rig
     await rig.connection.wait_headers()
     piped = rig.connection.pipe(Sink(fail=True))
     rig.feed(b"3\r\none\r\n")
+    assert piped.done()
     with pytest.raises(ValueError, match="the client left"):
         await piped
     assert phase(rig) is Phase.FAILED
@@ -367,3 +369,17 @@ async def test_a_second_request_while_one_is_in_flight_is_refused(rig: Rig) -> N
     rig.connection.connection_lost(None)
     with pytest.raises(IllegalTransition, match="FAILED -> SENT"):
         rig.send()
+
+
+async def test_a_piped_stream_followed_by_unasked_bytes_still_ends_whole(rig: Rig) -> None:
+    rig.send()
+    rig.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    await rig.connection.wait_headers()
+    sink = Sink()
+    piped = rig.connection.pipe(sink)
+    rig.feed(b"3\r\none\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert piped.done()  # inside the socket's callback
+    await piped
+    assert (sink.data, sink.ended) == ([b"one"], True)
+    assert phase(rig) is Phase.CLOSED
+    assert rig.transport.aborted

@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messagegate.errors import UpstreamProtocolError, UpstreamStatusError
+from messagegate.translate.json_prefix import JsonPrefix
 from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
 from messagegate.translate.openai_request import OpenAIRequest
-from messagegate.translate.openai_response import (
-    JsonPrefix,
+from messagegate.translate.openai_response import to_anthropic_message
+from messagegate.translate.openai_rules import (
     load_arguments,
     parse_arguments,
     repaired_arguments,
-    to_anthropic_message,
 )
 from messagegate.translate.signatures import gateway_signature, is_gateway_signature
 from messagegate.translate.token_count import count_text

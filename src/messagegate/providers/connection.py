@@ -4,6 +4,10 @@ The parsing is httptools' (llhttp); this module only keeps the state between its
 the task reading the answer. A gateway's upstream calls are all alike (one POST, one answer,
 often streamed), so a connection costs a few microseconds per request instead of a general
 client's layers of request, response and stream objects.
+
+Where a connection is in its life is one ``Phase``; ``UpstreamConnection._enter`` makes every
+change of it, and refuses one ``_NEXT`` does not allow. Flow control (the reader's hold, the
+socket paused) is apart from it: it only matters while a body arrives.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Protocol, cast
 
 import httptools
@@ -45,6 +50,38 @@ class ReadTimeout(TransportError, TimeoutError):
     """No bytes for longer than the read timeout, or past the request's deadline."""
 
 
+class Phase(IntEnum):
+    """A connection's lifecycle, in order: the two ends, CLOSED and FAILED, compare highest.
+
+    An IntEnum, so that the transition table hashes it at C speed.
+    """
+
+    IDLE = 1  # open, no request in flight: new, or its last answer consumed
+    SENT = 2  # a request went out; its answer's head has not come (an interim 1xx stays here)
+    BODY = 3  # the answer's head came; its body is arriving
+    COMPLETE = 4  # the whole answer came and the socket is open
+    CLOSED = 5  # the socket is gone or going with nothing missing: idle, or after a whole answer
+    FAILED = 6  # the socket is gone or going before the answer was whole; ``error`` says why
+
+
+# The phases as module names: reading an attribute of an Enum class takes CPython's slow path
+# (EnumType has a __getattr__), ~20 times a global's cost, and the hot path reads them.
+IDLE, SENT, BODY, COMPLETE, CLOSED, FAILED = Phase
+
+_NEXT: dict[Phase, frozenset[Phase]] = {
+    IDLE: frozenset({SENT, CLOSED, FAILED}),
+    SENT: frozenset({BODY, FAILED}),
+    BODY: frozenset({COMPLETE, FAILED}),
+    COMPLETE: frozenset({IDLE, CLOSED}),
+    CLOSED: frozenset(),
+    FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug of ours: the connection was asked to move where its lifecycle does not go."""
+
+
 class BodySink(Protocol):
     """Takes an answer's body as it arrives, inside the socket's callback (see ``pipe``)."""
 
@@ -72,15 +109,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.on_wake = on_wake
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.closed = False
+        self.state = IDLE
+        # Set when, and only when, the state is FAILED: what the reader gets raised.
+        self.error: TransportError | None = None
         self.idle_since = 0.0
         self._reset()
 
     def _reset(self) -> None:
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.headers_done = False
-        self.complete = False
         self.keep_alive = False
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -89,7 +126,6 @@ class UpstreamConnection(asyncio.Protocol):
         # mode, while more than _HIGH_WATER bytes wait unread.
         self.held = False
         self.paused = False
-        self.error: TransportError | None = None
         self.waiter: asyncio.Future[None] | None = None
         # Set by `pipe`: the body goes to the sink as it arrives, and `piped` ends with it.
         self.sink: BodySink | None = None
@@ -101,11 +137,36 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_data = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _enter(self, phase: Phase) -> None:
+        """The one place the state changes."""
+        if phase not in _NEXT[self.state]:
+            raise IllegalTransition(f"{self.state.name} -> {phase.name}")
+        self.state = phase
+
+    def _enter_failed(self, error: TransportError) -> None:
+        error.answered = self.state is BODY
+        self._enter(FAILED)
+        self.error = error
+
+    @property
+    def complete(self) -> bool:
+        """The whole answer has come (the socket may have closed after it)."""
+        state = self.state
+        return state is COMPLETE or state is CLOSED
+
+    @property
+    def closed(self) -> bool:
+        state = self.state
+        return state is CLOSED or state is FAILED
+
     # -- sending --------------------------------------------------------------------------------
 
     def send(self, request: bytes, read_timeout: float, total: float) -> None:
         """Write one whole request; the answer's bytes then arrive through the callbacks."""
         assert self.transport is not None
+        self._enter(SENT)
         self._reset()
         now = self.loop.time()
         self.read_timeout = read_timeout
@@ -117,8 +178,11 @@ class UpstreamConnection(asyncio.Protocol):
     # -- reading --------------------------------------------------------------------------------
 
     async def wait_headers(self) -> None:
-        while not self.headers_done:
+        while self.state is SENT:
             await self._wait()
+        error = self.error
+        if error is not None and not error.answered:
+            raise error
 
     async def read_chunk(self) -> bytes:
         """The next body bytes as they arrive (no framing), or b"" once the answer is complete."""
@@ -173,7 +237,7 @@ class UpstreamConnection(asyncio.Protocol):
                 chunks.clear()
                 self.buffered = 0
                 sink.feed(data)
-            if self.complete:
+            if self.state is COMPLETE or self.state is CLOSED:
                 sink.end()
                 self._end_pipe(None)
         except BaseException as exc:
@@ -192,7 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _flow(self) -> None:
         """Pause or resume reading the socket, as the hold and the unread bytes require."""
         pause = self.held or (self.streaming and self.buffered > _HIGH_WATER)
-        if pause == self.paused or self.transport is None or self.closed:
+        if pause == self.paused or self.transport is None or self.state >= CLOSED:
             return
         self.paused = pause
         if pause:
@@ -245,9 +309,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _sink_failed(self, error: BaseException) -> None:
         """The sink raised: nothing more of this answer is wanted, so the connection closes."""
-        self.closed = True
-        if self.error is None and not self.complete:
-            self.error = TransportError("the gateway stopped reading the answer", answered=True)
+        if self.state is BODY:
+            self._enter_failed(TransportError("the gateway stopped reading the answer"))
+        elif self.state is COMPLETE:
+            self._enter(CLOSED)
         if self.transport is not None:
             self.transport.abort()
         self._end_pipe(error)
@@ -260,19 +325,22 @@ class UpstreamConnection(asyncio.Protocol):
             self.timer = None
         self.held = self.streaming = False
         self._flow()
+        if self.state is COMPLETE:
+            self._enter(IDLE)
 
     @property
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.closed and self.error is None
+        return self.state is IDLE and self.keep_alive
 
     def abort(self) -> None:
         self.finished()
-        self.closed = True
         self.sink = None
         if self.piped is not None and not self.piped.done():
             self.piped.cancel()
-        if not self.complete and self.error is None:
-            self.error = TransportError("the gateway closed the connection")
+        if self.state is IDLE:
+            self._enter(CLOSED)
+        elif self.state < COMPLETE:
+            self._enter_failed(TransportError("the gateway closed the connection"))
         if self.transport is not None:
             self.transport.abort()
 
@@ -281,27 +349,31 @@ class UpstreamConnection(asyncio.Protocol):
     def _check_timeout(self) -> None:
         """One timer per request, moved only when it fires: no rescheduling per chunk."""
         self.timer = None
-        if self.complete or self.closed:
+        if self.state is not SENT and self.state is not BODY:
             return
         now = self.loop.time()
         if now >= self.deadline:
             self._fail(ReadTimeout("the answer took longer than the total timeout"))
+            self._wake()
             return
         quiet_until = self.last_data + self.read_timeout
         if now >= quiet_until and not self.paused:
             self._fail(ReadTimeout(f"no data for {self.read_timeout:g} s"))
+            self._wake()
             return
         if self.paused:
             quiet_until = now + self.read_timeout
         self.timer = self.loop.call_at(min(quiet_until, self.deadline), self._check_timeout)
 
     def _fail(self, error: TransportError) -> None:
-        error.answered = self.headers_done
-        self.error = error
-        self.closed = True
+        """Close the socket: the answer failed, or, when it had come whole, what followed it
+        was not asked for (the answer stands)."""
+        if self.state is COMPLETE:
+            self._enter(CLOSED)
+        elif self.state < CLOSED:
+            self._enter_failed(error)
         if self.transport is not None:
             self.transport.abort()
-        self._wake()
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -315,7 +387,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolViolation("the upstream switched protocols"))
-            return
         except httptools.HttpParserError as exc:
             # What one of our callbacks raised is the exception's context: its message says
             # what was wrong, where the parser's own only says that a callback failed.
@@ -324,8 +395,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(cause)
             else:
                 self._fail(ProtocolViolation(f"invalid HTTP answer: {exc}"))
-            return
-        if self.sink is not None:
+        if self.sink is not None and self.error is None:
             self._push()
         else:
             self._wake()
@@ -334,18 +404,16 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if not self.complete and self.error is None:
-            if self.headers_done and exc is None and self._ends_at_close():
-                self.complete = True
-                self._push()
-            else:
-                self.error = ConnectionDropped(
-                    "the upstream closed the connection", answered=self.headers_done
-                )
+        if self.state is BODY and exc is None and self._ends_at_close():
+            self._enter(COMPLETE)
+            self._push()
+        if self.state is SENT or self.state is BODY:
+            self._enter_failed(ConnectionDropped("the upstream closed the connection"))
+        elif self.state is not CLOSED and self.state is not FAILED:
+            self._enter(CLOSED)
         self._wake()
         self.on_lost(self)
 
@@ -357,7 +425,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:
+        if self.state is not SENT:
             # Bytes after the answer, or on an idle connection: nothing was asked for.
             raise ProtocolViolation("an answer nobody asked for")
 
@@ -373,7 +441,7 @@ class UpstreamConnection(asyncio.Protocol):
             if name == b"content-encoding" and value.strip().lower() in (b"gzip", b"deflate"):
                 # Asked for identity; some servers compress anyway. wbits 47: gzip or zlib header.
                 self.decompressor = zlib.decompressobj(47)
-        self.headers_done = True
+        self._enter(BODY)
 
     def on_body(self, body: bytes) -> None:
         if self.decompressor is not None:
@@ -401,7 +469,7 @@ class UpstreamConnection(asyncio.Protocol):
         return out
 
     def on_message_complete(self) -> None:
-        if not self.headers_done:
+        if self.state is SENT:
             self.raw_headers = []  # the end of an interim answer
             return
         if self.decompressor is not None:
@@ -410,7 +478,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.decompressor = None
             if tail:
                 self.on_body(tail)
-        self.complete = True
+        self._enter(COMPLETE)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -29,12 +29,12 @@ from messagegate.api.sse import (
 )
 from messagegate.api.usage import Usage
 from messagegate.errors import GatewayError, UpstreamProtocolError
+from messagegate.translate.json_prefix import JsonPrefix
 from messagegate.translate.openai_errors import classify_error_object
 from messagegate.translate.openai_request import OpenAIRequest
-from messagegate.translate.openai_response import (
+from messagegate.translate.openai_rules import (
     FAILED_FINISH_REASON,
     Block,
-    JsonPrefix,
     estimate_output_tokens,
     load_arguments,
     message_texts,

@@ -39,18 +39,16 @@ async def running_gateway(
     if wall_clock is not None:
         kwargs["wall_clock"] = wall_clock
     app = GatewayApp(config, **kwargs)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            lifespan="on",
-            http=http,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-    )
+    async with running_server(
+        app, http=http, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    ) as url:
+        yield url, app
+
+
+@asynccontextmanager
+async def running_server(app: Any, **options: Any) -> AsyncIterator[str]:
+    """An ASGI app under uvicorn on a free loopback port in the test's loop; yields its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", **options))
     # The process's Ctrl+C stays pytest's: the server under test takes no signals.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
     task = asyncio.create_task(server.serve())
@@ -58,10 +56,13 @@ async def running_gateway(
         if server.started or task.done():
             break
         await asyncio.sleep(0.01)
-    assert server.started, "gateway did not start"
+    if not server.started:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+        raise RuntimeError(f"{type(app).__name__} did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)

@@ -4,15 +4,13 @@ the bytes between proxy and gateway, and attestation verifiers that accept or re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
+from fakes.gateway import running_server
 from messagegate.privacy.keys import rotate
 from messagegate.privacy.proxy import ProxyApp
 from messagegate.privacy.trust import KeyTrust
@@ -47,28 +45,8 @@ async def running_proxy(
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[tuple[str, ProxyApp]]:
     app = ProxyApp(gateway_url, trust, api_key, clock=clock)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="on", log_level="critical", access_log=False
-        )
-    )
-    # The process's Ctrl+C stays pytest's: the server under test takes no signals.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign, assignment]
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if not server.started:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
-        raise RuntimeError("the proxy did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+    async with running_server(app, log_level="critical", access_log=False) as url:
+        yield url, app
 
 
 class Tap:

@@ -3,6 +3,7 @@ happy eyeballs over both address families, and cached name resolution."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -368,3 +369,38 @@ async def test_the_auth_switch_works_for_openai_providers(
     assert sent[header] == value
     other = "x-api-key" if header == "authorization" else "authorization"
     assert other not in sent
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (b"", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\n\r\nunasked", "sent bytes after its answer"),
+        (b"HTTP/1.1 200 OK\r\nx-pad: " + b"a" * 20_000, "sent an oversized answer"),
+    ],
+    ids=["closed", "bytes-after", "oversized"],
+)
+async def test_a_proxy_that_misbehaves_is_a_clear_502(
+    tls_upstream: FakeUpstream, authority: Authority, answer: bytes, expected: str
+) -> None:
+    async def misbehave(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(misbehave, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        cfg = config(
+            tls_upstream.url,
+            proxy=f"http://127.0.0.1:{port}",
+            tls={"ca_file": str(authority.ca_file)},
+        )
+        status, raw = await ask(cfg)
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+    assert status == 502
+    assert expected in envelope(raw)[1]
+    assert tls_upstream.received == []

@@ -28,7 +28,6 @@ class KeyState:
         "active",
         "limits",
         "name",
-        "period_end",
         "period_start",
         "requests",
         "reserved",
@@ -42,7 +41,7 @@ class KeyState:
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
         self.active = 0
-        self.period_start = self.period_end = -math.inf
+        self.period_start = -math.inf
         # micro-USD: settled in the current period; reserved by requests still running.
         self.spent = 0
         self.reserved = 0
@@ -120,8 +119,8 @@ class Limiter:
     def seed(self, key: ApiKey, spent: int) -> None:
         """Start the key's current period with `spent` micro-USD (what the ledger holds)."""
         state = self._state(key)
-        start, end = self.periods.bounds(key.limits.period, self.clock())
-        state.period_start, state.period_end, state.spent = start, end, spent
+        start, _ = self.periods.bounds(key.limits.period, self.clock())
+        state.period_start, state.spent = start, spent
 
     def _state(self, key: ApiKey) -> KeyState:
         state = self._states.get(key.name)
@@ -135,7 +134,7 @@ class Limiter:
         assert limits.budget is not None
         start, end = self.periods.bounds(limits.period, now)
         if start != state.period_start:
-            state.period_start, state.period_end, state.spent = start, end, 0
+            state.period_start, state.spent = start, 0
         budget = round(limits.budget * 1_000_000)
         committed = state.spent + state.reserved
         # soft: admitted while anything is left (overshoot <= one request's cost);

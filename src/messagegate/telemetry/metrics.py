@@ -32,6 +32,8 @@ OTHER = "other"
 # Routes and series made for requested names are remembered up to this many (labels stay bounded
 # by the config either way; this bounds only the memory of how to name them).
 _MADE_LABELS_MAX = 4096
+# Requested names remembered with their label: as many as the router keeps names it made.
+_MADE_NAMES_MAX = 1024
 # The conventions' fallback for an error class the instrumentation does not name.
 OTHER_ERROR = "_OTHER"
 OPERATION = "chat"
@@ -185,6 +187,7 @@ class GatewayMetrics:
         self._providers = frozenset(config.providers) if config.explicit_provider_models else ()
         self._configured_labels = {r.label for m in config.models.values() for r in m.routes}
         self._made_routes: dict[str, Route] = {}
+        self._made_models: dict[str, str] = {}
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
         self._key_labels: dict[str, str] = {}
@@ -386,13 +389,18 @@ class GatewayMetrics:
     def _model(self, name: str) -> str:
         """A requested model's label: its configured name or alias, else the pattern or
         `provider/*` that serves it, else `other`."""
-        label = self._models.get(name)
+        label = self._models.get(name) or self._made_models.get(name)
         if label is not None:
             return label
         provider, slash, rest = name.partition("/")
         if slash and rest and provider in self._providers:
-            return f"{provider}/*"
-        return next((p.name for p in self._patterns if p.matches(name)), OTHER)
+            label = f"{provider}/*"
+        else:
+            label = next((p.name for p in self._patterns if p.matches(name)), OTHER)
+        # Remembered so that a pattern is matched once per name, not per request.
+        if len(self._made_models) < _MADE_NAMES_MAX:
+            self._made_models[name] = label
+        return label
 
     def _route(self, route: Route) -> Route:
         """The route as labels name it: one made for a requested name (a pattern's, or a

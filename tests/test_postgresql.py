@@ -21,6 +21,7 @@ from fakes.tcp_relay import TcpRelay
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, post
 from messagegate import cli
+from messagegate.ledger.row import Values
 from messagegate.server.app import GatewayApp
 from messagegate.server.auth import Freshness
 from messagegate.store import pg_schema
@@ -83,7 +84,7 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
 
 async def test_ledger_rows_ship_once_and_roll_up_once(store: Store) -> None:
     # A batch holding a row twice, then the same batch again (a journal re-read after a crash).
-    batch = [ledger_row("req_1"), ledger_row("req_2"), ledger_row("req_1")]
+    batch: list[Values] = [ledger_row("req_1"), ledger_row("req_2"), ledger_row("req_1")]
     assert await store.ship(batch) == 2
     assert await store.ship(batch) == 0
     assert await store.ship([ledger_row("req_3")]) == 1
@@ -116,10 +117,10 @@ async def test_serve_refuses_a_schema_behind_until_db_upgrade(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    _, refusal = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 2
-    assert "schema is at version 0" in err.decode()
-    assert "messagegate db upgrade" in err.decode()
+    assert "schema is at version 0" in refusal.decode()
+    assert "messagegate db upgrade" in refusal.decode()
     code, _, err = await run_cli(capsys, "keys", "list", "--config", str(path))
     assert (code, "messagegate db upgrade" in err) == (2, True)
     code, out, _ = await run_cli(capsys, "db", "status", "--config", str(path))

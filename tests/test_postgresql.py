@@ -27,7 +27,7 @@ from messagegate.server.auth import Freshness
 from messagegate.store import pg_schema
 from messagegate.store.base import Store
 from messagegate.store.keys import KeyAdmin
-from messagegate.store.location import open_store
+from messagegate.store.location import open_store, shown
 from messagegate.store.migrations import migrations
 from test_admin_api import admin
 from test_keys import ADMIN_KEY, HELLO, answering, ask
@@ -304,3 +304,12 @@ async def test_fail_closed_refuses_stored_keys_while_they_cannot_be_refreshed(
             assert await status_for(url, GATEWAY_KEY) == 200
             relay.restore()
             await eventually(partial(answers, url, secret, 200))
+
+
+def test_output_never_shows_a_database_password() -> None:
+    assert (
+        shown("postgresql://mg:s3cret@db.example:5432/mg")
+        == "postgresql://mg:***@db.example:5432/mg"
+    )
+    assert shown("postgres://mg@[::1]/mg") == "postgres://mg@[::1]/mg"
+    assert shown("/var/lib/messagegate/mg.db") == "/var/lib/messagegate/mg.db"

@@ -108,7 +108,8 @@ async def test_rows_hold_what_the_upstream_billed(
         await s.get_final_message()
         streamed_id = s.response.headers["request-id"]
     assert app.shipper is not None
-    assert await app.shipper.ship_once() == 2
+    # The background shipper (every second) may have shipped some already: the rows are what count.
+    await app.shipper.ship_once()
     got = await ledger(database)
     assert [r["request_id"] for r in got] == [plain.headers["request-id"], streamed_id]
     for row, stream in zip(got, (0, 1), strict=True):
@@ -203,7 +204,8 @@ async def test_a_database_outage_delays_rows_and_loses_none(
         await app.shipper.ship_once()
     assert await ledger(database) == []
     monkeypatch.undo()
-    assert await app.shipper.ship_once() == 3
+    # The background shipper (every second) may have shipped some already: the rows are what count.
+    await app.shipper.ship_once()
     assert len(await ledger(database)) == 3
 
 
@@ -215,7 +217,9 @@ async def test_an_orphaned_journal_is_shipped_once_and_removed(
         await sdk(url).messages.create(model="claude-test", max_tokens=10, messages=HELLO)
     assert app.shipper is not None
     assert app.journal is not None
-    assert await app.shipper.ship_once() == 4
+    # The background shipper (every second) may have shipped some already: the rows are what count.
+    await app.shipper.ship_once()
+    assert len(await ledger(database)) == 4
     # A copy of the journal, as a dead process would leave it (a torn last line included).
     orphan = app.journal.directory / ("dead-0" + SUFFIX)
     await asyncio.to_thread(shutil.copy, app.journal.path, orphan)

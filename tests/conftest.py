@@ -10,6 +10,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from fakes import postgres
 from fakes.upstream import FakeUpstream
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "claude-code"
@@ -54,3 +55,27 @@ async def sdk() -> AsyncIterator[SDK]:
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(scope="module")
+async def postgres_module_database() -> AsyncIterator[str]:
+    """One PostgreSQL database per test module, with the current schema; dropped at the end."""
+    url = await postgres.create_database()
+    yield url
+    await postgres.drop_database(url)
+
+
+@pytest.fixture
+async def postgres_url(postgres_module_database: str) -> str:
+    """The module's PostgreSQL database, emptied for this test."""
+    await postgres.empty(postgres_module_database)
+    return postgres_module_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the test's keys and ledger live: an SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "mg.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -17,6 +17,7 @@ from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope
 from messagegate import cli
+from messagegate.store.location import is_postgresql
 from test_keys import ADMIN_KEY, answering, ask
 
 
@@ -34,10 +35,11 @@ async def admin(
 
 
 @pytest.fixture
-async def gateway(upstream: FakeUpstream, tmp_path: Path) -> AsyncIterator[str]:
+async def gateway(upstream: FakeUpstream, tmp_path: Path, database: str) -> AsyncIterator[str]:
     answering(upstream)
-    raw = anthropic_config(upstream, database=str(tmp_path / "mg.db"), admin_key=ADMIN_KEY)
-    async with running_gateway(build_config(raw)) as (url, _):
+    raw = anthropic_config(upstream, database=database, admin_key=ADMIN_KEY)
+    environ = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    async with running_gateway(build_config(raw, environ)) as (url, _):
         yield url
 
 
@@ -124,11 +126,12 @@ def _keys(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> tuple
     return code, out, err
 
 
-def test_every_verb_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_verb_on_the_command_line(
+    tmp_path: Path, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "mg.yaml"
-    db = tmp_path / "data" / "mg.db"
     config.write_text(
-        f"database: {db}\nproviders: {{}}\nmodels: {{}}\n"
+        f"database: {database}\nproviders: {{}}\nmodels: {{}}\n"
         "keys: [{key: static-0123456789, name: static}]\n"
     )
     code, out, err = _keys(
@@ -158,7 +161,7 @@ def test_every_verb_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
     secret = out.strip()
     assert secret.startswith("mg-")
     assert "not shown again" in err
-    assert db.exists()
+    assert is_postgresql(database) or Path(database).exists()
     code, out, _ = _keys(capsys, config, "show", "alice", "--json")
     shown = json.loads(out)
     assert shown["models"] == ["claude-*", "cheap-*"]

@@ -99,6 +99,12 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.shutdown_grace > 0
 
 
+def test_on_outage_keys_defaults_to_fail_open() -> None:
+    assert parse_config(minimal(), source="t", environ={}).on_outage.keys == "fail_open"
+    chosen = parse_config(minimal(on_outage={"keys": "fail_closed"}), source="t", environ={})
+    assert chosen.on_outage.keys == "fail_closed"
+
+
 def test_partial_timeouts_keep_the_other_defaults() -> None:
     raw = minimal()
     raw["providers"]["anth"]["timeouts"] = {"first_byte": 5, "idle": 2.5}
@@ -169,6 +175,14 @@ INVALID = {
     "unknown fallback": (
         {"models": {"m": {"routes": [{"provider": "anth", "model": "x"}], "fallbacks": ["z"]}}},
         "models.m.fallbacks.0: unknown model 'z'",
+    ),
+    "unknown on_outage entry": (
+        {"on_outage": {"keyz": "fail_open"}},
+        "on_outage.keyz: unknown key",
+    ),
+    "bad on_outage.keys": (
+        {"on_outage": {"keys": "fail_shut"}},
+        "on_outage.keys: expected 'fail_open' or 'fail_closed', got 'fail_shut'",
     ),
     "quantized wrong type": (
         {"models": {"m": {"routes": [{"provider": "anth", "model": "x", "quantized": "no"}]}}},

@@ -14,13 +14,16 @@ import anthropic
 import pytest
 
 import fakes.anthropic_script as script
+from fakes import postgres
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, post
 from messagegate.keyspec import KeyFieldError, allows, parse_duration, parse_key_settings
 from messagegate.server.app import GatewayApp
-from messagegate.store.base import KeyExists, StoreError, UnknownKey
+from messagegate.store.base import KeyExists, Store, StoreError, UnknownKey
 from messagegate.store.keys import KeyAdmin, describe
+from messagegate.store.location import open_store
+from messagegate.store.postgresql import PostgresStore
 from messagegate.store.sqlite import SQLiteStore
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -35,28 +38,29 @@ def answering(upstream: FakeUpstream) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+async def store(database: str) -> AsyncIterator[Store]:
     """A second connection to the gateway's database, as `messagegate keys` would open."""
-    opened = await SQLiteStore.open(str(tmp_path / "mg.db"))
+    opened = await open_store(database)
     yield opened
     await opened.close()
 
 
 @pytest.fixture
 async def gateway(
-    upstream: FakeUpstream, tmp_path: Path, store: SQLiteStore
+    upstream: FakeUpstream, tmp_path: Path, database: str, store: Store
 ) -> AsyncIterator[tuple[str, GatewayApp]]:
     answering(upstream)
     raw = anthropic_config(
         upstream,
-        database=str(tmp_path / "mg.db"),
+        database=database,
         admin_key=ADMIN_KEY,
         models={
             "claude-test": {"routes": [{"provider": "anth", "model": "up-1"}]},
             "cheap-test": {"routes": [{"provider": "anth", "model": "up-2"}]},
         },
     )
-    async with running_gateway(build_config(raw)) as running:
+    environ = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    async with running_gateway(build_config(raw, environ)) as running:
         yield running
 
 
@@ -70,10 +74,18 @@ async def ask(
     return await client.messages.create(model=model, max_tokens=10, messages=HELLO)
 
 
-def _database_bytes(path: str) -> bytes:
-    """The database and its write-ahead log, where fresh rows are."""
-    files = [Path(path), Path(path + "-wal")]
-    return b"".join(f.read_bytes() for f in files if f.exists())
+async def _database_bytes(store: Store) -> bytes:
+    """What the database holds: an SQLite file and its write-ahead log (where fresh rows are), or
+    every key table's rows."""
+    if isinstance(store, SQLiteStore):
+        files = [Path(store.path), Path(store.path + "-wal")]
+        return b"".join(f.read_bytes() for f in files if f.exists())
+    assert isinstance(store, PostgresStore)
+    rows = [
+        *await postgres.query(store.dsn, "SELECT * FROM keys"),
+        *await postgres.query(store.dsn, "SELECT * FROM key_secrets"),
+    ]
+    return b"".join(v if isinstance(v, bytes) else str(v).encode() for r in rows for v in r)
 
 
 def test_settings_parse_and_render_back() -> None:
@@ -128,13 +140,13 @@ def test_durations() -> None:
         parse_duration("3 days")
 
 
-async def test_key_verbs_on_the_store(store: SQLiteStore) -> None:
+async def test_key_verbs_on_the_store(store: Store) -> None:
     admin = KeyAdmin(store, reserved=frozenset({"static"}))
     secret, key = await admin.create("alice", {"rpm": 5})
     assert secret.startswith("mg-")
     assert len(secret) > 40
     # Only the hash is stored: the secret appears nowhere in the database file.
-    stored = await asyncio.to_thread(_database_bytes, store.path)
+    stored = await _database_bytes(store)
     assert secret.encode() not in stored
     assert hashlib.sha256(secret.encode()).digest() in stored
     assert describe(key, time.time())["prefixes"] == [secret[:9] + "…"]
@@ -160,7 +172,7 @@ async def test_key_verbs_on_the_store(store: SQLiteStore) -> None:
 
 
 async def test_a_stored_key_is_accepted_and_its_settings_apply(
-    gateway: tuple[str, GatewayApp], store: SQLiteStore, upstream: FakeUpstream, sdk: Any
+    gateway: tuple[str, GatewayApp], store: Store, upstream: FakeUpstream, sdk: Any
 ) -> None:
     url, app = gateway
     secret, _ = await KeyAdmin(store).create("bob", {"models": ["claude-*"]})
@@ -183,7 +195,7 @@ async def test_a_stored_key_is_accepted_and_its_settings_apply(
 
 
 async def test_unknown_revoked_and_expired_keys_get_401(
-    gateway: tuple[str, GatewayApp], store: SQLiteStore, upstream: FakeUpstream, sdk: Any
+    gateway: tuple[str, GatewayApp], store: Store, upstream: FakeUpstream, sdk: Any
 ) -> None:
     url, app = gateway
     admin = KeyAdmin(store)
@@ -206,7 +218,7 @@ async def test_unknown_revoked_and_expired_keys_get_401(
 
 
 async def test_revocation_reaches_the_running_gateway_by_itself(
-    gateway: tuple[str, GatewayApp], store: SQLiteStore, sdk: Any
+    gateway: tuple[str, GatewayApp], store: Store, sdk: Any
 ) -> None:
     url, app = gateway
     admin = KeyAdmin(store)
@@ -230,7 +242,7 @@ async def test_revocation_reaches_the_running_gateway_by_itself(
 
 
 async def test_rotation_keeps_the_old_key_for_its_grace(
-    gateway: tuple[str, GatewayApp], store: SQLiteStore, sdk: Any
+    gateway: tuple[str, GatewayApp], store: Store, sdk: Any
 ) -> None:
     url, app = gateway
     admin = KeyAdmin(store)
@@ -266,14 +278,15 @@ async def test_static_keys_take_the_same_settings(upstream: FakeUpstream, sdk: A
 
 
 async def test_revoking_every_key_does_not_open_the_gateway(
-    upstream: FakeUpstream, tmp_path: Path, store: SQLiteStore
+    upstream: FakeUpstream, tmp_path: Path, database: str, store: Store
 ) -> None:
     admin = KeyAdmin(store)
     await admin.create("only", {})
     await admin.revoke("only")
-    raw = anthropic_config(upstream, database=str(tmp_path / "mg.db"))
+    raw = anthropic_config(upstream, database=database)
     del raw["keys"]
-    async with running_gateway(build_config(raw)) as (url, _):
+    environ = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    async with running_gateway(build_config(raw, environ)) as (url, _):
         status, _, body = await post(
             url,
             "/v1/messages",
@@ -286,7 +299,7 @@ async def test_revoking_every_key_does_not_open_the_gateway(
 
 
 async def test_the_refresh_keeps_the_last_keys_when_the_store_fails(
-    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     from messagegate.server.auth import KeyChecker, KeyRefresh
 
@@ -324,7 +337,7 @@ async def test_a_database_newer_than_the_code_is_refused(tmp_path: Path) -> None
 
 
 async def test_count_tokens_keeps_to_the_allow_list(
-    gateway: tuple[str, GatewayApp], store: SQLiteStore, upstream: FakeUpstream
+    gateway: tuple[str, GatewayApp], store: Store, upstream: FakeUpstream
 ) -> None:
     url, app = gateway
     secret, _ = await KeyAdmin(store).create("frank", {"models": ["cheap-*"]})

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 
-from messagegate import key_commands, usage_command
+from messagegate import db_command, key_commands, usage_command
 from messagegate.catalogue import no_provider_message
 from messagegate.config import (
     CONFIG_PATH_VARIABLE,
@@ -43,7 +43,7 @@ from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
 from messagegate.server.http_protocol import HttpProtocol
 from messagegate.store.base import StoreError
-from messagegate.store.location import serving_database
+from messagegate.store.location import serving_database, shown
 from messagegate.telemetry.json_logs import JsonFormatter
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return key_commands.run(args, config)
     if args.command == "usage":
         return usage_command.run(args, config)
+    if args.command == "db":
+        return db_command.run(args, config)
     return serve(config, args)
 
 
@@ -107,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     key_commands.add_parser(commands, _CONFIG_HELP)
     usage_command.add_parser(commands, _CONFIG_HELP)
+    db_command.add_parser(commands, _CONFIG_HELP)
     return parser
 
 
@@ -178,7 +181,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         return 2
     print(describe(config, f"{host}:{port}"), flush=True)
     if stored_keys is not None:
-        print(f"stored keys: {stored_keys} active in {serving_database(config)}", flush=True)
+        location = shown(serving_database(config) or "")
+        print(f"stored keys: {stored_keys} active in {location}", flush=True)
     if not config.providers:
         print(f"messagegate: {no_provider_message()}", file=sys.stderr, flush=True)
     configure_logging(args.log_level, config.log_format)

@@ -105,6 +105,16 @@ PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class OutagePolicy:
+    """What the gateway does while its database is out of reach. `keys`: fail_open keeps
+    accepting the stored keys last read; fail_closed refuses them (503) once they could not be
+    refreshed for 10 s (server/auth.py's
+    KEYS_STALE_LIMIT)."""
+
+    keys: Literal["fail_open", "fail_closed"] = "fail_open"
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """What one peer may make the gateway hold or wait for; beyond it, an error, not an outage."""
 
@@ -338,6 +348,7 @@ class Config:
     database: str | None = None
     default_database: str | None = None
     admin_key: Secret | None = None
+    on_outage: OutagePolicy = field(default_factory=OutagePolicy)
     # The time zone whose calendar days, weeks and months budget periods follow.
     budget_timezone: str = "UTC"
 
@@ -503,6 +514,7 @@ class _Reader:
             database=self.get(top, "database", "", str),
             default_database=default_database_path(self.environ),
             admin_key=self.admin_key(top),
+            on_outage=self.on_outage(top.get("on_outage")),
             budget_timezone=self.timezone(top),
         )
 
@@ -599,6 +611,14 @@ class _Reader:
         except (ValueError, ZoneInfoNotFoundError):
             raise self.fail("budget_timezone", f"unknown time zone {name!r}") from None
         return name
+
+    def on_outage(self, raw: object) -> OutagePolicy:
+        if raw is None:
+            return OutagePolicy()
+        data = self.mapping(raw, "on_outage", frozenset({"keys"}))
+        return OutagePolicy(
+            keys=self.choice(data, "keys", "on_outage", ("fail_open", "fail_closed"))
+        )
 
     def admin_key(self, top: dict[str, Any]) -> Secret | None:
         value = self.get(top, "admin_key", "", str)
@@ -1054,6 +1074,7 @@ _TOP_KEYS = frozenset(
         "limits",
         "database",
         "admin_key",
+        "on_outage",
         "budget_timezone",
     }
 )

@@ -10,6 +10,7 @@
     ├── RequestTooLarge               413 request_too_large
     ├── RateLimited                   429 rate_limit_error      (the key's rpm, tpm or concurrency)
     ├── GatewayOverloaded             529 overloaded_error      (over a limit; shutting down)
+    ├── ServiceUnavailable            503 api_error             (the key store is out of reach)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
@@ -96,6 +97,19 @@ class GatewayOverloaded(GatewayError):
 
     status = 529
     error_type = "overloaded_error"
+
+
+class ServiceUnavailable(GatewayError):
+    """Something the gateway needs (its key store) is out of reach: retrying shortly may work."""
+
+    status = 503
+    error_type = "api_error"
+    # Seconds a client is asked to wait before retrying.
+    RETRY_AFTER = 5
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["retry-after"] = str(self.RETRY_AFTER)
 
 
 class RateLimited(GatewayError):

@@ -13,9 +13,8 @@ import orjson
 
 from messagegate.config import Config
 from messagegate.ledger.report import since_day, with_usd
-from messagegate.store.base import StoreError
+from messagegate.store.base import USAGE_GROUPS, StoreError
 from messagegate.store.location import managing_database, open_store
-from messagegate.store.sqlite import USAGE_GROUPS
 
 
 def add_parser(commands: Any, config_help: str) -> None:

@@ -10,11 +10,17 @@ from typing import Any
 import orjson
 
 from messagegate.config import Secret
-from messagegate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from messagegate.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
 from messagegate.keyspec import parse_duration
 from messagegate.ledger.report import since_day, with_usd
 from messagegate.server.exchange import Exchange
-from messagegate.store.base import KeyExists, LedgerStore, StoreError, UnknownKey
+from messagegate.store.base import (
+    KeyExists,
+    LedgerStore,
+    StoreError,
+    StoreUnavailable,
+    UnknownKey,
+)
 from messagegate.store.keys import KeyAdmin, describe
 
 PREFIX = "/v1/gateway/admin/"
@@ -44,6 +50,8 @@ class AdminEndpoint:
             status, payload = await self._route(exchange, exchange.method, parts)
         except UnknownKey as exc:
             raise NotFound(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from None
         except (KeyExists, StoreError, ValueError) as exc:
             raise InvalidRequest(str(exc)) from None
         await exchange.respond(status, orjson.dumps(payload))

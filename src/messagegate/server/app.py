@@ -134,9 +134,9 @@ class GatewayApp:
         self.store = store = await open_store(location)
         if self.metrics is not None:
             self.metrics.read_spend(store)
-        self.key_refresh = refresh = KeyRefresh(store, self.keys)
+        self.key_refresh = refresh = KeyRefresh(store, self.keys, on_outage=self.config.on_outage)
         await refresh.start()
-        self.journal = Journal(journal_directory(location))
+        self.journal = Journal(journal_directory(location, self.config.default_database))
         self.shipper = Shipper(self.journal, store)
         await self.shipper.ship_once()  # what a process before this one left journalled
         await seed_budgets(self.limiter, store, self.keys)

@@ -4,22 +4,29 @@ snapshot of the config's keys and the key store's, which a background task keeps
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 
-from messagegate.config import ApiKey, RoutingDefaults, Secret
-from messagegate.errors import AuthenticationFailed
+from messagegate.config import ApiKey, OutagePolicy, RoutingDefaults, Secret
+from messagegate.errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from messagegate.keyspec import iso_time
 from messagegate.store.base import KeyStore, StoredKey, digest
 
 error_log = logging.getLogger("messagegate.error")
 
-# Revocation reaches every gateway within 1 s: the store is asked this often whether keys changed.
+# Revocation reaches every gateway within 1 s: the store is asked this often whether keys changed
+# (a store that announces changes wakes the refresh sooner).
 REFRESH_INTERVAL = 0.5
-# (key, the time it stops working or inf, why it does not work or None)
-_Entry = tuple[ApiKey, float, str | None]
+# One refresh may take this long before it counts as failed.
+REFRESH_TIMEOUT = 2.0
+# With `on_outage: {keys: fail_closed}`, stored keys are refused once not refreshed for this long.
+KEYS_STALE_LIMIT = 10.0
+# (key, the time it stops working or inf, the error refusing it or None)
+_Entry = tuple[ApiKey, float, Callable[[], GatewayError] | None]
 
 
 class KeyChecker:
@@ -32,6 +39,7 @@ class KeyChecker:
             digest(key.key): (key, _deadline(key, None), None) for key in keys
         }
         self.entries = self._static
+        self._stored: dict[bytes, _Entry] = {}
 
     @property
     def enabled(self) -> bool:
@@ -39,10 +47,16 @@ class KeyChecker:
 
     def load(self, stored: Iterable[StoredKey]) -> None:
         """Replace the stored keys (in one assignment: a request sees the old or the new set)."""
-        entries = dict(self._static)
+        self._stored = {}
         for key in stored:
-            entries.update(_entries(key))
-        self.entries = entries
+            self._stored.update(_entries(key))
+        self.entries = {**self._static, **self._stored}
+
+    def withhold_stored(self, message: str) -> None:
+        """Refuse every stored key with a retryable 503 (until the next `load`)."""
+        refusal = partial(ServiceUnavailable, message)
+        withheld = {d: (key, math.inf, refusal) for d, (key, _, _) in self._stored.items()}
+        self.entries = {**self._static, **withheld}
 
     def check(self, headers: Mapping[str, str]) -> ApiKey | None:
         """The matching key; None when the gateway has no keys; AuthenticationFailed otherwise."""
@@ -57,23 +71,42 @@ class KeyChecker:
             raise AuthenticationFailed("invalid x-api-key")
         key, deadline, refusal = entry
         if refusal is not None:
-            raise AuthenticationFailed(refusal)
+            raise refusal()
         if deadline != math.inf and self.clock() >= deadline:
             raise AuthenticationFailed(_expired(key, deadline))
         return key
 
 
+class Freshness(enum.Enum):
+    CURRENT = "current"  # the last refresh worked
+    STALE = "stale"  # refreshes fail; the keys last read still apply
+    WITHHELD = "withheld"  # fail_closed and stale too long: stored keys are refused
+
+
 class KeyRefresh:
-    """Keeps a KeyChecker within REFRESH_INTERVAL of the store; a store that fails keeps the last
-    snapshot (logged), so an outage does not lock everyone out."""
+    """Keeps a KeyChecker within REFRESH_INTERVAL of the store. A store that fails keeps the last
+    snapshot (`on_outage: {keys: fail_open}`, the default: an outage locks nobody out, and a key
+    revoked meanwhile works until the store is back), or with fail_closed refuses the stored keys
+    once they are KEYS_STALE_LIMIT old (a revoked key cannot outlive that)."""
 
     def __init__(
-        self, store: KeyStore, checker: KeyChecker, interval: float = REFRESH_INTERVAL
+        self,
+        store: KeyStore,
+        checker: KeyChecker,
+        interval: float = REFRESH_INTERVAL,
+        on_outage: OutagePolicy | None = None,
+        stale_limit: float = KEYS_STALE_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.checker = checker
         self.interval = interval
+        self.fail_closed = (on_outage or OutagePolicy()).keys == "fail_closed"
+        self.stale_limit = stale_limit
+        self.clock = clock
         self.generation: int | None = None
+        self.freshness = Freshness.CURRENT
+        self.refreshed_at = clock()
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -83,19 +116,49 @@ class KeyRefresh:
     async def reload(self) -> None:
         self.generation, keys = await self.store.keys()
         self.checker.load(keys)
+        self._became(Freshness.CURRENT)
 
     async def refresh(self) -> None:
-        """Reload if any key changed since the last load."""
-        if await self.store.generation() != self.generation:
+        """Reload if any key changed since the last load (or the stored keys were withheld)."""
+        generation = await self.store.generation()
+        if generation != self.generation or self.freshness is Freshness.WITHHELD:
             await self.reload()
+        else:
+            self._became(Freshness.CURRENT)
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await self.store.wait_for_change(self.interval)
             try:
-                await self.refresh()
+                async with asyncio.timeout(REFRESH_TIMEOUT):
+                    await self.refresh()
             except Exception as exc:
-                error_log.warning("cannot refresh the keys from the store: %s", exc)
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        reason = str(exc) or type(exc).__name__
+        if self.freshness is Freshness.CURRENT:
+            error_log.warning("cannot refresh the keys from the store: %s", reason)
+            self._became(Freshness.STALE)
+        stale_for = self.clock() - self.refreshed_at
+        if self.fail_closed and self.freshness is Freshness.STALE and stale_for > self.stale_limit:
+            error_log.error(
+                "stored keys refused (on_outage: fail_closed): not refreshed for %.0f s: %s",
+                stale_for,
+                reason,
+            )
+            self.checker.withhold_stored(
+                "the gateway cannot read its keys from the database; retry shortly"
+            )
+            self._became(Freshness.WITHHELD)
+
+    def _became(self, freshness: Freshness) -> None:
+        """The one place the freshness changes."""
+        if freshness is Freshness.CURRENT:
+            self.refreshed_at = self.clock()
+            if self.freshness is not Freshness.CURRENT:
+                error_log.warning("the keys are refreshed from the store again")
+        self.freshness = freshness
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -114,7 +177,11 @@ def _entries(stored: StoredKey) -> Iterable[tuple[bytes, _Entry]]:
         limits=settings.limits,
         expires_at=settings.expires_at,
     )
-    refusal = None if stored.revoked_at is None else f"this key ({stored.name}) was revoked"
+    refusal = (
+        None
+        if stored.revoked_at is None
+        else partial(AuthenticationFailed, f"this key ({stored.name}) was revoked")
+    )
     for secret in stored.secrets:
         yield secret.digest, (key, _deadline(key, secret.valid_until), refusal)
 

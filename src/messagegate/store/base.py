@@ -9,9 +9,24 @@ from typing import Any, Protocol
 from messagegate.keyspec import KeySettings
 from messagegate.ledger.row import Values
 
+USAGE_GROUPS = ("key", "model", "provider", "day")
+USAGE_SUMS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cost_micro_usd",
+)
+
 
 class StoreError(Exception):
     """A key store operation failed; the message says why, for the operator."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached (or did not answer in time): retrying later may work."""
 
 
 class KeyExists(StoreError):
@@ -49,6 +64,9 @@ class StoredKey:
 class KeyStore(Protocol):
     async def generation(self) -> int:
         """A number that changes whenever any key changes (the refresh's cheap question)."""
+
+    async def wait_for_change(self, at_most: float) -> None:
+        """Return after `at_most` seconds, or sooner once another process may have changed a key."""
 
     async def keys(self) -> tuple[int, list[StoredKey]]:
         """The generation and every key, revoked ones included."""

@@ -13,99 +13,19 @@ import orjson
 
 from messagegate.keyspec import KeySettings, parse_key_settings, settings_json
 from messagegate.ledger.row import COLUMNS, Values
-from messagegate.store.base import KeyExists, StoredKey, StoredSecret, StoreError, UnknownKey
+from messagegate.store.base import (
+    USAGE_GROUPS,
+    USAGE_SUMS,
+    KeyExists,
+    StoredKey,
+    StoredSecret,
+    StoreError,
+    UnknownKey,
+)
+from messagegate.store.migrations import migrations
 
 T = TypeVar("T")
 
-# Versioned migrations: each runs once, in order, in its own transaction; never edit one.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
-        1,
-        """
-        CREATE TABLE keys (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            settings TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            revoked_at REAL
-        );
-        CREATE TABLE key_secrets (
-            digest BLOB PRIMARY KEY,
-            key_id INTEGER NOT NULL REFERENCES keys(id),
-            prefix TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            valid_until REAL
-        );
-        CREATE INDEX key_secrets_key ON key_secrets(key_id);
-        CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
-        INSERT INTO generation VALUES (1, 0);
-        """,
-    ),
-    (
-        2,
-        """
-        CREATE TABLE ledger (
-            request_id TEXT PRIMARY KEY,
-            time REAL NOT NULL,
-            key TEXT NOT NULL,
-            model_asked TEXT NOT NULL,
-            model TEXT NOT NULL,
-            route TEXT NOT NULL,
-            provider TEXT NOT NULL,
-            stream INTEGER NOT NULL,
-            status INTEGER NOT NULL,
-            latency_ms REAL NOT NULL,
-            ttft_ms REAL,
-            input_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL,
-            cache_read_tokens INTEGER NOT NULL,
-            cache_write_5m_tokens INTEGER NOT NULL,
-            cache_write_1h_tokens INTEGER NOT NULL,
-            cost_micro_usd INTEGER NOT NULL,
-            price TEXT,
-            outcome TEXT NOT NULL
-        ) WITHOUT ROWID;
-        CREATE TABLE usage_daily (
-            day TEXT NOT NULL,
-            key TEXT NOT NULL,
-            model TEXT NOT NULL,
-            provider TEXT NOT NULL,
-            requests INTEGER NOT NULL,
-            input_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL,
-            cache_read_tokens INTEGER NOT NULL,
-            cache_write_5m_tokens INTEGER NOT NULL,
-            cache_write_1h_tokens INTEGER NOT NULL,
-            cost_micro_usd INTEGER NOT NULL,
-            PRIMARY KEY (day, key, model, provider)
-        );
-        CREATE TRIGGER ledger_rollup AFTER INSERT ON ledger BEGIN
-            INSERT INTO usage_daily VALUES (
-                date(NEW.time, 'unixepoch'), NEW.key, NEW.model, NEW.provider, 1,
-                NEW.input_tokens, NEW.output_tokens, NEW.cache_read_tokens,
-                NEW.cache_write_5m_tokens, NEW.cache_write_1h_tokens, NEW.cost_micro_usd
-            ) ON CONFLICT (day, key, model, provider) DO UPDATE SET
-                requests = requests + 1,
-                input_tokens = input_tokens + excluded.input_tokens,
-                output_tokens = output_tokens + excluded.output_tokens,
-                cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
-                cache_write_5m_tokens = cache_write_5m_tokens + excluded.cache_write_5m_tokens,
-                cache_write_1h_tokens = cache_write_1h_tokens + excluded.cache_write_1h_tokens,
-                cost_micro_usd = cost_micro_usd + excluded.cost_micro_usd;
-        END
-        """,
-    ),
-)
-USAGE_GROUPS = ("key", "model", "provider", "day")
-_USAGE_SUMS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cost_micro_usd",
-)
 # A writer waits this long for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 5000
 
@@ -155,6 +75,10 @@ class SQLiteStore:
     def _generation(self) -> int:
         row = self._conn().execute("SELECT value FROM generation").fetchone()
         return int(row[0])
+
+    async def wait_for_change(self, at_most: float) -> None:
+        # Other processes' changes are seen by polling the generation only.
+        await asyncio.sleep(at_most)
 
     async def keys(self) -> tuple[int, list[StoredKey]]:
         return await self._run(self._keys)
@@ -274,7 +198,7 @@ class SQLiteStore:
         """Totals per `by` (key, model, provider or day) from the daily rollups since a day."""
         if by not in USAGE_GROUPS:
             raise StoreError(f"usage by {by!r}: expected one of {', '.join(USAGE_GROUPS)}")
-        sums = ", ".join(f"sum({c})" for c in _USAGE_SUMS)
+        sums = ", ".join(f"sum({c})" for c in USAGE_SUMS)
         rows = await self._run(
             lambda: (
                 self._conn()
@@ -286,7 +210,7 @@ class SQLiteStore:
                 .fetchall()
             )
         )
-        return [dict(zip((by, *_USAGE_SUMS), row, strict=True)) for row in rows]
+        return [dict(zip((by, *USAGE_SUMS), row, strict=True)) for row in rows]
 
     async def spent(self, key: str, since_day: str) -> int:
         row = await self._run(
@@ -337,22 +261,25 @@ class _transaction:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
+    """Apply the missing migrations, each in its own transaction (the embedded store upgrades
+    itself: one process at a time, under SQLite's write lock)."""
+    wanted = migrations("sqlite")
     db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
     newest = db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
-    if newest is not None and newest > MIGRATIONS[-1][0]:
+    if newest is not None and newest > len(wanted):
         raise StoreError(
             f"the database's schema (version {newest}) is newer than this messagegate's "
-            f"({MIGRATIONS[-1][0]}): upgrade messagegate"
+            f"({len(wanted)}): upgrade messagegate"
         )
-    for version, script in MIGRATIONS:
+    for migration in wanted:
         with _transaction(db):
             done = db.execute(
-                "SELECT 1 FROM schema_migrations WHERE version = ?", (version,)
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
             ).fetchone()
             if done is None:
-                for statement in _statements(script):
+                for statement in _statements(migration.script):
                     db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+                db.execute("INSERT INTO schema_migrations VALUES (?)", (migration.version,))
 
 
 def _statements(script: str) -> Iterator[str]:

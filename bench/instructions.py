@@ -8,6 +8,12 @@ the difference between two revisions of the same run (DEVELOPERS.md's method, as
 
     python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
         [--key-settings '{"rpm": 100000, "budget": 1000}'] [--config-extra '{"database": "..."}']
+
+``--setup`` (repeatable) measures the gateway as configured in other ways, each against the same
+revisions: ``config-key`` (the default: a key in the config file), ``open`` (no key, no database)
+and ``stored-key`` (a key created with ``messagegate keys create`` in a database, with rpm, tpm and
+a budget, every answer journalled to the ledger): what auth, limits and the ledger cost together is
+``--setup open --setup stored-key``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ class Scenario:
     stream: bool
 
 
+# The key `stored-key` creates: limits high enough never to refuse, but each checked per request.
+STORED_KEY_SETTINGS = ("--rpm", "100000000", "--tpm", "1000000000", "--budget", "1000000")
+# USD per million tokens: what a budget charges (every setup prices its routes alike).
+PRICE = {"input": 3, "output": 15}
+SETUPS = ("config-key", "open", "stored-key")
+
 SCENARIOS = {
     "openai-json": Scenario("bench-openai", False),
     "anthropic-json": Scenario("bench-anthropic", False),
@@ -55,25 +67,52 @@ def gateway_config(
     gateway_port: int,
     key_settings: dict[str, object] | None = None,
     extra: dict[str, object] | None = None,
+    setup: str = "config-key",
+    work: Path | None = None,
 ) -> str:
     """`key_settings` go into the bench key's entry (limits, say, for revisions that have them),
-    `extra` into the top level (a `database:`)."""
+    `extra` into the top level (a `database:`). `open` has no key; `stored-key` has none in the
+    file but a database in `work`, where its key is created."""
     upstream = f"http://127.0.0.1:{upstream_port}"
+    keys = [{"key": GATEWAY_KEY, "name": "bench", **(key_settings or {})}]
+    stored = {"database": str((work or Path(".")) / "ledger.db")} if setup == "stored-key" else {}
     return json.dumps(
         (extra or {})
+        | stored
         | {
             "listen": f"127.0.0.1:{gateway_port}",
-            "keys": [{"key": GATEWAY_KEY, "name": "bench", **(key_settings or {})}],
+            "keys": keys if setup == "config-key" else [],
             "providers": {
                 "oai": {"kind": "openai", "base_url": upstream + "/v1", "api_key": "sk-x"},
                 "anth": {"kind": "anthropic", "base_url": upstream, "api_key": "sk-y"},
             },
             "models": {
-                "bench-openai": {"routes": [{"provider": "oai", "model": "m-openai"}]},
-                "bench-anthropic": {"routes": [{"provider": "anth", "model": "m-anthropic"}]},
+                "bench-openai": {"routes": [_route("oai", "m-openai")]},
+                "bench-anthropic": {"routes": [_route("anth", "m-anthropic")]},
             },
         }
     )
+
+
+def _route(provider: str, model: str) -> dict[str, object]:
+    return {"provider": provider, "model": model, "price": PRICE}
+
+
+def stored_key(src: Path, config: Path) -> str:
+    """Creates the `stored-key` setup's key with the revision's own CLI; its secret."""
+    create = ["keys", "create", "--config", str(config), "--name", "bench", "--json"]
+    created = subprocess.run(
+        [sys.executable, "-m", "messagegate.cli", *create, *STORED_KEY_SETTINGS],
+        env=_env(src, config.parent),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise RuntimeError(f"messagegate keys create failed: {created.stderr.strip()}")
+    secret: str = json.loads(created.stdout)["key"]
+    return secret
 
 
 @contextlib.contextmanager
@@ -97,7 +136,7 @@ def source_tree(rev: str) -> Iterator[Path]:
             )
 
 
-def send(port: int, scenario: Scenario, count: int) -> None:
+def send(port: int, scenario: Scenario, count: int, key: str = GATEWAY_KEY) -> None:
     """`count` sequential requests on one keep-alive connection; each must succeed."""
     body = json.dumps(
         {
@@ -107,7 +146,7 @@ def send(port: int, scenario: Scenario, count: int) -> None:
             "messages": [{"role": "user", "content": "Say hello in a few words."}],
         }
     )
-    headers = {"content-type": "application/json", "x-api-key": GATEWAY_KEY}
+    headers = {"content-type": "application/json", "x-api-key": key}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         for _ in range(count):
@@ -128,10 +167,12 @@ def measure(
     work: Path,
     key_settings: dict[str, object] | None = None,
     extra: dict[str, object] | None = None,
+    setup: str = "config-key",
 ) -> float:
     upstream_port, gateway_port = free_port(), free_port()
     config = work / "gateway.json"
-    config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra))
+    config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra, setup, work))
+    key = stored_key(src, config) if setup == "stored-key" else GATEWAY_KEY
     out = work / "callgrind.out"
     upstream = procs.start(
         "upstream",
@@ -155,14 +196,14 @@ def measure(
             "warning",
         ],
         work,
-        env={"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(Path.home())},
+        env=_env(src, work),
     )
     try:
         procs.wait_port(upstream, upstream_port, 30)
         procs.wait_port(gateway, gateway_port, 300)
-        send(gateway_port, scenario, warmup)
+        send(gateway_port, scenario, warmup, key)
         control(gateway.pid, "-z")
-        send(gateway_port, scenario, requests)
+        send(gateway_port, scenario, requests, key)
         control(gateway.pid, "-d")
         return instructions(out) / requests
     finally:
@@ -191,14 +232,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _env(src: Path, work: Path) -> dict[str, str]:
+    """The revision's code; HOME in the measurement's directory, so that no database of the
+    user's (the default path under HOME) is taken up."""
+    return {"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(work)}
+
+
 def _path() -> str:
     return os.environ.get("PATH", "/usr/bin:/bin")
+
+
+def column_name(rev: str, setup: str, revs: list[str], setups: list[str]) -> str:
+    """A measurement's column: its revision, its setup, or both when both vary."""
+    return " ".join(part for part, every in ((rev, revs), (setup, setups)) if len(every) > 1) or rev
+
+
+def print_table(rows: dict[str, dict[str, float]], labels: list[str]) -> None:
+    base = labels[0]
+    print("\n| scenario | " + " | ".join(labels) + f" | last / {base} |")
+    print("|---|" + "---:|" * (len(labels) + 1))
+    for name, by_label in rows.items():
+        cells = " | ".join(f"{by_label[label]:,.0f}" for label in labels)
+        print(f"| {name} | {cells} | {by_label[labels[-1]] / by_label[base]:.4f}x |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--rev", action="append", help=f"a git revision or {WORKTREE} (repeat)")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--setup", action="append", choices=SETUPS, help="how the gateway is configured (repeat)"
+    )
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument(
@@ -212,29 +276,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
         return 2
     revs = args.rev or ["HEAD", WORKTREE]
-    scenarios = args.scenario or ["openai-json", "anthropic-json"]
+    setups = args.setup or ["config-key"]
+    labels = [column_name(rev, setup, revs, setups) for rev in revs for setup in setups]
     rows: dict[str, dict[str, float]] = {}
     for rev in revs:
         with source_tree(rev) as src:
-            for name in scenarios:
-                with tempfile.TemporaryDirectory(prefix="mg-cg-") as work:
-                    per_request = measure(
-                        src,
-                        SCENARIOS[name],
-                        args.requests,
-                        args.warmup,
-                        Path(work),
-                        args.key_settings,
-                        args.config_extra,
-                    )
-                rows.setdefault(name, {})[rev] = per_request
-                print(f"{rev:>12} {name:<17} {per_request:>12,.0f} instructions/request")
-    base = revs[0]
-    print("\n| scenario | " + " | ".join(revs) + f" | last / {base} |")
-    print("|---|" + "---:|" * (len(revs) + 1))
-    for name, by_rev in rows.items():
-        cells = " | ".join(f"{by_rev[r]:,.0f}" for r in revs)
-        print(f"| {name} | {cells} | {by_rev[revs[-1]] / by_rev[base]:.4f}x |")
+            for setup in setups:
+                label = column_name(rev, setup, revs, setups)
+                for name in args.scenario or ["openai-json", "anthropic-json"]:
+                    with tempfile.TemporaryDirectory(prefix="mg-cg-") as work:
+                        per_request = measure(
+                            src,
+                            SCENARIOS[name],
+                            args.requests,
+                            args.warmup,
+                            Path(work),
+                            args.key_settings,
+                            args.config_extra,
+                            setup,
+                        )
+                    rows.setdefault(name, {})[label] = per_request
+                    print(f"{label:>24} {name:<17} {per_request:>12,.0f} instructions/request")
+    print_table(rows, labels)
     return 0
 
 

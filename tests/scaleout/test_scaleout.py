@@ -26,6 +26,8 @@ CLIENTS = 8
 SHIPPED_WITHIN = 30.0
 PROGRESS_WITHIN = 30.0
 POLL_EVERY = 0.05
+# Each look at the ledger is a query (a psql process for PostgreSQL): fewer of them.
+LEDGER_POLL_EVERY = 0.2
 
 
 async def shared_setup(
@@ -207,10 +209,10 @@ def disagreements(rows: list[LedgerRow], answers: list[Answer]) -> list[tuple[Le
 
 async def shipped(database: str, enough: Callable[[list[LedgerRow]], bool]) -> None:
     """Waits (bounded) until the ledger's rows are `enough`."""
-    for _ in range(int(SHIPPED_WITHIN / POLL_EVERY)):
+    for _ in range(int(SHIPPED_WITHIN / LEDGER_POLL_EVERY)):
         if enough(await ledger_rows(database)):
             return
-        await asyncio.sleep(POLL_EVERY)
+        await asyncio.sleep(LEDGER_POLL_EVERY)
     raise AssertionError(f"the ledger did not get its rows within {SHIPPED_WITHIN} s")
 
 

@@ -8,6 +8,13 @@ the difference between two revisions of the same run (DEVELOPERS.md's method, as
 
     python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
         [--key-settings '{"rpm": 100000, "budget": 1000}'] [--config-extra '{"database": "..."}']
+
+``--setup`` (repeatable) measures the gateway as configured in other ways, each against the same
+revisions: ``config-key`` (the default: a key in the config file), ``open`` (no key, no database)
+and ``stored-key`` (a key created with ``messagegate keys create`` in a database, with rpm, tpm and
+a budget, every answer journalled to the ledger): what auth, limits and the ledger cost together is
+``--setup open --setup stored-key --minus-idle`` (the key refresh and the shipper run on timers,
+whose share callgrind's slowness inflates: ``--minus-idle`` takes off what they cost idle).
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ class Scenario:
     stream: bool
 
 
+# The key `stored-key` creates: limits high enough never to refuse, but each checked per request.
+STORED_KEY_SETTINGS = ("--rpm", "100000000", "--tpm", "1000000000", "--budget", "1000000")
+# USD per million tokens: what a budget charges (every setup prices its routes alike).
+PRICE = {"input": 3, "output": 15}
+SETUPS = ("config-key", "open", "stored-key")
+
 SCENARIOS = {
     "openai-json": Scenario("bench-openai", False),
     "anthropic-json": Scenario("bench-anthropic", False),
@@ -55,25 +68,52 @@ def gateway_config(
     gateway_port: int,
     key_settings: dict[str, object] | None = None,
     extra: dict[str, object] | None = None,
+    setup: str = "config-key",
+    work: Path | None = None,
 ) -> str:
     """`key_settings` go into the bench key's entry (limits, say, for revisions that have them),
-    `extra` into the top level (a `database:`)."""
+    `extra` into the top level (a `database:`). `open` has no key; `stored-key` has none in the
+    file but a database in `work`, where its key is created."""
     upstream = f"http://127.0.0.1:{upstream_port}"
+    keys = [{"key": GATEWAY_KEY, "name": "bench", **(key_settings or {})}]
+    stored = {"database": str((work or Path(".")) / "ledger.db")} if setup == "stored-key" else {}
     return json.dumps(
         (extra or {})
+        | stored
         | {
             "listen": f"127.0.0.1:{gateway_port}",
-            "keys": [{"key": GATEWAY_KEY, "name": "bench", **(key_settings or {})}],
+            "keys": keys if setup == "config-key" else [],
             "providers": {
                 "oai": {"kind": "openai", "base_url": upstream + "/v1", "api_key": "sk-x"},
                 "anth": {"kind": "anthropic", "base_url": upstream, "api_key": "sk-y"},
             },
             "models": {
-                "bench-openai": {"routes": [{"provider": "oai", "model": "m-openai"}]},
-                "bench-anthropic": {"routes": [{"provider": "anth", "model": "m-anthropic"}]},
+                "bench-openai": {"routes": [_route("oai", "m-openai")]},
+                "bench-anthropic": {"routes": [_route("anth", "m-anthropic")]},
             },
         }
     )
+
+
+def _route(provider: str, model: str) -> dict[str, object]:
+    return {"provider": provider, "model": model, "price": PRICE}
+
+
+def stored_key(src: Path, config: Path) -> str:
+    """Creates the `stored-key` setup's key with the revision's own CLI; its secret."""
+    create = ["keys", "create", "--config", str(config), "--name", "bench", "--json"]
+    created = subprocess.run(
+        [sys.executable, "-m", "messagegate.cli", *create, *STORED_KEY_SETTINGS],
+        env=_env(src, config.parent),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise RuntimeError(f"messagegate keys create failed: {created.stderr.strip()}")
+    secret: str = json.loads(created.stdout)["key"]
+    return secret
 
 
 @contextlib.contextmanager
@@ -97,7 +137,7 @@ def source_tree(rev: str) -> Iterator[Path]:
             )
 
 
-def send(port: int, scenario: Scenario, count: int) -> None:
+def send(port: int, scenario: Scenario, count: int, key: str = GATEWAY_KEY) -> None:
     """`count` sequential requests on one keep-alive connection; each must succeed."""
     body = json.dumps(
         {
@@ -107,7 +147,7 @@ def send(port: int, scenario: Scenario, count: int) -> None:
             "messages": [{"role": "user", "content": "Say hello in a few words."}],
         }
     )
-    headers = {"content-type": "application/json", "x-api-key": GATEWAY_KEY}
+    headers = {"content-type": "application/json", "x-api-key": key}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         for _ in range(count):
@@ -128,10 +168,16 @@ def measure(
     work: Path,
     key_settings: dict[str, object] | None = None,
     extra: dict[str, object] | None = None,
+    setup: str = "config-key",
+    minus_idle: bool = False,
 ) -> float:
+    """Instructions per request; `minus_idle` subtracts what the gateway's timers (key refresh,
+    ledger shipping) cost while it is idle for as long as the requests took: under callgrind,
+    wall time, and with it their share, is stretched ~50x over what it is on a real CPU."""
     upstream_port, gateway_port = free_port(), free_port()
     config = work / "gateway.json"
-    config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra))
+    config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra, setup, work))
+    key = stored_key(src, config) if setup == "stored-key" else GATEWAY_KEY
     out = work / "callgrind.out"
     upstream = procs.start(
         "upstream",
@@ -155,16 +201,24 @@ def measure(
             "warning",
         ],
         work,
-        env={"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(Path.home())},
+        env=_env(src, work),
     )
     try:
         procs.wait_port(upstream, upstream_port, 30)
         procs.wait_port(gateway, gateway_port, 300)
-        send(gateway_port, scenario, warmup)
+        send(gateway_port, scenario, warmup, key)
         control(gateway.pid, "-z")
-        send(gateway_port, scenario, requests)
+        started = time.monotonic()
+        send(gateway_port, scenario, requests, key)
+        busy_seconds = time.monotonic() - started
         control(gateway.pid, "-d")
-        return instructions(out) / requests
+        busy = instructions(out)
+        if not minus_idle:
+            return busy / requests
+        control(gateway.pid, "-z")
+        time.sleep(busy_seconds)
+        control(gateway.pid, "-d")
+        return (busy - instructions(out, newer_than=busy)) / requests
     finally:
         gateway.stop()
         upstream.stop()
@@ -175,12 +229,13 @@ def control(pid: int, flag: str) -> None:
     time.sleep(0.2)
 
 
-def instructions(out: Path) -> int:
-    """The instruction total of the newest dump (the one after the zeroing)."""
+def instructions(out: Path, newer_than: int | None = None) -> int:
+    """The instruction total of the newest dump (the one after the zeroing); with `newer_than`
+    (the total read before), of a dump other than the one holding that total."""
     dumps = sorted(out.parent.glob(out.name + "*"), key=lambda p: p.stat().st_mtime)
     for dump in reversed(dumps):
         match = _TOTALS.search(dump.read_bytes())
-        if match and int(match.group(1)) > 0:
+        if match and int(match.group(1)) > 0 and int(match.group(1)) != newer_than:
             return int(match.group(1))
     raise RuntimeError(f"no callgrind dump with a total under {out.parent}")
 
@@ -191,14 +246,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _env(src: Path, work: Path) -> dict[str, str]:
+    """The revision's code; HOME in the measurement's directory, so that no database of the
+    user's (the default path under HOME) is taken up."""
+    return {"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(work)}
+
+
 def _path() -> str:
     return os.environ.get("PATH", "/usr/bin:/bin")
+
+
+def column_name(rev: str, setup: str, revs: list[str], setups: list[str]) -> str:
+    """A measurement's column: its revision, its setup, or both when both vary."""
+    return " ".join(part for part, every in ((rev, revs), (setup, setups)) if len(every) > 1) or rev
+
+
+def print_table(rows: dict[str, dict[str, float]], labels: list[str]) -> None:
+    base = labels[0]
+    print("\n| scenario | " + " | ".join(labels) + f" | last / {base} |")
+    print("|---|" + "---:|" * (len(labels) + 1))
+    for name, by_label in rows.items():
+        cells = " | ".join(f"{by_label[label]:,.0f}" for label in labels)
+        print(f"| {name} | {cells} | {by_label[labels[-1]] / by_label[base]:.4f}x |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--rev", action="append", help=f"a git revision or {WORKTREE} (repeat)")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--setup", action="append", choices=SETUPS, help="how the gateway is configured (repeat)"
+    )
+    parser.add_argument(
+        "--minus-idle",
+        action="store_true",
+        help="subtract what the idle gateway costs over as long as the requests took",
+    )
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument(
@@ -212,29 +295,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
         return 2
     revs = args.rev or ["HEAD", WORKTREE]
-    scenarios = args.scenario or ["openai-json", "anthropic-json"]
+    setups = args.setup or ["config-key"]
+    labels = [column_name(rev, setup, revs, setups) for rev in revs for setup in setups]
     rows: dict[str, dict[str, float]] = {}
     for rev in revs:
         with source_tree(rev) as src:
-            for name in scenarios:
-                with tempfile.TemporaryDirectory(prefix="mg-cg-") as work:
-                    per_request = measure(
-                        src,
-                        SCENARIOS[name],
-                        args.requests,
-                        args.warmup,
-                        Path(work),
-                        args.key_settings,
-                        args.config_extra,
-                    )
-                rows.setdefault(name, {})[rev] = per_request
-                print(f"{rev:>12} {name:<17} {per_request:>12,.0f} instructions/request")
-    base = revs[0]
-    print("\n| scenario | " + " | ".join(revs) + f" | last / {base} |")
-    print("|---|" + "---:|" * (len(revs) + 1))
-    for name, by_rev in rows.items():
-        cells = " | ".join(f"{by_rev[r]:,.0f}" for r in revs)
-        print(f"| {name} | {cells} | {by_rev[revs[-1]] / by_rev[base]:.4f}x |")
+            for setup in setups:
+                label = column_name(rev, setup, revs, setups)
+                for name in args.scenario or ["openai-json", "anthropic-json"]:
+                    with tempfile.TemporaryDirectory(prefix="mg-cg-") as work:
+                        per_request = measure(
+                            src,
+                            SCENARIOS[name],
+                            args.requests,
+                            args.warmup,
+                            Path(work),
+                            args.key_settings,
+                            args.config_extra,
+                            setup,
+                            args.minus_idle,
+                        )
+                    rows.setdefault(name, {})[label] = per_request
+                    print(f"{label:>24} {name:<17} {per_request:>12,.0f} instructions/request")
+    print_table(rows, labels)
     return 0
 
 

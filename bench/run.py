@@ -3,6 +3,7 @@
 python -m bench.run                  # full run (~15 min), writes bench/RESULTS.md
 python -m bench.run --quick          # a few seconds: 4 scenarios, no competitors
 python -m bench.run --scenarios 'zero/json/*/c64,memory' --no-competitors
+python -m bench.run --scenarios 'zero/*/*/c64' --no-competitors --accounted
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bench import (
 from bench.install import Tool
 from bench.targets import (
     UPSTREAMS,
+    AccountedMessagegate,
     ClaudeCodeRouter,
     Direct,
     LiteLLM,
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also run LiteLLM and claude-code-router (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--accounted",
+        action="store_true",
+        help="also run messagegate with a stored key (rpm, tpm, budget) and its ledger"
+        " journalled: what auth, limits and the ledger cost",
     )
     parser.add_argument("--duration", type=float, help="seconds per measured run (default 5)")
     parser.add_argument("--warmup", type=float, help="seconds of warm-up before each (default 1)")
@@ -126,6 +134,7 @@ class Plan:
     memory: bool
     capacity: bool
     competitors: bool
+    accounted: bool
     settings: measure.Settings
     gateway_cpus: str | None
     results: Path | None
@@ -157,6 +166,7 @@ def plan(args: argparse.Namespace, wrk: Tool) -> Plan:
         memory=scenarios.wants(args.scenarios, scenarios.MEMORY) and not args.quick,
         capacity=scenarios.wants(args.scenarios, scenarios.CAPACITY) and not args.quick and use_wrk,
         competitors=args.competitors if args.competitors is not None else not args.quick,
+        accounted=args.accounted,
         settings=settings,
         gateway_cpus="0" if pin else None,
         results=args.results or (RESULTS if full else None),
@@ -264,6 +274,8 @@ class Bench:
     def _start_targets(self) -> None:
         ours = Messagegate(self.record.versions["messagegate"])
         targets: list[Target] = [Direct(), Probe(), ours]
+        if self.plan.accounted:
+            targets.append(AccountedMessagegate(ours.version))
         if self.plan.competitors:
             targets += self._competitors()
         for target in targets:

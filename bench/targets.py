@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ ROUTES: tuple[Route, ...] = ("openai", "anthropic")
 GATEWAY_KEY = "mg-bench-key-0123456789"
 UPSTREAM_KEY = "sk-fake-upstream"
 _ANTHROPIC_VERSION = "2023-06-01"
+# USD per million tokens on messagegate's routes: what a key's budget is charged.
+PRICE = {"input": 3, "output": 15}
+# `messagegate-accounted`'s stored key: limits high enough never to refuse, each checked.
+STORED_KEY_SETTINGS = ("--rpm", "100000000", "--tpm", "1000000000", "--budget", "1000000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ class Messagegate(Target):
                 url = _upstream_url(route, upstream)
                 providers[name] = {"kind": route, "base_url": url, "api_key": UPSTREAM_KEY}
                 upstream_model = OPENAI_MODEL if route == "openai" else ANTHROPIC_MODEL
-                routes = [{"provider": name, "model": upstream_model}]
+                routes = [{"provider": name, "model": upstream_model, "price": PRICE}]
                 models[_model(route, upstream.name)] = {"routes": routes}
         return {
             "listen": f"127.0.0.1:{self.port}",
@@ -187,6 +192,45 @@ class Messagegate(Target):
     def start(self, run_dir: Path, cpus: str | None) -> procs.Child:
         path = run_dir / "messagegate.yaml"
         path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        command = [sys.executable, "-m", "messagegate.cli", "serve", "--config", str(path)]
+        return procs.start(self.name, command, run_dir, cpus=cpus, env=child_env())
+
+
+class AccountedMessagegate(Messagegate):
+    """messagegate with a key stored in its database (rpm, tpm and a budget) instead of one in
+    its config, and every answer journalled to the ledger: beside `messagegate`, what auth,
+    limits and the ledger cost together (`--accounted`)."""
+
+    name = "messagegate-accounted"
+    port = 8091 + PORT_OFFSET
+
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.key = ""
+        self.database: Path | None = None
+
+    def request(self, route: Route, upstream: Upstream, stream: bool) -> Request:
+        model = _model(route, upstream.name)
+        return _anthropic_request(self.port, model, stream, {"x-api-key": self.key})
+
+    def config(self) -> dict[str, object]:
+        return super().config() | {"keys": [], "database": str(self.database)}
+
+    def start(self, run_dir: Path, cpus: str | None) -> procs.Child:
+        self.database = run_dir / "accounted" / "ledger.db"
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        path = self.database.parent / "messagegate.yaml"
+        path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        create = ["keys", "create", "--config", str(path), "--name", "bench", "--json"]
+        created = subprocess.run(
+            [sys.executable, "-m", "messagegate.cli", *create, *STORED_KEY_SETTINGS],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        self.key = json.loads(created.stdout)["key"]
         command = [sys.executable, "-m", "messagegate.cli", "serve", "--config", str(path)]
         return procs.start(self.name, command, run_dir, cpus=cpus, env=child_env())
 

@@ -6,9 +6,6 @@ Prometheus is Debian's ``prometheus`` package: installed with apt-get when it is
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +17,7 @@ import yaml
 from anthropic.types import MessageParam
 
 import fakes.anthropic_script as script
+from fakes.debian import installed
 from fakes.gateway import build_config, running_gateway
 from fakes.served import Lines, free_port
 from fakes.upstream import FakeUpstream
@@ -32,18 +30,7 @@ BILLS = [(120, 30, 0, 0), (40, 12, 900, 0), (15, 7, 300, 64), (3, 1, 0, 2048)]
 
 @pytest.fixture(scope="session")
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        apt = shutil.which("apt-get")
-        assert apt is not None, "prometheus is not installed and there is no apt-get"
-        assert os.geteuid() == 0, "prometheus is not installed and apt-get needs root"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([apt, "update", "-q"], check=True, env=env, timeout=900)
-        install = [apt, "install", "-y", "-q", "--no-install-recommends", "prometheus"]
-        subprocess.run(install, check=True, env=env, timeout=1800)
-        found = shutil.which("prometheus")
-    assert found is not None
-    return found
+    return installed("prometheus", "prometheus")
 
 
 @asynccontextmanager

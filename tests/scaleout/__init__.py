@@ -1,0 +1,1 @@
+"""Scale-out: several gateway replicas behind nginx, sharing their database and Redis."""

@@ -59,6 +59,7 @@ class SSERelay:
     __slots__ = (
         "_between_events",
         "_convert",
+        "_converter",
         "_decoder",
         "_kept",
         "_kept_size",
@@ -66,7 +67,6 @@ class SSERelay:
         "_usual_event",
         "_whole_event",
         "_whole_run",
-        "converter",
         "encoding",
         "ended",
     )
@@ -77,7 +77,7 @@ class SSERelay:
         max_event: int = DEFAULT_MAX_EVENT,
         encoding: str = "o200k_base",
     ) -> None:
-        self.converter = converter
+        self._converter = converter
         # The route's token encoding: what a cut stream's delivered output is counted in.
         self.encoding = encoding
         self.ended = False
@@ -95,7 +95,7 @@ class SSERelay:
 
     @property
     def usage(self) -> Usage:
-        return self.converter.usage
+        return self._converter.usage
 
     def feed(self, chunk: bytes) -> bytes:
         """The client bytes the events `chunk` completes."""
@@ -128,7 +128,7 @@ class SSERelay:
         early."""
         self.ended = True
         try:
-            return b"".join(map(self._convert, self._decoder.finish())) + self.converter.finish()
+            return b"".join(map(self._convert, self._decoder.finish())) + self._converter.finish()
         except GatewayError:
             raise
         except Exception as exc:
@@ -138,7 +138,7 @@ class SSERelay:
         """The usage of what was returned so far, for a stream the client cut: the output the
         returned content holds, counted locally, never less than the upstream reported."""
         self._count_kept()
-        usage = self.converter.usage
+        usage = self._converter.usage
         delivered = Usage(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,

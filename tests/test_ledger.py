@@ -16,9 +16,10 @@ import anthropic
 import pytest
 
 import fakes.anthropic_script as script
+import fakes.openai_script as openai_script
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
-from helpers import anthropic_config
+from helpers import anthropic_config, openai_config
 from messagegate import cli
 from messagegate.ledger.journal import SUFFIX, Journal
 from messagegate.ledger.row import LedgerRow
@@ -210,20 +211,25 @@ async def cut_after_deltas(
                         got.append(event.delta.text)
                         if len(got) == len(DELIVERED):
                             break
-            await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
-            assert app.shipper is not None
-            shipped = 0
-            for _ in range(200):  # the row is journalled once the gateway saw the client leave
-                shipped = await app.shipper.ship_once()
-                if shipped:
-                    break
-                await asyncio.sleep(0.05)
-            assert shipped == 1
+            await ship_the_row(upstream, app)
     finally:
         never.set()
     assert got == DELIVERED
     (row,) = rows(tmp_path / "mg.db")
     return row
+
+
+async def ship_the_row(upstream: FakeUpstream, app: GatewayApp) -> None:
+    """Ship the one row of a stream the client left, once the gateway saw it leave."""
+    await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
+    assert app.shipper is not None
+    shipped = 0
+    for _ in range(200):
+        shipped = await app.shipper.ship_once()
+        if shipped:
+            break
+        await asyncio.sleep(0.05)
+    assert shipped == 1
 
 
 async def test_a_stream_the_client_cut_is_billed_for_the_output_it_got(
@@ -244,6 +250,41 @@ async def test_a_cut_stream_is_billed_no_less_than_the_upstream_reported_by_then
     row = await cut_after_deltas(upstream, tmp_path, sdk, started_output=300)
     assert count_text("".join(DELIVERED), "o200k_base") < 300
     assert (row["outcome"], row["output_tokens"]) == ("client_aborted", 300)
+
+
+async def test_a_cut_openai_stream_is_billed_for_its_text_and_tool_input_in_the_route_encoding(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any
+) -> None:
+    call = openai_script.tool_call("call_1", "weather", {"city": "Paris", "unit": "celsius"})
+    chunks = openai_script.chunks("gpt-up", "Checking the weather in Paris.", [call], usage=True)
+    # Held after the tool call's first arguments: the role, two texts, the call's start, half.
+    never = asyncio.Event()
+    upstream.script(Reply(chunks=chunks, hold=never, hold_after=5))
+    settings = openai_config(upstream, token_encoding="cl100k_base")
+    settings["database"] = str(tmp_path / "mg.db")
+    settings["models"]["gpt-test"]["routes"][0]["price"] = PRICE
+    sent: list[str] = []
+    try:
+        async with running_gateway(build_config(settings)) as (url, app):
+            async with sdk(url).messages.stream(
+                model="gpt-test", max_tokens=600, messages=HELLO
+            ) as stream:
+                async for event in stream:
+                    if event.type != "content_block_delta":
+                        continue
+                    if event.delta.type == "text_delta":
+                        sent.append(event.delta.text)
+                    elif event.delta.type == "input_json_delta":
+                        sent.append(event.delta.partial_json)
+                        break
+            await ship_the_row(upstream, app)
+    finally:
+        never.set()
+    (row,) = rows(tmp_path / "mg.db")
+    assert sent[:2] == ["Che", "cking the weather in Paris."]
+    assert sent[-1].startswith('{"city"')
+    assert row["outcome"] == "client_aborted"
+    assert row["output_tokens"] == count_text("".join(sent), "cl100k_base")
 
 
 async def test_a_stream_the_upstream_dropped_is_recorded(

@@ -28,7 +28,6 @@ from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead
 from messagegate.translate.openai_dialect import OpenAIDialect
 from messagegate.translate.openai_events import openai_stream
 from messagegate.translate.openai_request import to_openai_request
-from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.sse_decoder import SSEDecoder
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
@@ -288,9 +287,8 @@ def test_fuzzed_openai_answers_translate_or_fail_cleanly(answer: dict[str, Any])
 @_FUZZ
 @given(chunks=st.lists(CHUNK | JSON, min_size=1, max_size=6), done=st.booleans())
 def test_fuzzed_openai_streams_translate_or_fail_cleanly(chunks: list[Any], done: bool) -> None:
-    translator = OpenAIStreamTranslator(model="claude-test", request=_REQUEST, input_tokens=3)
     out: list[bytes] = []
-    relay = openai_stream(translator, "fuzz")
+    relay = openai_stream(_REQUEST, client_model="claude-test", input_tokens=3, provider="fuzz")
     data = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks]
     try:
         for part in [*data, *([b"data: [DONE]\n\n"] if done else [])]:

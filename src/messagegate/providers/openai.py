@@ -26,7 +26,6 @@ from messagegate.translate.openai_errors import classify_openai_error
 from messagegate.translate.openai_events import openai_stream
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
 from messagegate.translate.openai_response import to_anthropic_message
-from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.token_count import count_request
 
 
@@ -90,11 +89,13 @@ class OpenAIClient:
             if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
-        translator = OpenAIStreamTranslator(
-            model=call.client_model, request=request, input_tokens=input_tokens
-        )
         relay = openai_stream(
-            translator, self.provider.name, response.max_event, self.provider.token_encoding
+            request,
+            client_model=call.client_model,
+            input_tokens=input_tokens,
+            provider=self.provider.name,
+            max_event=response.max_event,
+            encoding=self.provider.token_encoding,
         )
         return await open_event_stream(response, self.provider, relay, self.scrubber)
 

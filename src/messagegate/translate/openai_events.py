@@ -8,18 +8,26 @@ import orjson
 from messagegate.api.sse import Event, encode_event
 from messagegate.errors import UpstreamProtocolError
 from messagegate.translate.openai_errors import classify_error_object
+from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.sse_decoder import ServerSentEvent
 from messagegate.translate.stream_relay import DEFAULT_MAX_EVENT, SSERelay
 
 
 def openai_stream(
-    translator: OpenAIStreamTranslator,
+    request: OpenAIRequest,
+    *,
+    client_model: str,
+    input_tokens: int,
     provider: str,
     max_event: int = DEFAULT_MAX_EVENT,
     encoding: str = "o200k_base",
 ) -> SSERelay:
-    """The relay of an OpenAI-compatible upstream's stream, translated by `translator`."""
+    """The relay of an OpenAI-compatible upstream's stream answering `request`, for a client
+    that asked for `client_model` (its prompt counted `input_tokens` in `encoding`)."""
+    translator = OpenAIStreamTranslator(
+        model=client_model, request=request, input_tokens=input_tokens
+    )
     return SSERelay(OpenAIEventConverter(translator, provider), max_event, encoding)
 
 

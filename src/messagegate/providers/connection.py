@@ -88,7 +88,7 @@ class BodyTranslator(Protocol):
     def feed(self, chunk: bytes) -> bytes: ...
 
     def end(self) -> bytes:
-        """The answer is complete: the bytes that completes."""
+        """The answer is complete: the bytes its end completes."""
         ...
 
 

@@ -23,12 +23,11 @@ from helpers import anthropic_config, envelope, openai_config, post, sse_events
 from messagegate.config import Timeouts
 from messagegate.errors import GatewayError
 from messagegate.providers.connection import ProtocolViolation
-from messagegate.providers.openai import OpenAIEventConverter, translate_answer
+from messagegate.providers.openai import translate_answer
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead
-from messagegate.providers.stream import SSERelay
 from messagegate.translate.openai_dialect import OpenAIDialect
+from messagegate.translate.openai_events import openai_stream
 from messagegate.translate.openai_request import to_openai_request
-from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.sse_decoder import SSEDecoder
 
 HELLO: list[MessageParam] = [{"role": "user", "content": "Hello"}]
@@ -288,14 +287,13 @@ def test_fuzzed_openai_answers_translate_or_fail_cleanly(answer: dict[str, Any])
 @_FUZZ
 @given(chunks=st.lists(CHUNK | JSON, min_size=1, max_size=6), done=st.booleans())
 def test_fuzzed_openai_streams_translate_or_fail_cleanly(chunks: list[Any], done: bool) -> None:
-    translator = OpenAIStreamTranslator(model="claude-test", request=_REQUEST, input_tokens=3)
     out: list[bytes] = []
-    relay = SSERelay(OpenAIEventConverter(translator, "fuzz"), out.append)
+    relay = openai_stream(_REQUEST, client_model="claude-test", input_tokens=3, provider="fuzz")
     data = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks]
     try:
         for part in [*data, *([b"data: [DONE]\n\n"] if done else [])]:
-            relay.feed(part)
-        relay.end()
+            out.append(relay.feed(part))
+        out.append(relay.end())
     except GatewayError:
         return
     assert b"".join(out).startswith(b"event: message_start")

@@ -16,10 +16,11 @@ import anthropic
 import pytest
 
 import fakes.anthropic_script as script
+import fakes.openai_script as openai_script
 from fakes import postgres
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
-from helpers import anthropic_config
+from helpers import anthropic_config, openai_config
 from messagegate import cli
 from messagegate.ledger.journal import SUFFIX, Journal
 from messagegate.ledger.row import LedgerRow
@@ -28,6 +29,7 @@ from messagegate.server.app import GatewayApp
 from messagegate.store.base import StoreUnavailable
 from messagegate.store.location import is_postgresql, journal_directory
 from messagegate.store.sqlite import SQLiteStore
+from messagegate.translate.token_count import count_text
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -168,6 +170,140 @@ async def test_a_stream_the_client_cut_is_billed_for_what_arrived(
     assert row["outcome"] == "client_aborted"
     # What arrived: the input (message_start) and the output counted so far.
     assert (row["input_tokens"], row["output_tokens"]) == (11, 1)
+
+
+def cut_stream(texts: list[str], *, started_output: int, final_output: int) -> list[bytes]:
+    """An answer streaming `texts` as text deltas; its message_start and its final
+    message_delta report `started_output` and `final_output` tokens."""
+    start = {**answer(), "content": [], "stop_reason": None}
+    start["usage"] = {**USAGE, "output_tokens": started_output}
+    block = {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    deltas = [
+        script.sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}},
+        )
+        for t in texts
+    ]
+    end = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+    return [
+        script.sse("message_start", {"type": "message_start", "message": start}),
+        script.sse("content_block_start", block),
+        *deltas,
+        script.sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        script.sse("message_delta", {**end, "usage": {"output_tokens": final_output}}),
+        script.sse("message_stop", {"type": "message_stop"}),
+    ]
+
+
+DELIVERED = [
+    "The quick brown fox jumps over the lazy dog, ",
+    "then naps beneath a crooked apple tree ",
+    "while the farmer counts his sheep twice.",
+]
+WITHHELD = [" It never wakes up.", " The end."]
+
+
+async def cut_after_deltas(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any, started_output: int
+) -> dict[str, Any]:
+    """The ledger row of a stream the client closes after the text deltas in DELIVERED, while
+    the upstream, which streams slowly, still holds the rest."""
+    never = asyncio.Event()
+    chunks = cut_stream([*DELIVERED, *WITHHELD], started_output=started_output, final_output=500)
+    upstream.script(Reply(chunks=chunks, hold=never, hold_after=2 + len(DELIVERED)))
+    got: list[str] = []
+    try:
+        async with running_gateway(build_config(config(upstream, tmp_path / "mg.db"))) as (
+            url,
+            app,
+        ):
+            async with sdk(url).messages.stream(
+                model="claude-test", max_tokens=600, messages=HELLO
+            ) as stream:
+                async for event in stream:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        got.append(event.delta.text)
+                        if len(got) == len(DELIVERED):
+                            break
+            await ship_the_row(upstream, app)
+    finally:
+        never.set()
+    assert got == DELIVERED
+    (row,) = rows(tmp_path / "mg.db")
+    return row
+
+
+async def ship_the_row(upstream: FakeUpstream, app: GatewayApp) -> None:
+    """Ship the one row of a stream the client left, once the gateway saw it leave."""
+    await asyncio.wait_for(upstream.disconnected.wait(), timeout=30)
+    assert app.shipper is not None
+    shipped = 0
+    for _ in range(200):
+        shipped = await app.shipper.ship_once()
+        if shipped:
+            break
+        await asyncio.sleep(0.05)
+    assert shipped == 1
+
+
+async def test_a_stream_the_client_cut_is_billed_for_the_output_it_got(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any
+) -> None:
+    row = await cut_after_deltas(upstream, tmp_path, sdk, started_output=1)
+    assert row["outcome"] == "client_aborted"
+    delivered = count_text("".join(DELIVERED), "o200k_base")
+    assert delivered > 1  # more than message_start reported
+    assert row["output_tokens"] == delivered  # not the 500 the unsent message_delta says
+    assert row["input_tokens"] == 11
+    assert row["cost_micro_usd"] == COST - 7 * 15 + delivered * 15  # COST billed 7 output tokens
+
+
+async def test_a_cut_stream_is_billed_no_less_than_the_upstream_reported_by_then(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any
+) -> None:
+    row = await cut_after_deltas(upstream, tmp_path, sdk, started_output=300)
+    assert count_text("".join(DELIVERED), "o200k_base") < 300
+    assert (row["outcome"], row["output_tokens"]) == ("client_aborted", 300)
+
+
+async def test_a_cut_openai_stream_is_billed_for_its_text_and_tool_input_in_the_route_encoding(
+    upstream: FakeUpstream, tmp_path: Path, sdk: Any
+) -> None:
+    call = openai_script.tool_call("call_1", "weather", {"city": "Paris", "unit": "celsius"})
+    chunks = openai_script.chunks("gpt-up", "Checking the weather in Paris.", [call], usage=True)
+    # Held after the tool call's first arguments: the role, two texts, the call's start, half.
+    never = asyncio.Event()
+    upstream.script(Reply(chunks=chunks, hold=never, hold_after=5))
+    settings = openai_config(upstream, token_encoding="cl100k_base")
+    settings["database"] = str(tmp_path / "mg.db")
+    settings["models"]["gpt-test"]["routes"][0]["price"] = PRICE
+    sent: list[str] = []
+    try:
+        async with running_gateway(build_config(settings)) as (url, app):
+            async with sdk(url).messages.stream(
+                model="gpt-test", max_tokens=600, messages=HELLO
+            ) as stream:
+                async for event in stream:
+                    if event.type != "content_block_delta":
+                        continue
+                    if event.delta.type == "text_delta":
+                        sent.append(event.delta.text)
+                    elif event.delta.type == "input_json_delta":
+                        sent.append(event.delta.partial_json)
+                        break
+            await ship_the_row(upstream, app)
+    finally:
+        never.set()
+    (row,) = rows(tmp_path / "mg.db")
+    assert sent[:2] == ["Che", "cking the weather in Paris."]
+    assert sent[-1].startswith('{"city"')
+    assert row["outcome"] == "client_aborted"
+    assert row["output_tokens"] == count_text("".join(sent), "cl100k_base")
 
 
 async def test_a_stream_the_upstream_dropped_is_recorded(

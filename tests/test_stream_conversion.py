@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from messagegate.api.sse import encode_text_delta
-from messagegate.providers.openai import OpenAIEventConverter
-from messagegate.providers.stream import SSERelay
-from messagegate.translate.anthropic import AnthropicEventRelay
+from messagegate.translate.anthropic import AnthropicEventConverter
+from messagegate.translate.openai_events import OpenAIEventConverter
 from messagegate.translate.openai_request import OpenAIRequest
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.sse_decoder import ServerSentEvent, SSEDecoder
+from messagegate.translate.stream_relay import SSERelay
 from messagegate.translate.tool_ids import ToolNames
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"
@@ -42,21 +42,23 @@ class _RefusingDecoder(SSEDecoder):
 
 
 def relayed(
-    converter: OpenAIEventConverter | AnthropicEventRelay, chunks: list[bytes], *, decode: bool
+    converter: OpenAIEventConverter | AnthropicEventConverter, chunks: list[bytes], *, decode: bool
 ) -> bytes:
     """What an SSE relay writes for `chunks`; with decode=False, every event must be taken from
     its bytes."""
     out: list[bytes] = []
-    relay = SSERelay(converter, out.append)
+    relay = SSERelay(converter)
     if not decode:
         relay._decoder = _RefusingDecoder()
     for chunk in chunks:
-        relay.feed(chunk)
-    relay.end()
+        out.append(relay.feed(chunk))
+    out.append(relay.end())
     return RANDOM_PARTS.sub(b"?", b"".join(out))
 
 
-def decoded(converter: OpenAIEventConverter | AnthropicEventRelay, chunks: list[bytes]) -> bytes:
+def decoded(
+    converter: OpenAIEventConverter | AnthropicEventConverter, chunks: list[bytes]
+) -> bytes:
     """What the decoder's way gives for `chunks`: each event decoded, then converted."""
     decoder = SSEDecoder()
     out = [converter.convert(event) for chunk in chunks for event in decoder.feed(chunk)]
@@ -256,13 +258,16 @@ def test_anthropic_chunks_of_whole_events_are_relayed_as_the_decoded_events_are(
     chunks = [
         b"".join(ANTHROPIC_ANSWER[i : i + group]) for i in range(0, len(ANTHROPIC_ANSWER), group)
     ]
-    whole, by_decoder = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
+    whole, by_decoder = (
+        AnthropicEventConverter("claude-client"),
+        AnthropicEventConverter("claude-client"),
+    )
     assert relayed(whole, chunks, decode=False) == decoded(by_decoder, chunks)
     assert whole.usage == by_decoder.usage
 
 
 def test_anthropic_events_that_pass_byte_for_byte_are_taken_as_one_slice() -> None:
-    relay = AnthropicEventRelay("claude-client")
+    relay = AnthropicEventConverter("claude-client")
     chunk = b"".join(ANTHROPIC_ANSWER)
     start = len(ANTHROPIC_ANSWER[0])
     verbatim = b"".join(ANTHROPIC_ANSWER[1:5])  # ping and the content block's events
@@ -279,8 +284,8 @@ def test_anthropic_chunks_with_other_events_are_relayed_as_the_decoded_events_ar
     odd = b"event: content_block_delta\ndata: {}\ndata: {}\n\n"  # two data lines
     chunks = [b"".join(ANTHROPIC_ANSWER[:3]) + odd + b"".join(ANTHROPIC_ANSWER[3:])]
     client = "claude-client"
-    expected = decoded(AnthropicEventRelay(client), chunks)
-    assert relayed(AnthropicEventRelay(client), chunks, decode=True) == expected
+    expected = decoded(AnthropicEventConverter(client), chunks)
+    assert relayed(AnthropicEventConverter(client), chunks, decode=True) == expected
 
 
 def test_anthropic_chunks_with_carriage_returns_are_relayed_as_the_decoded_events_are() -> None:
@@ -288,7 +293,10 @@ def test_anthropic_chunks_with_carriage_returns_are_relayed_as_the_decoded_event
     # event's name.
     crlf = b"event: message_delta\r\ndata: " + ANTHROPIC_ANSWER[-2].split(b"data: ", 1)[1]
     chunks = [b"".join(ANTHROPIC_ANSWER[:-2]), crlf, ANTHROPIC_ANSWER[-1]]
-    whole, by_decoder = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
+    whole, by_decoder = (
+        AnthropicEventConverter("claude-client"),
+        AnthropicEventConverter("claude-client"),
+    )
     assert relayed(whole, chunks, decode=True) == decoded(by_decoder, chunks)
     assert whole.usage.output_tokens == 3
 

@@ -80,18 +80,33 @@ class FakeTransport:
         self.reading = True
 
 
-class Sink:
+class Echo:
+    """A body translator that gives each chunk back as it came (or raises)."""
+
     def __init__(self, fail: bool = False) -> None:
-        self.data: list[bytes] = []
-        self.ended = False
         self.fail = fail
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
         if self.fail:
             raise ValueError("the client left")
+        return chunk
+
+    def end(self) -> bytes:
+        return b""
+
+
+class Sink:
+    """A channel that records what it was given."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.ended = False
+
+    def write(self, data: bytes) -> None:
         self.data.append(data)
 
-    def end(self) -> None:
+    def end(self, last: bytes) -> None:
+        assert last == b""
         self.ended = True
 
 
@@ -273,7 +288,7 @@ async def test_aborting_mid_answer_fails_it_and_cancels_the_pipe(rig: Rig) -> No
     rig.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n")
     await rig.connection.wait_headers()
     sink = Sink()
-    piped = rig.connection.pipe(sink)
+    piped = rig.connection.pipe(Echo(), sink)
     assert sink.data == [b"hi"]
     rig.connection.abort()
     assert piped.cancelled()
@@ -315,12 +330,12 @@ async def test_bytes_after_a_whole_answer_close_the_connection_but_the_answer_st
     assert await rig.connection.read_all() == b"ok"
 
 
-async def test_a_piped_stream_reaches_its_sink_read_by_read_then_ends(rig: Rig) -> None:
+async def test_a_piped_stream_reaches_its_channel_read_by_read_then_ends(rig: Rig) -> None:
     rig.send()
     rig.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
     await rig.connection.wait_headers()
     sink = Sink()
-    piped = rig.connection.pipe(sink)
+    piped = rig.connection.pipe(Echo(), sink)
     rig.feed(b"3\r\none\r\n")
     rig.feed(b"3\r\ntwo\r\n0\r\n\r\n")
     assert piped.done()  # inside the socket's callback
@@ -330,11 +345,13 @@ async def test_a_piped_stream_reaches_its_sink_read_by_read_then_ends(rig: Rig) 
     assert rig.connection.reusable
 
 
-async def test_a_sink_that_raises_fails_the_answer_and_closes_the_connection(rig: Rig) -> None:
+async def test_a_translator_that_raises_fails_the_answer_and_closes_the_connection(
+    rig: Rig,
+) -> None:
     rig.send()
     rig.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
     await rig.connection.wait_headers()
-    piped = rig.connection.pipe(Sink(fail=True))
+    piped = rig.connection.pipe(Echo(fail=True), Sink())
     rig.feed(b"3\r\none\r\n")
     assert piped.done()
     with pytest.raises(ValueError, match="the client left"):
@@ -352,10 +369,10 @@ async def test_a_slow_reader_pauses_the_socket_and_reading_resumes_it(rig: Rig) 
     big = b"x" * (300 * 1024)
     rig.feed(b"%x\r\n%s\r\n" % (len(big), big))
     assert not rig.transport.reading
-    assert rig.connection.paused
+    assert rig.connection.socket_paused
     assert await rig.connection.read_chunk() == big
     assert rig.transport.reading
-    assert not rig.connection.paused
+    assert not rig.connection.socket_paused
     rig.connection.pause_reading()
     assert not rig.transport.reading
     rig.connection.resume_reading()
@@ -376,7 +393,7 @@ async def test_a_piped_stream_followed_by_unasked_bytes_still_ends_whole(rig: Ri
     rig.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
     await rig.connection.wait_headers()
     sink = Sink()
-    piped = rig.connection.pipe(sink)
+    piped = rig.connection.pipe(Echo(), sink)
     rig.feed(b"3\r\none\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n")
     assert piped.done()  # inside the socket's callback
     await piped

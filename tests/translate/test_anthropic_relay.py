@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from messagegate.translate.anthropic import AnthropicEventRelay
+from messagegate.translate.anthropic import AnthropicEventConverter
 from messagegate.translate.sse_decoder import SSEDecoder
 
 DELTA = (
@@ -26,7 +26,7 @@ START = b'event: message_start\ndata: {"type":"message_start","message":{"model"
 def test_a_whole_content_or_ping_event_passes_as_it_came_and_equals_the_relayed_bytes(
     chunk: bytes,
 ) -> None:
-    relay = AnthropicEventRelay("claude-client")
+    relay = AnthropicEventConverter("claude-client")
     assert relay.whole_event(chunk) is chunk
     (event,) = SSEDecoder().feed(chunk)
     assert relay.convert(event) == chunk
@@ -49,7 +49,10 @@ STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
     ],
 )
 def test_other_whole_events_are_relayed_as_the_decoded_events_are(chunk: bytes) -> None:
-    whole, decoded = AnthropicEventRelay("claude-client"), AnthropicEventRelay("claude-client")
+    whole, decoded = (
+        AnthropicEventConverter("claude-client"),
+        AnthropicEventConverter("claude-client"),
+    )
     (event,) = SSEDecoder().feed(chunk)
     assert whole.whole_event(chunk) == decoded.convert(event)
     assert whole.usage == decoded.usage
@@ -67,7 +70,7 @@ def test_other_whole_events_are_relayed_as_the_decoded_events_are(chunk: bytes) 
     ],
 )
 def test_anything_else_is_left_to_the_decoder(event: bytes) -> None:
-    assert AnthropicEventRelay("claude-client").whole_event(event) is None
+    assert AnthropicEventConverter("claude-client").whole_event(event) is None
 
 
 def test_the_decoder_says_when_a_chunk_starts_at_an_event_boundary() -> None:

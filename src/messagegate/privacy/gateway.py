@@ -32,6 +32,7 @@ from messagegate.privacy.events import EventSealer
 from messagegate.privacy.keys import SUITE_NAME, KeyStore
 from messagegate.privacy.secrets import SecretStore
 from messagegate.providers.base import EventStream
+from messagegate.providers.connection import Channel
 
 HEADER = "x-messagegate-privacy"
 ANSWER_HEADERS = {HEADER: VERSION}
@@ -161,16 +162,33 @@ class SealedStream:
     def ended(self) -> bool:
         return self._stream.ended
 
-    async def pipe(self, write: Callable[[bytes], None]) -> bytes:
-        seal = self._seal
-        tail = await self._stream.pipe(lambda chunk: write(seal(chunk)))
-        return seal(tail)
+    async def pipe(self, channel: Channel) -> None:
+        await self._stream.pipe(_SealingChannel(channel, self._seal))
 
-    def pause(self) -> None:
-        self._stream.pause()
+    def delivered_usage(self) -> Usage:
+        return self._stream.delivered_usage()
 
-    def resume(self) -> None:
-        self._stream.resume()
+    def pause_reading(self) -> None:
+        self._stream.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._stream.resume_reading()
 
     def close(self) -> None:
         self._stream.close()
+
+
+class _SealingChannel:
+    """A ``Channel`` that seals what it passes on."""
+
+    __slots__ = ("_channel", "_seal")
+
+    def __init__(self, channel: Channel, seal: Callable[[bytes], bytes]) -> None:
+        self._channel = channel
+        self._seal = seal
+
+    def write(self, data: bytes) -> None:
+        self._channel.write(self._seal(data))
+
+    def end(self, last: bytes) -> None:
+        self._channel.end(self._seal(last))

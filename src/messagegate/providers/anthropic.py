@@ -21,7 +21,7 @@ from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, Up
 from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.anthropic import (
-    AnthropicEventRelay,
+    anthropic_stream,
     classify_anthropic_error,
     to_anthropic_body,
     with_client_model,
@@ -69,12 +69,13 @@ class AnthropicClient:
             if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
-        return await open_event_stream(
-            response,
-            self.provider,
-            AnthropicEventRelay(call.client_model, self.scrubber.text),
-            self.scrubber,
+        relay = anthropic_stream(
+            call.client_model,
+            self.scrubber.text,
+            response.max_event,
+            self.provider.token_encoding,
         )
+        return await open_event_stream(response, self.provider, relay, self.scrubber)
 
     async def count_tokens(self, call: UpstreamCall) -> int:
         with upstream_errors(self.provider):

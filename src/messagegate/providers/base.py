@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from messagegate.api.usage import Usage
 from messagegate.config import Route
+from messagegate.providers.connection import Channel
 from messagegate.translate.token_count import InputCount
 
 
@@ -45,16 +46,21 @@ class EventStream(Protocol):
         """Everything is in `first`."""
         ...
 
-    async def pipe(self, write: Callable[[bytes], None]) -> bytes:
-        """Call `write` with the client bytes of each part as it arrives; return the last part's
-        bytes (sent with the answer's end). Failures raise a GatewayError."""
+    async def pipe(self, channel: Channel) -> None:
+        """Write the client bytes of each part to `channel` as it arrives, then end it with the
+        last part's. Failures raise a GatewayError."""
         ...
 
-    def pause(self) -> None:
+    def delivered_usage(self) -> Usage:
+        """The usage to bill when the client cut the stream: the output written so far, counted
+        locally, never less than what the upstream reported by then."""
+        ...
+
+    def pause_reading(self) -> None:
         """Stop reading the upstream: the client is not keeping up."""
         ...
 
-    def resume(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
     def close(self) -> None:
         """Stop reading and let go of the upstream, whatever state the stream is in."""

@@ -6,8 +6,8 @@ often streamed), so a connection costs a few microseconds per request instead of
 client's layers of request, response and stream objects.
 
 Where a connection is in its life is one ``Phase``; ``UpstreamConnection._enter`` makes every
-change of it, and refuses one ``_NEXT`` does not allow. Flow control (the reader's hold, the
-socket paused) is apart from it: it only matters while a body arrives.
+change of it, and refuses one ``_NEXT`` does not allow. Flow control (the reader's pause, the
+socket's) is apart from it: it only matters while a body arrives.
 """
 
 from __future__ import annotations
@@ -82,13 +82,23 @@ class IllegalTransition(RuntimeError):
     """A bug of ours: the connection was asked to move where its lifecycle does not go."""
 
 
-class BodySink(Protocol):
-    """Takes an answer's body as it arrives, inside the socket's callback (see ``pipe``)."""
+class BodyTranslator(Protocol):
+    """Turns an answer's body, as it arrives, into the bytes its reader sends on (see ``pipe``)."""
 
-    def feed(self, data: bytes) -> None: ...
+    def feed(self, chunk: bytes) -> bytes: ...
 
-    def end(self) -> None:
-        """The answer is complete."""
+    def end(self) -> bytes:
+        """The answer is complete: the bytes its end completes."""
+        ...
+
+
+class Channel(Protocol):
+    """Where a piped body's translation goes, from the socket's callback."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def end(self, last: bytes) -> None:
+        """The body is complete; `last` is what its end completed (sent with the answer's end)."""
         ...
 
 
@@ -122,13 +132,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.streaming = False
-        # Reading the socket is paused while the reader holds it (`pause_reading`) or, in pull
-        # mode, while more than _HIGH_WATER bytes wait unread.
-        self.held = False
-        self.paused = False
+        # The socket's reading is paused (`socket_paused`) while the reader paused it
+        # (`reading_paused`) or, in pull mode, while more than _HIGH_WATER bytes wait unread.
+        self.reading_paused = False
+        self.socket_paused = False
         self.waiter: asyncio.Future[None] | None = None
-        # Set by `pipe`: the body goes to the sink as it arrives, and `piped` ends with it.
-        self.sink: BodySink | None = None
+        # Set by `pipe`: the body goes through the translator to the channel as it arrives, and
+        # `piped` ends with it.
+        self.translator: BodyTranslator | None = None
+        self.channel: Channel | None = None
         self.piped: asyncio.Future[None] | None = None
         self.decompressor: zlib._Decompress | None = None
         # Timeouts: silence allowed between reads, and a deadline for the whole exchange.
@@ -194,7 +206,7 @@ class UpstreamConnection(asyncio.Protocol):
         data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self.chunks.clear()
         self.buffered = 0
-        if self.paused:
+        if self.socket_paused:
             self._flow()
         return data
 
@@ -205,30 +217,31 @@ class UpstreamConnection(asyncio.Protocol):
         self.chunks.clear()
         return data
 
-    def pipe(self, sink: BodySink) -> asyncio.Future[None]:
-        """Hand the rest of the body to `sink` from the socket's callback, with no task switch:
-        what is buffered now at once, then what each read of the socket brings, in one piece,
-        then ``sink.end()``.
+    def pipe(self, translator: BodyTranslator, channel: Channel) -> asyncio.Future[None]:
+        """Hand the rest of the body to `translator` from the socket's callback, with no task
+        switch, and what it gives to `channel`: what is buffered now at once, then what each
+        read of the socket brings, in one piece, then the end (``channel.end``).
 
-        The future ends when the sink has seen the end, or fails with the transport's error or
-        with what the sink raised (the connection is then closed).
+        The future ends when the channel has seen the end, or fails with the transport's error
+        or with what the translator or the channel raised (the connection is then closed).
         """
         self.piped = self.loop.create_future()
         if self.error is not None:
             self.piped.set_exception(self.error)
             return self.piped
-        self.sink = sink
-        # Each read now goes straight to the sink: nothing waits unread any more.
+        self.translator = translator
+        self.channel = channel
+        # Each read now goes straight to the translator: nothing waits unread any more.
         self.streaming = False
         self._push()
-        if self.paused:
+        if self.socket_paused:
             self._flow()
         return self.piped
 
     def _push(self) -> None:
-        """Give the sink what the last read brought, and the end once the answer is complete."""
-        sink = self.sink
-        if sink is None:
+        """Translate what the last read brought, and the end once the answer is complete."""
+        translator, channel = self.translator, self.channel
+        if translator is None or channel is None:
             return
         chunks = self.chunks
         try:
@@ -236,29 +249,32 @@ class UpstreamConnection(asyncio.Protocol):
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 chunks.clear()
                 self.buffered = 0
-                sink.feed(data)
+                out = translator.feed(data)
+                if out:
+                    channel.write(out)
             if self.state is COMPLETE or self.state is CLOSED:
-                sink.end()
+                channel.end(translator.end())
                 self._end_pipe(None)
         except BaseException as exc:
-            self._sink_failed(exc)
+            self._pipe_failed(exc)
 
     def pause_reading(self) -> None:
-        """Hold the socket's reading until `resume_reading` (the reader's own reader is slow);
+        """Pause the socket's reading until `resume_reading` (the reader's own reader is slow);
         the idle timeout waits meanwhile."""
-        self.held = True
+        self.reading_paused = True
         self._flow()
 
     def resume_reading(self) -> None:
-        self.held = False
+        self.reading_paused = False
         self._flow()
 
     def _flow(self) -> None:
-        """Pause or resume reading the socket, as the hold and the unread bytes require."""
-        pause = self.held or (self.streaming and self.buffered > _HIGH_WATER)
-        if pause == self.paused or self.transport is None or self.state >= CLOSED:
+        """Pause or resume reading the socket, as the reader's pause and the unread bytes
+        require."""
+        pause = self.reading_paused or (self.streaming and self.buffered > _HIGH_WATER)
+        if pause == self.socket_paused or self.transport is None or self.state >= CLOSED:
             return
-        self.paused = pause
+        self.socket_paused = pause
         if pause:
             self.transport.pause_reading()
         else:
@@ -293,11 +309,11 @@ class UpstreamConnection(asyncio.Protocol):
                 waiter.set_result(None)
             if self.on_wake is not None:
                 self.on_wake()
-        if self.sink is not None and self.error is not None:
+        if self.translator is not None and self.error is not None:
             self._end_pipe(self.error)
 
     def _end_pipe(self, error: BaseException | None) -> None:
-        self.sink = None
+        self.translator = self.channel = None
         piped = self.piped
         if piped is not None and not piped.done():
             if error is None:
@@ -307,8 +323,9 @@ class UpstreamConnection(asyncio.Protocol):
             if self.on_wake is not None:
                 self.on_wake()
 
-    def _sink_failed(self, error: BaseException) -> None:
-        """The sink raised: nothing more of this answer is wanted, so the connection closes."""
+    def _pipe_failed(self, error: BaseException) -> None:
+        """The translator or the channel raised: nothing more of this answer is wanted, so the
+        connection closes."""
         if self.state is BODY:
             self._enter_failed(TransportError("the gateway stopped reading the answer"))
         elif self.state is COMPLETE:
@@ -323,7 +340,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.held = self.streaming = False
+        self.reading_paused = self.streaming = False
         self._flow()
         if self.state is COMPLETE:
             self._enter(IDLE)
@@ -334,7 +351,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.finished()
-        self.sink = None
+        self.translator = self.channel = None
         if self.piped is not None and not self.piped.done():
             self.piped.cancel()
         if self.state is IDLE:
@@ -357,11 +374,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._wake()
             return
         quiet_until = self.last_data + self.read_timeout
-        if now >= quiet_until and not self.paused:
+        if now >= quiet_until and not self.socket_paused:
             self._fail(ReadTimeout(f"no data for {self.read_timeout:g} s"))
             self._wake()
             return
-        if self.paused:
+        if self.socket_paused:
             quiet_until = now + self.read_timeout
         self.timer = self.loop.call_at(min(quiet_until, self.deadline), self._check_timeout)
 
@@ -395,7 +412,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(cause)
             else:
                 self._fail(ProtocolViolation(f"invalid HTTP answer: {exc}"))
-        if self.sink is not None and self.error is None:
+        if self.translator is not None and self.error is None:
             self._push()
         else:
             self._wake()
@@ -452,7 +469,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self.buffered > self.max_answer:
                 # Only an answer read whole gets here: a stream pauses at _HIGH_WATER.
                 raise AnswerTooLarge(f"an answer larger than {self.max_answer} bytes")
-            if self.streaming and not self.paused:
+            if self.streaming and not self.socket_paused:
                 self._flow()
 
     def _inflate(self, body: bytes) -> bytes:

@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 
-from messagegate.api.sse import Event, encode_event
 from messagegate.api.usage import Usage
 from messagegate.config import Provider
 from messagegate.errors import GatewayError, UpstreamProtocolError
@@ -23,11 +22,10 @@ from messagegate.providers.http import (
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
 from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
-from messagegate.translate.openai_errors import classify_error_object, classify_openai_error
+from messagegate.translate.openai_errors import classify_openai_error
+from messagegate.translate.openai_events import openai_stream
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
 from messagegate.translate.openai_response import to_anthropic_message
-from messagegate.translate.openai_stream import OpenAIStreamTranslator
-from messagegate.translate.sse_decoder import ServerSentEvent
 from messagegate.translate.token_count import count_request
 
 
@@ -91,11 +89,15 @@ class OpenAIClient:
             if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
-        translator = OpenAIStreamTranslator(
-            model=call.client_model, request=request, input_tokens=input_tokens
+        relay = openai_stream(
+            request,
+            client_model=call.client_model,
+            input_tokens=input_tokens,
+            provider=self.provider.name,
+            max_event=response.max_event,
+            encoding=self.provider.token_encoding,
         )
-        converter = OpenAIEventConverter(translator, self.provider.name)
-        return await open_event_stream(response, self.provider, converter, self.scrubber)
+        return await open_event_stream(response, self.provider, relay, self.scrubber)
 
     async def count_tokens(self, call: UpstreamCall) -> int:
         return self.count_locally(call)
@@ -139,68 +141,6 @@ def translate_answer(
         raise UpstreamProtocolError(
             f"provider {provider!r} sent an answer the gateway cannot read ({kind})"
         ) from None
-
-
-class OpenAIEventConverter:
-    """Feeds Chat Completions chunks to the stream translator; encodes the events it emits."""
-
-    def __init__(self, translator: OpenAIStreamTranslator, provider: str) -> None:
-        self.translator = translator
-        self.provider = provider
-        self.usage = translator.usage
-        # A text delta, taken from its bytes (no converter call in between: once per token).
-        self.usual_event = translator.feed_text_event
-        self._saw_done = False
-        self._chunks = 0
-
-    def whole_event(self, event: bytes) -> bytes | None:
-        """The usual event, one ``data:`` line, translated without the decoder: a text delta
-        from its bytes, anything else parsed from them."""
-        # The relay tries `usual_event` (this) first; chunks of several events come here one by
-        # one, and a text delta among them is still taken from its bytes.
-        out = self.translator.feed_text_event(event)
-        if out is not None:
-            return out
-        # Its only line break ends it: a chunk of several events is refused at its first one.
-        if not event.startswith(b"data: ") or event.find(b"\n") != len(event) - 2:
-            return None
-        if event == b"data: [DONE]\n\n":
-            self._saw_done = True
-            return b""
-        return self._translate(memoryview(event)[6:-2], event)
-
-    def whole_run(self, chunk: bytes, start: int) -> tuple[bytes, int]:
-        """The text events at `start` of a chunk of whole events, translated from their bytes
-        in one go."""
-        return self.translator.feed_text_run(chunk, start)
-
-    def convert(self, event: ServerSentEvent) -> bytes:
-        if event.data == "[DONE]":
-            self._saw_done = True
-            return b""
-        return self._translate(event.data)
-
-    def _translate(self, data: str | memoryview, event: bytes | None = None) -> bytes:
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(f"provider {self.provider!r} sent invalid JSON") from None
-        if self._chunks == 0:
-            # Nothing reached the client yet, so this attempt can still fail over.
-            if not isinstance(chunk, dict):
-                raise UpstreamProtocolError(f"provider {self.provider!r} sent a non-object chunk")
-            if "error" in chunk:
-                raise classify_error_object(chunk)
-        self._chunks += 1
-        return self.translator.feed_sse(chunk, event)
-
-    def finish(self) -> bytes:
-        if self._chunks == 0:
-            raise UpstreamProtocolError(f"provider {self.provider!r} ended the stream at once")
-        return self._encode(self.translator.finish(saw_done=self._saw_done))
-
-    def _encode(self, events: list[Event]) -> bytes:
-        return b"".join([encode_event(name, data) for name, data in events])
 
 
 def _trace_headers(headers: Mapping[str, str]) -> Mapping[str, str] | None:

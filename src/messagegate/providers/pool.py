@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from messagegate.config import Timeouts
 from messagegate.providers.connection import (
     DEFAULT_MAX_ANSWER,
-    BodySink,
+    BodyTranslator,
+    Channel,
     ConnectionDropped,
     UpstreamConnection,
 )
@@ -146,9 +147,10 @@ class UpstreamResponse:
         connection = self._live()
         return connection.complete and not connection.chunks
 
-    def pipe(self, sink: BodySink) -> asyncio.Future[None]:
-        """The rest of the body to `sink` as it arrives (``UpstreamConnection.pipe``)."""
-        return self._live().pipe(sink)
+    def pipe(self, translator: BodyTranslator, channel: Channel) -> asyncio.Future[None]:
+        """The rest of the body through `translator` to `channel` as it arrives
+        (``UpstreamConnection.pipe``)."""
+        return self._live().pipe(translator, channel)
 
     def pause_reading(self) -> None:
         if self._connection is not None:
@@ -326,7 +328,7 @@ class ConnectionPool:
 
     def paused_count(self) -> int:
         """Connections whose reading is paused because their reader (a client) fell behind."""
-        return sum(1 for connection in self._origins if connection.paused)
+        return sum(1 for connection in self._origins if connection.socket_paused)
 
     def idle_count(self) -> int:
         return sum(len(idle) for idle in self._idle.values())

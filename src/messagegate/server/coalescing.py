@@ -102,29 +102,29 @@ class CoalescingTransport:
     """Forwards to a transport; a response head waits for its body, and writes made in a busy
     loop turn wait for the turn's end, joined per connection."""
 
-    __slots__ = ("_held", "_pending", "_transport", "_turn")
+    __slots__ = ("_pending", "_transport", "_turn", "_waiting_head")
 
     def __init__(self, transport: asyncio.Transport, turn: TurnFlusher) -> None:
         self._transport = transport
         self._turn = turn
-        self._held: bytes | None = None
+        self._waiting_head: bytes | None = None
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        if self._held is None and self._pending is None and data[:9] == _HEAD:
+        if self._waiting_head is None and self._pending is None and data[:9] == _HEAD:
             # Only the order of bytes matters for correctness: a body that happens to start
-            # like a head is merely held until the end of this loop turn.
-            self._held = data
+            # like a head merely waits until the end of this loop turn.
+            self._waiting_head = data
             self._turn.add(self)
             return
         self.write_body(data)
 
     def write_body(self, data: bytes) -> None:
         """``write`` of bytes that are known not to start a response (a body's chunk)."""
-        held, pending = self._held, self._pending
-        if held is not None:
-            self._held = None
-            data = held + data
+        head, pending = self._waiting_head, self._pending
+        if head is not None:
+            self._waiting_head = None
+            data = head + data
         if pending is not None:
             pending.append(data)
         elif self._turn.write_now(self):
@@ -134,12 +134,12 @@ class CoalescingTransport:
 
     def flush(self) -> bool:
         """Send what waits; say whether anything did."""
-        held, pending = self._held, self._pending
-        self._held = self._pending = None
+        head, pending = self._waiting_head, self._pending
+        self._waiting_head = self._pending = None
         if pending is None:
-            if held is None:
+            if head is None:
                 return False
-            data = held
+            data = head
         else:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
         # A client that left meanwhile gets nothing; uvicorn has seen the loss already.
@@ -152,11 +152,11 @@ class CoalescingTransport:
         self._transport.close()
 
     def abort(self) -> None:
-        self._held = self._pending = None
+        self._waiting_head = self._pending = None
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        waiting = len(self._held or b"") + sum(map(len, self._pending or ()))
+        waiting = len(self._waiting_head or b"") + sum(map(len, self._pending or ()))
         return self._transport.get_write_buffer_size() + waiting
 
     # What else uvicorn's protocol asks of its transport, forwarded one by one: a `__getattr__`

@@ -30,11 +30,12 @@ BODY_WRITER = "messagegate.body_writer"
 class BodyListener(Protocol):
     """Told what happens to the client while a body is written with a ``BodyWriter``."""
 
-    def pause(self) -> None:
-        """The client's socket buffer is full: stop producing until `resume`."""
+    def pause_reading(self) -> None:
+        """The client's socket buffer is full: stop reading what is written until
+        `resume_reading`."""
         ...
 
-    def resume(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
     def lost(self) -> None:
         """The client went away."""
@@ -76,16 +77,14 @@ class BodyWriter:
         protocol.coalescing.write_body(data)
         self.last_write = time.monotonic()
 
-    @property
-    def paused(self) -> bool:
-        protocol = self._protocol()
-        return protocol is not None and protocol.flow.write_paused
-
     def listen(self, listener: BodyListener | None) -> None:
-        """Tell `listener` (until called with None) of back-pressure and disconnection."""
+        """Tell `listener` (until called with None) of back-pressure and disconnection; a client
+        whose socket buffer is full already pauses it at once."""
         protocol = self._protocol()
         if protocol is not None:
             protocol.state.listener = listener
+            if listener is not None and protocol.flow.write_paused:
+                listener.pause_reading()
 
 
 _HEAD, _BODY, _ANSWERING = Phase.HEAD, Phase.BODY, Phase.ANSWERING
@@ -243,13 +242,13 @@ class HttpProtocol(HttpToolsProtocol):
         super().pause_writing()
         listener = self.state.listener
         if listener is not None:
-            listener.pause()
+            listener.pause_reading()
 
     def resume_writing(self) -> None:
         super().resume_writing()
         listener = self.state.listener
         if listener is not None:
-            listener.resume()
+            listener.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

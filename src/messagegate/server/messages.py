@@ -133,9 +133,15 @@ class MessagesEndpoint:
         if self.metrics is not None:
             self.metrics.stream_opened(exchange)
 
+        billed = stream.usage
+
         def finish(outcome: StreamOutcome) -> None:
+            nonlocal billed
+            if outcome is StreamOutcome.DISCONNECTED:
+                # A cut stream is billed for what the client got, not what the upstream made.
+                billed = stream.delivered_usage()
             ended = _OUTCOMES[outcome]
-            self.accounting.finish(exchange, key, ticket, routed, stream.usage, ended, True)
+            self.accounting.finish(exchange, key, ticket, routed, billed, ended, True)
 
         outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval, finish)
         if outcome is StreamOutcome.COMPLETED:
@@ -144,7 +150,7 @@ class MessagesEndpoint:
                 self.scenarios.remember(route_request.body, stream.usage)
         elif outcome is StreamOutcome.FAILED:
             self.router.record_failure(routed)
-        exchange.log_fields["tokens"] = _tokens(stream.usage)
+        exchange.log_fields["tokens"] = _tokens(billed)
 
     async def _read_json(self, exchange: Exchange) -> tuple[Any, int]:
         body = await exchange.read_body(self.config.max_body_bytes)

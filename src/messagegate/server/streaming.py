@@ -29,9 +29,24 @@ class StreamOutcome(enum.Enum):
     DISCONNECTED = "disconnected"
 
 
-class _Watch:
-    """A ``BodyListener`` for one relay: the client's back-pressure pauses the upstream, its
-    departure cancels the relay, and a timer pings it after `ping` seconds of silence."""
+class _ClientStream:
+    """The client's side of one relay: the ``Channel`` the upstream's stream writes to (each
+    part at once, its last part kept for the body's end, which the relay's task sends) and the
+    ``BodyListener`` the client's socket reports to: its back-pressure pauses the upstream's
+    reading, its departure cancels the relay; a timer pings it after `ping` seconds of silence.
+    """
+
+    __slots__ = (
+        "disconnected",
+        "last",
+        "ping_after",
+        "reading_paused",
+        "relay",
+        "stream",
+        "timer",
+        "write",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -41,29 +56,37 @@ class _Watch:
         ping: float,
     ) -> None:
         self.writer = writer
+        self.write = writer.write
         self.stream = stream
         self.relay = relay
         self.ping_after = ping
+        self.last = b""
         self.disconnected = False
+        self.reading_paused = False
         self.timer = asyncio.get_running_loop().call_later(ping, self._ping)
         writer.listen(self)
-        if writer.paused:
-            stream.pause()
 
-    def pause(self) -> None:
-        self.stream.pause()
+    def end(self, last: bytes) -> None:
+        self.last = last
 
-    def resume(self) -> None:
-        self.stream.resume()
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+        self.stream.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        self.stream.resume_reading()
 
     def lost(self) -> None:
         self.disconnected = True
+        # Nothing more is read, so nothing more is counted as delivered.
+        self.stream.close()
         self.relay.cancel()
 
     def _ping(self) -> None:
         quiet = time.monotonic() - self.writer.last_write
         if quiet >= self.ping_after:
-            if not self.writer.paused:
+            if not self.reading_paused:
                 self.writer.write(PING)
             quiet = 0.0
         self.timer = asyncio.get_running_loop().call_later(self.ping_after - quiet, self._ping)
@@ -94,17 +117,18 @@ async def relay(
         )
         return StreamOutcome.COMPLETED
     task: asyncio.Task[StreamOutcome] = asyncio.current_task()  # type: ignore[assignment]
-    watch = _Watch(writer, stream, task, ping)
+    client = _ClientStream(writer, stream, task, ping)
     outcome = StreamOutcome.COMPLETED
     try:
         writer.write(stream.first)
-        tail = await stream.pipe(writer.write)
+        await stream.pipe(client)
+        tail = client.last
     except GatewayError as error:
         outcome = StreamOutcome.FAILED
         tail = _error_event(exchange, error)
     except asyncio.CancelledError:
         task.uncancel()
-        if watch.disconnected:
+        if client.disconnected:
             exchange.log_fields["disconnected"] = "client"
             ending(StreamOutcome.DISCONNECTED)
             return StreamOutcome.DISCONNECTED
@@ -113,7 +137,7 @@ async def relay(
         outcome = StreamOutcome.FAILED
         tail = _error_event(exchange, GatewayOverloaded(SHUTTING_DOWN))
     finally:
-        watch.stop()
+        client.stop()
         stream.close()
     ending(outcome)
     await exchange.send(_last(writer, tail) if not writer.framed else _end(tail))

@@ -13,6 +13,7 @@ from messagegate.api.usage import Usage
 from messagegate.errors import UpstreamProtocolError, UpstreamStatusError
 from messagegate.translate.signatures import is_gateway_signature
 from messagegate.translate.sse_decoder import ServerSentEvent, new_event
+from messagegate.translate.stream_relay import DEFAULT_MAX_EVENT, SSERelay
 
 
 def to_anthropic_body(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
@@ -60,7 +61,17 @@ _VERBATIM_PREFIXES = (
 )
 
 
-class AnthropicEventRelay:
+def anthropic_stream(
+    client_model: str,
+    scrub: Callable[[str], str] | None = None,
+    max_event: int = DEFAULT_MAX_EVENT,
+    encoding: str = "o200k_base",
+) -> SSERelay:
+    """The relay of an Anthropic upstream's stream, for a client that asked for `client_model`."""
+    return SSERelay(AnthropicEventConverter(client_model, scrub), max_event, encoding)
+
+
+class AnthropicEventConverter:
     """Passes Anthropic events through unchanged, but for the model name; records usage."""
 
     def __init__(self, client_model: str, scrub: Callable[[str], str] | None = None) -> None:

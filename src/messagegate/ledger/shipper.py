@@ -64,8 +64,11 @@ class Shipper:
         offset = self.offset if own_file else 0
         shipped = 0
         while True:
-            # Not past what this process has finished writing to its own file.
+            # Not past what this process has finished writing to its own file (nor reading it
+            # when nothing was written since: a thread's round trip saved per idle second).
             end = self.journal.size if own_file else None
+            if end is not None and offset >= end:
+                break
             rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, end, BATCH_ROWS)
             if not rows:
                 break

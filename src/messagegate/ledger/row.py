@@ -41,7 +41,7 @@ class LedgerRow(NamedTuple):
 
     def encode(self) -> bytes:
         """One journal line: the values in COLUMNS order, as a JSON array."""
-        return orjson.dumps(tuple(self)) + b"\n"
+        return orjson.dumps(tuple(self), option=orjson.OPT_APPEND_NEWLINE)
 
 
 # A row as the database takes it: its values in COLUMNS order.

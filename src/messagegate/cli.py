@@ -200,13 +200,14 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "log_config": None,
         "timeout_graceful_shutdown": config.shutdown_grace,
     }
-    if args.workers > 1:
+    if args.workers > 1 and config.redis is None:
         print(
             f"messagegate: key limits (rpm, tpm, concurrency, budgets) are per process: each of "
-            f"the {args.workers} workers enforces them on its own",
+            f"the {args.workers} workers enforces them on its own (`redis:` shares them)",
             file=sys.stderr,
             flush=True,
         )
+    if args.workers > 1:
         # Worker processes build their own app from the config file named in the environment
         # (or, with none named, from the embedded default, as this process did).
         if args.config:

@@ -21,6 +21,7 @@ import yaml
 
 from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
 from messagegate.keyspec import KEY_FIELDS, KeyFieldError, KeyLimits, allows, parse_key_settings
+from messagegate.redis_config import OutagePolicy, RedisSettings, read_outage, read_redis
 from messagegate.translate.openai_dialect import DIALECT_FIELDS, PRESETS, OpenAIDialect, dialect_for
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -340,6 +341,9 @@ class Config:
     admin_key: Secret | None = None
     # The time zone whose calendar days, weeks and months budget periods follow.
     budget_timezone: str = "UTC"
+    # Limits shared by every replica (None: each process keeps its own), and their outage modes.
+    redis: RedisSettings | None = None
+    on_outage: OutagePolicy = field(default_factory=OutagePolicy)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -504,6 +508,8 @@ class _Reader:
             default_database=default_database_path(self.environ),
             admin_key=self.admin_key(top),
             budget_timezone=self.timezone(top),
+            redis=read_redis(self, top.get("redis")),
+            on_outage=read_outage(self, top.get("on_outage")),
         )
 
     def aliases(
@@ -1055,6 +1061,8 @@ _TOP_KEYS = frozenset(
         "database",
         "admin_key",
         "budget_timezone",
+        "redis",
+        "on_outage",
     }
 )
 _PROVIDER_KEYS = frozenset(

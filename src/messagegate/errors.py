@@ -10,6 +10,7 @@
     ├── RequestTooLarge               413 request_too_large
     ├── RateLimited                   429 rate_limit_error      (the key's rpm, tpm or concurrency)
     ├── GatewayOverloaded             529 overloaded_error      (over a limit; shutting down)
+    ├── LimitsUnavailable             503 api_error             (shared limits store unreachable)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
@@ -96,6 +97,19 @@ class GatewayOverloaded(GatewayError):
 
     status = 529
     error_type = "overloaded_error"
+
+
+class LimitsUnavailable(GatewayError):
+    """The store of the limits every replica shares cannot be reached and the operator chose to
+    refuse (`on_outage: ... fail_closed`): retryable, after `retry-after` seconds."""
+
+    status = 503
+    error_type = "api_error"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers["retry-after"] = str(retry_after)
+        self.headers["x-should-retry"] = "true"
 
 
 class RateLimited(GatewayError):

@@ -290,9 +290,7 @@ async def test_an_unreachable_redis_does_what_on_outage_says(
     answering(upstream)
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     raw = shared_config(upstream, unique_prefix(), closed, **OUTAGE_LIMITS[setting])
-    others = {
-        name: "fail_open" if mode == "fail_closed" else "fail_closed" for name in OUTAGE_LIMITS
-    }
+    others = dict.fromkeys(OUTAGE_LIMITS, "fail_open" if mode == "fail_closed" else "fail_closed")
     raw["on_outage"] = {**others, setting: mode}
     async with running_gateway(build_config(raw), wall_clock=FakeClock(NOON)) as (url, _):
         if mode == "fail_open":
@@ -357,7 +355,8 @@ async def test_redis_dying_and_coming_back(
 def test_config_reads_redis_as_a_url_or_a_mapping(upstream: FakeUpstream) -> None:
     plain = build_config({**limited_config(upstream), "redis": "redis://h:6379/1"})
     assert plain.redis is not None
-    assert plain.redis.url == "redis://h:6379/1" and plain.redis.prefix == "mg"
+    assert plain.redis.url == "redis://h:6379/1"
+    assert plain.redis.prefix == "mg"
     assert "h:6379" not in repr(plain.redis)
     assert plain.on_outage == OutagePolicy("fail_open", "fail_open", "fail_closed")
     raw = {
@@ -366,7 +365,8 @@ def test_config_reads_redis_as_a_url_or_a_mapping(upstream: FakeUpstream) -> Non
         "on_outage": {"budgets": "fail_open"},
     }
     mapped = build_config(raw)
-    assert mapped.redis is not None and mapped.redis.timeout == 0.5
+    assert mapped.redis is not None
+    assert mapped.redis.timeout == 0.5
     assert mapped.on_outage.budgets == "fail_open"
     for bad, problem in [
         ({"redis": "http://h"}, "redis.url: expected a redis://"),

@@ -1,5 +1,5 @@
 """Redis for tests: the machine's shared server under a key prefix of one test's own (its keys
-removed afterwards, nothing else), or a private `redis-server` on a free port that a test may kill."""
+removed afterwards, nothing else), or a private `redis-server` on a free port a test may kill."""
 
 from __future__ import annotations
 

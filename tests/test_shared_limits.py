@@ -81,7 +81,7 @@ async def settled(*apps: GatewayApp) -> None:
 
 async def budget_hash(store: aioredis.Redis, prefix: str, period: str) -> dict[str, int]:
     raw = await store.hgetall(f"{prefix}:{{alice}}:budget:{period}")
-    return {k.decode(): int(v) for k, v in raw.items()}
+    return {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
 
 
 async def test_rpm_holds_across_two_gateways(upstream: FakeUpstream, sdk: Any, prefix: str) -> None:
@@ -180,7 +180,7 @@ async def test_a_running_request_s_lease_is_renewed(
             leases = f"{prefix}:{{alice}}:leases"
             for _ in range(100):  # the next renewal moves the lease past the new time
                 scores = await store.zrange(leases, 0, -1, withscores=True)
-                if scores and scores[0][1] > clock.now:
+                if scores and float(scores[0][1]) > clock.now:
                     break
                 await asyncio.sleep(0.05)
             assert scores[0][1] == pytest.approx(clock.now + 3)
@@ -275,7 +275,7 @@ async def test_the_first_replica_seeds_the_period_from_the_ledger(
     assert len(upstream.received) == 2
 
 
-OUTAGE_LIMITS = {
+OUTAGE_LIMITS: dict[str, dict[str, Any]] = {
     "rate_limits": {"rpm": 100, "tpm": 100_000},
     "concurrency": {"concurrency": 5},
     "budgets": {"budget": 1.0},
@@ -368,12 +368,13 @@ def test_config_reads_redis_as_a_url_or_a_mapping(upstream: FakeUpstream) -> Non
     assert mapped.redis is not None
     assert mapped.redis.timeout == 0.5
     assert mapped.on_outage.budgets == "fail_open"
-    for bad, problem in [
+    bad_configs: list[tuple[dict[str, Any], str]] = [
         ({"redis": "http://h"}, "redis.url: expected a redis://"),
         ({"redis": {"url": "redis://h", "lease_ttl": 1}}, "redis.lease_ttl: must be at least"),
         ({"redis": {"url": "redis://h", "prefix": "a{b"}}, "redis.prefix"),
         ({"on_outage": {"budgets": "maybe"}}, "on_outage.budgets: expected"),
-    ]:
+    ]
+    for bad, problem in bad_configs:
         with pytest.raises(ConfigError, match=problem):
             build_config({**limited_config(upstream), **bad})
     assert build_config(limited_config(upstream)).redis is None

@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import pytest
 import redis.asyncio as aioredis
+import yaml
 
 import fakes.anthropic_script as script
 from fakes.clock import FakeClock
@@ -21,6 +22,7 @@ from fakes.gateway import build_config, running_gateway
 from fakes.redis_server import SHARED_URL, private_redis, shared_redis, unique_prefix
 from fakes.served import free_port
 from fakes.upstream import FakeUpstream
+from helpers import readme_yaml
 from messagegate.config import ConfigError
 from messagegate.limits.limiter import Limiter
 from messagegate.limits.shared import SharedLimiter
@@ -352,6 +354,26 @@ async def test_redis_dying_and_coming_back(
     assert len(upstream.received) == 2
 
 
+async def test_an_open_budget_falls_back_on_what_this_process_spent(
+    upstream: FakeUpstream, sdk: Any
+) -> None:
+    answering(upstream)
+    async with private_redis() as server:
+        raw = shared_config(upstream, unique_prefix(), server.url, budget=0.00004)  # 40 micro-USD
+        raw["on_outage"] = {"budgets": "fail_open"}
+        async with running_gateway(build_config(raw), wall_clock=FakeClock(NOON)) as (url, app):
+            await ask(sdk, url, False)
+            await ask(sdk, url, True)
+            await settled(app)
+            await server.kill()
+            # 50 spent through Redis: the in-process fallback knows it too.
+            with pytest.raises(anthropic.APIStatusError) as caught:
+                await ask(sdk, url, False)
+            assert caught.value.status_code == 402
+            assert app.limiter._states["alice"].spent == 2 * ANSWER_COST
+    assert len(upstream.received) == 2
+
+
 def test_config_reads_redis_as_a_url_or_a_mapping(upstream: FakeUpstream) -> None:
     plain = build_config({**limited_config(upstream), "redis": "redis://h:6379/1"})
     assert plain.redis is not None
@@ -378,3 +400,11 @@ def test_config_reads_redis_as_a_url_or_a_mapping(upstream: FakeUpstream) -> Non
         with pytest.raises(ConfigError, match=problem):
             build_config({**limited_config(upstream), **bad})
     assert build_config(limited_config(upstream)).redis is None
+
+
+def test_the_readme_s_example_is_the_defaults(upstream: FakeUpstream) -> None:
+    example = yaml.safe_load(readme_yaml("shared-limits-config"))
+    config = build_config({**limited_config(upstream), **example})
+    assert config.redis is not None
+    assert config.redis.url == "redis://127.0.0.1:6379/0"
+    assert config.on_outage == OutagePolicy()

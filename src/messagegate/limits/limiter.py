@@ -131,6 +131,15 @@ class Limiter:
         start, _ = self.periods.bounds(key.limits.period, self.clock())
         state.period_start, state.spent = start, spent
 
+    def spend(self, key: ApiKey, cost: int) -> None:
+        """Count `cost` micro-USD settled on the shared store, for when this process falls back
+        to its own limits."""
+        state = self._state(key)
+        start, _ = self.periods.bounds(key.limits.period, self.clock())
+        if start != state.period_start:
+            state.period_start, state.spent = start, 0
+        state.spent += cost
+
     def _state(self, key: ApiKey) -> KeyState:
         state = self._states.get(key.name)
         if state is None or (state.limits is not key.limits and state.limits != key.limits):

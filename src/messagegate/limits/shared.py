@@ -190,6 +190,8 @@ class SharedLimiter:
         now = self.now()
         if ticket.view.tokens is not None:
             ticket.view.tokens.adjust(delta, now)
+        if cost and limits.budget is not None:
+            self.local.spend(ticket.key, cost)
         leased = limits.concurrency is not None or limits.budget is not None
         if not (delta and limits.tpm) and not leased:
             return

@@ -24,6 +24,7 @@ from fakes.served import free_port
 from fakes.upstream import FakeUpstream
 from helpers import readme_yaml
 from messagegate.config import ConfigError
+from messagegate.limits.circuit import Circuit, Phase
 from messagegate.limits.limiter import Limiter
 from messagegate.limits.shared import SharedLimiter
 from messagegate.redis_config import OutagePolicy
@@ -408,3 +409,25 @@ def test_the_readme_s_example_is_the_defaults(upstream: FakeUpstream) -> None:
     assert config.redis is not None
     assert config.redis.url == "redis://127.0.0.1:6379/0"
     assert config.on_outage == OutagePolicy()
+
+
+def test_the_circuit_lets_one_probe_through_once_cooled() -> None:
+    clock = FakeClock(0.0)
+    circuit = Circuit(5.0, clock)
+    assert circuit.allows()
+    assert circuit.failed()  # the outage begins: logged
+    assert not circuit.allows()
+    assert circuit.retry_after() == 5
+    clock.advance(5)
+    assert circuit.allows()  # the probe
+    assert circuit.phase is Phase.PROBING
+    assert not circuit.allows()  # the others do not wait for it
+    assert not circuit.failed()  # the same outage: not logged again
+    clock.advance(4.5)
+    assert not circuit.allows()
+    assert circuit.retry_after() == 1
+    clock.advance(0.5)
+    assert circuit.allows()
+    assert circuit.succeeded()  # the outage ends: logged
+    assert circuit.allows()
+    assert not circuit.succeeded()

@@ -71,6 +71,7 @@ class SharedLimiter:
         self._replica = os.urandom(6).hex()
         self._views: dict[str, KeyState] = {}
         self.running: dict[str, SharedTicket] = {}
+        # Settlements (and clock reads) under way.
         self._settling: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
 
@@ -84,14 +85,17 @@ class SharedLimiter:
             async with asyncio.timeout(self.settings.timeout * 4):
                 for script in (self.admit_script, self.settle_script, self.seed_script):
                     await self.redis.script_load(script.script)
-                if self.server_time:
-                    before = self.local.clock()
-                    seconds, micros = await self.redis.time()
-                    after = self.local.clock()
-                    self.offset = seconds + micros / 1e6 - (before + after) / 2
+                await self._read_clock()
         except _OUTAGE as exc:
             self._failed(exc)
         self._renewer = asyncio.create_task(self._renew_forever())
+
+    async def _read_clock(self) -> None:
+        if self.server_time:
+            before = self.local.clock()
+            seconds, micros = await self.redis.time()
+            after = self.local.clock()
+            self.offset = seconds + micros / 1e6 - (before + after) / 2
 
     async def close(self) -> None:
         if self._renewer is not None:
@@ -197,9 +201,7 @@ class SharedLimiter:
             return
         if not self.circuit.allows():
             return
-        task = asyncio.get_running_loop().create_task(self._settle(ticket, delta, cost, now))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._track(asyncio.get_running_loop().create_task(self._settle(ticket, delta, cost, now)))
 
     async def _settle(self, ticket: SharedTicket, delta: int, cost: int, now: float) -> None:
         limits = ticket.key.limits
@@ -284,6 +286,20 @@ class SharedLimiter:
     def _succeeded(self) -> None:
         if self.circuit.succeeded():
             error_log.warning("shared limits store (Redis) reachable again: limits are shared")
+            if self.server_time:  # it may not have been read at start
+                self._track(asyncio.get_running_loop().create_task(self._reread_clock()))
+
+    async def _reread_clock(self) -> None:
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                await self._read_clock()
+        except _OUTAGE as exc:
+            self._failed(exc)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Background calls are awaited (boundedly) at close."""
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
 
 class SharedTicket:

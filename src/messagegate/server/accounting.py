@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from messagegate.api.usage import Usage
 from messagegate.config import ApiKey, Model
@@ -16,11 +16,13 @@ from messagegate.ledger.journal import Journal
 from messagegate.ledger.row import LedgerRow, Outcome
 from messagegate.limits.cost import cost_micro_usd, price_json
 from messagegate.limits.limiter import Limiter, Reservation, Ticket
-from messagegate.limits.shared import SharedLimiter
 from messagegate.routing.router import Routed
 from messagegate.server.auth import KeyChecker
 from messagegate.server.exchange import Exchange
 from messagegate.store.base import LedgerStore
+
+if TYPE_CHECKING:
+    from messagegate.limits.shared import SharedLimiter
 
 error_log = logging.getLogger("messagegate.error")
 

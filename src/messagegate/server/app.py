@@ -16,7 +16,6 @@ from messagegate.ledger.journal import Journal
 from messagegate.ledger.shipper import Shipper
 from messagegate.limits.limiter import Limiter
 from messagegate.limits.periods import Periods
-from messagegate.limits.shared import SharedLimiter
 from messagegate.privacy.gateway import MAX_REGISTRATION_BYTES, PrivacyGate
 from messagegate.providers.pool import ConnectionPool
 from messagegate.providers.registry import create_clients
@@ -41,6 +40,7 @@ from messagegate.telemetry.json_logs import AccessFields, printable
 from messagegate.translate.token_count import active_encoding
 
 if TYPE_CHECKING:
+    from messagegate.limits.shared import SharedLimiter
     from messagegate.telemetry.traces import Tracing
 
 access_log = logging.getLogger("messagegate.access")
@@ -114,6 +114,9 @@ class GatewayApp:
             self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
         )
         if self.config.redis is not None:
+            # redis-py is imported only when `redis:` is set.
+            from messagegate.limits.shared import SharedLimiter
+
             # Replicas agree on Redis's clock; a test's injected clock is taken as it is.
             self.shared_limiter = SharedLimiter(
                 self.config.redis,

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from itertools import count
 
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from messagegate.config import ApiKey
 from messagegate.errors import LimitsUnavailable
@@ -58,6 +60,8 @@ class SharedLimiter:
             timeout=settings.timeout,
             socket_connect_timeout=settings.connect_timeout,
             socket_timeout=settings.timeout,
+            # A pooled connection that Redis closed (a restart) is retried once, at once.
+            retry=Retry(NoBackoff(), 1),
         )
         self.redis = aioredis.Redis(connection_pool=pool)
         # Where it is, for the log: never the URL, which may hold a password.

@@ -254,6 +254,22 @@ async def test_budget_resets_at_the_period_boundary(
     assert len(upstream.received) == 3
 
 
+async def test_an_unpriced_route_reserves_and_settles_nothing(
+    upstream: FakeUpstream, sdk: Any, prefix: str, store: aioredis.Redis
+) -> None:
+    answering(upstream)
+    raw = shared_config(upstream, prefix, budget=0.00001)
+    del raw["models"]["claude-test"]["routes"][0]["price"]
+    async with running_gateway(build_config(raw), wall_clock=FakeClock(NOON)) as (url, app):
+        for stream in (False, True, False):
+            await ask(sdk, url, stream)
+        await settled(app)
+        assert app.shared_limiter is not None
+        assert app.shared_limiter.circuit.phase is Phase.CLOSED
+    assert await budget_hash(store, prefix, "all:-inf") == {"reserved": 0}
+    assert len(upstream.received) == 3
+
+
 async def test_the_first_replica_seeds_the_period_from_the_ledger(
     upstream: FakeUpstream, sdk: Any, prefix: str, store: aioredis.Redis, tmp_path: Any
 ) -> None:

@@ -47,8 +47,8 @@ if leased then
     local held = redis.call('HGET', KEYS[4], old)
     if held then
       local held_period, held_cost = string.match(held, '^(%S+) (%d+)$')
-      if held_period == period then
-        redis.call('HINCRBY', KEYS[5], 'reserved', -tonumber(held_cost))
+      if held_period == period and held_cost ~= '0' then
+        redis.call('HINCRBY', KEYS[5], 'reserved', '-' .. held_cost)
       end
       redis.call('HDEL', KEYS[4], old)
     end
@@ -99,9 +99,10 @@ if leased then
   redis.call('PEXPIRE', KEYS[3], math.ceil(ttl * 2000))
 end
 if budget >= 0 then
-  redis.call('HSET', KEYS[4], id, period .. ' ' .. cost)
+  -- The integers as the caller wrote them: a Lua number may print as 1e+15.
+  redis.call('HSET', KEYS[4], id, period .. ' ' .. ARGV[10])
   redis.call('PEXPIRE', KEYS[4], math.ceil(ttl * 2000))
-  reserved = redis.call('HINCRBY', KEYS[5], 'reserved', cost)
+  reserved = redis.call('HINCRBY', KEYS[5], 'reserved', ARGV[10])
   if budget_ttl > 0 then redis.call('PEXPIRE', KEYS[5], budget_ttl) end
 end
 return {0, num(0), spent, reserved, num(rpm_tat), num(tpm_tat)}
@@ -126,9 +127,10 @@ if budgeted then
   if held then
     local _, held_cost = string.match(held, '^(%S+) (%d+)$')
     redis.call('HDEL', KEYS[3], id)
-    redis.call('HINCRBY', KEYS[4], 'reserved', -tonumber(held_cost))
+    -- Redis refuses "-0" as an integer: an unpriced request's reservation is given back as is.
+    if held_cost ~= '0' then redis.call('HINCRBY', KEYS[4], 'reserved', '-' .. held_cost) end
   end
-  if cost > 0 then redis.call('HINCRBY', KEYS[4], 'spent', cost) end
+  if cost > 0 then redis.call('HINCRBY', KEYS[4], 'spent', ARGV[5]) end
   if budget_ttl > 0 then redis.call('PEXPIRE', KEYS[4], budget_ttl) end
 end
 return 0

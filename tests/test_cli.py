@@ -243,6 +243,8 @@ async def test_workers_share_a_key_s_limits_through_redis(
             except anthropic.RateLimitError as exc:
                 refusals.append(exc.message)
     assert len(refusals) == 3
+    shared = f"limits: shared through {SHARED_URL} (on outage: rate limits fail_open"
+    assert shared in gateway.out.text
     assert all("3 requests per minute" in message for message in refusals)
     assert len(upstream.received) == 3
     assert "per process" not in gateway.log.text

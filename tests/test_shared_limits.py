@@ -23,6 +23,7 @@ from fakes.redis_server import SHARED_URL, private_redis, shared_redis, unique_p
 from fakes.served import free_port
 from fakes.upstream import FakeUpstream
 from helpers import readme_yaml
+from messagegate.cli import describe
 from messagegate.config import ConfigError
 from messagegate.limits.circuit import Circuit, Phase
 from messagegate.limits.limiter import Limiter
@@ -417,6 +418,9 @@ def test_config_reads_redis_as_a_url_or_a_mapping(upstream: FakeUpstream) -> Non
         with pytest.raises(ConfigError, match=problem):
             build_config({**limited_config(upstream), **bad})
     assert build_config(limited_config(upstream)).redis is None
+    secret = build_config({**limited_config(upstream), "redis": "redis://:hunter2@h:6379/0"})
+    assert "limits: shared through redis://***@h:6379/0" in describe(secret)
+    assert "hunter2" not in describe(secret)
 
 
 def test_the_readme_s_example_is_the_defaults(upstream: FakeUpstream) -> None:

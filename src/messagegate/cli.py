@@ -297,6 +297,12 @@ def describe(config: Config, listen: str | None = None) -> str:
     ]
     auth = f"{len(config.keys)} key(s)" if config.keys else "none (open to anyone who can connect)"
     lines.append(f"auth: {auth}")
+    if config.redis is not None:
+        outage = config.on_outage
+        lines.append(
+            f"limits: shared through {redact_url(config.redis.url)} (on outage: rate limits "
+            f"{outage.rate_limits}, concurrency {outage.concurrency}, budgets {outage.budgets})"
+        )
     lines.append("providers:" if config.providers else "providers: none")
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""

@@ -204,13 +204,14 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "log_config": None,
         "timeout_graceful_shutdown": config.shutdown_grace,
     }
-    if args.workers > 1:
+    if args.workers > 1 and config.redis is None:
         print(
             f"messagegate: key limits (rpm, tpm, concurrency, budgets) are per process: each of "
-            f"the {args.workers} workers enforces them on its own",
+            f"the {args.workers} workers enforces them on its own (`redis:` shares them)",
             file=sys.stderr,
             flush=True,
         )
+    if args.workers > 1:
         # Worker processes build their own app from the config file named in the environment
         # (or, with none named, from the embedded default, as this process did).
         if args.config:
@@ -300,6 +301,12 @@ def describe(config: Config, listen: str | None = None) -> str:
     ]
     auth = f"{len(config.keys)} key(s)" if config.keys else "none (open to anyone who can connect)"
     lines.append(f"auth: {auth}")
+    if config.redis is not None:
+        outage = config.on_outage
+        lines.append(
+            f"limits: shared through {redact_url(config.redis.url)} (on outage: rate limits "
+            f"{outage.rate_limits}, concurrency {outage.concurrency}, budgets {outage.budgets})"
+        )
     lines.append("providers:" if config.providers else "providers: none")
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""

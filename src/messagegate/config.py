@@ -21,6 +21,7 @@ import yaml
 
 from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
 from messagegate.keyspec import KEY_FIELDS, KeyFieldError, KeyLimits, allows, parse_key_settings
+from messagegate.redis_config import OutagePolicy, RedisSettings, read_outage, read_redis
 from messagegate.translate.openai_dialect import DIALECT_FIELDS, PRESETS, OpenAIDialect, dialect_for
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -102,16 +103,6 @@ PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
     "ollama": {"max_stop_sequences": None},
     "llamacpp": {"max_stop_sequences": None},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class OutagePolicy:
-    """What the gateway does while its database is out of reach. `keys`: fail_open keeps
-    accepting the stored keys last read; fail_closed refuses them (503) once they could not be
-    refreshed for 10 s (server/auth.py's
-    KEYS_STALE_LIMIT)."""
-
-    keys: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +339,12 @@ class Config:
     database: str | None = None
     default_database: str | None = None
     admin_key: Secret | None = None
-    on_outage: OutagePolicy = field(default_factory=OutagePolicy)
     # The time zone whose calendar days, weeks and months budget periods follow.
     budget_timezone: str = "UTC"
+    # Limits shared by every replica (None: each process keeps its own), and what the limits and
+    # stored keys do while Redis or the database is out of reach.
+    redis: RedisSettings | None = None
+    on_outage: OutagePolicy = field(default_factory=OutagePolicy)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -514,8 +508,9 @@ class _Reader:
             database=self.get(top, "database", "", str),
             default_database=default_database_path(self.environ),
             admin_key=self.admin_key(top),
-            on_outage=self.on_outage(top.get("on_outage")),
             budget_timezone=self.timezone(top),
+            redis=read_redis(self, top.get("redis")),
+            on_outage=read_outage(self, top.get("on_outage")),
         )
 
     def aliases(
@@ -611,14 +606,6 @@ class _Reader:
         except (ValueError, ZoneInfoNotFoundError):
             raise self.fail("budget_timezone", f"unknown time zone {name!r}") from None
         return name
-
-    def on_outage(self, raw: object) -> OutagePolicy:
-        if raw is None:
-            return OutagePolicy()
-        data = self.mapping(raw, "on_outage", frozenset({"keys"}))
-        return OutagePolicy(
-            keys=self.choice(data, "keys", "on_outage", ("fail_open", "fail_closed"))
-        )
 
     def admin_key(self, top: dict[str, Any]) -> Secret | None:
         value = self.get(top, "admin_key", "", str)
@@ -1074,8 +1061,9 @@ _TOP_KEYS = frozenset(
         "limits",
         "database",
         "admin_key",
-        "on_outage",
         "budget_timezone",
+        "redis",
+        "on_outage",
     }
 )
 _PROVIDER_KEYS = frozenset(

@@ -8,18 +8,21 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from messagegate.api.usage import Usage
 from messagegate.config import ApiKey, Model
 from messagegate.ledger.journal import Journal
 from messagegate.ledger.row import LedgerRow, Outcome
 from messagegate.limits.cost import cost_micro_usd, price_json
-from messagegate.limits.limiter import Limiter, Ticket
+from messagegate.limits.limiter import Limiter, Reservation, Ticket
 from messagegate.routing.router import Routed
 from messagegate.server.auth import KeyChecker
 from messagegate.server.exchange import Exchange
 from messagegate.store.base import LedgerStore
+
+if TYPE_CHECKING:
+    from messagegate.limits.shared import SharedLimiter
 
 error_log = logging.getLogger("messagegate.error")
 
@@ -35,8 +38,11 @@ class Accounting:
         journal: Journal | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        shared: SharedLimiter | None = None,
     ) -> None:
         self.limiter = limiter
+        # With `redis:`, admission is awaited (admit_shared); else it stays synchronous.
+        self.shared = shared
         self.journal = journal
         self.clock = clock
         # The clock of Routed.started and .answered (the router's health board's).
@@ -48,20 +54,24 @@ class Accounting:
         """Reserve the request on its key's limits (None: the key has none)."""
         if key is None or not key.limits.enabled:
             return None
-        estimate = body_size // BYTES_PER_TOKEN
-        cost = 0
-        if key.limits.budget is not None:
-            # Output is reserved at max_tokens, as Anthropic does, and settled at the end.
-            hard = key.limits.budget_mode == "hard"
-            worst = Usage(input_tokens=body_size if hard else estimate, output_tokens=max_tokens)
-            cost = max((cost_micro_usd(worst, r.price) for r in model.routes), default=0)
-        return self.limiter.admit(key, estimate + max_tokens, cost)
+        tokens, cost = _demand(key, model, body_size, max_tokens)
+        return self.limiter.admit(key, tokens, cost)
+
+    async def admit_shared(
+        self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
+    ) -> Reservation | None:
+        """`admit` on the limits every replica shares."""
+        if key is None or not key.limits.enabled:
+            return None
+        assert self.shared is not None
+        tokens, cost = _demand(key, model, body_size, max_tokens)
+        return await self.shared.admit(key, tokens, cost)
 
     def finish(
         self,
         exchange: Exchange,
         key: ApiKey | None,
-        ticket: Ticket | None,
+        ticket: Reservation | None,
         routed: Routed[Any],
         usage: Usage,
         outcome: Outcome,
@@ -104,7 +114,22 @@ class Accounting:
             error_log.error("cannot journal ledger row %s: %s", exchange.request_id, exc)
 
 
-async def seed_budgets(limiter: Limiter, store: LedgerStore, keys: KeyChecker) -> None:
+def _demand(key: ApiKey, model: Model, body_size: int, max_tokens: int) -> tuple[int, int]:
+    """The tokens and micro-USD a request reserves: input estimated from the body's size, output
+    at max_tokens, as Anthropic does (both settled at the end). `cost` is what hard mode must fit
+    in the budget: its worst case."""
+    estimate = body_size // BYTES_PER_TOKEN
+    cost = 0
+    if key.limits.budget is not None:
+        hard = key.limits.budget_mode == "hard"
+        worst = Usage(input_tokens=body_size if hard else estimate, output_tokens=max_tokens)
+        cost = max((cost_micro_usd(worst, r.price) for r in model.routes), default=0)
+    return estimate + max_tokens, cost
+
+
+async def seed_budgets(
+    limiter: Limiter, store: LedgerStore, keys: KeyChecker, shared: SharedLimiter | None = None
+) -> None:
     """At start, each budget's current period begins with what the ledger says it spent (from
     the UTC day holding the period's start: a period in another time zone may count some hours
     before it, never fewer)."""
@@ -117,4 +142,7 @@ async def seed_budgets(limiter: Limiter, store: LedgerStore, keys: KeyChecker) -
         since = (
             "0000-00-00" if start == -math.inf else time.strftime("%Y-%m-%d", time.gmtime(start))
         )
-        limiter.seed(key, await store.spent(key.name, since))
+        spent = await store.spent(key.name, since)
+        limiter.seed(key, spent)
+        if shared is not None:
+            await shared.seed(key, spent)

@@ -128,7 +128,7 @@ async def _sealed_post(
     url: str, proxy_app: ProxyApp, data: dict[str, Any], header: str | None = None
 ) -> tuple[int, dict[str, str], bytes, SealedExchange]:
     exchange = SealedExchange(current_secret(proxy_app))
-    body = exchange.seal_request(data)
+    body = exchange.seal_request(orjson.dumps(data))
     status, headers, raw = await post(
         url, "/v1/messages", body, headers={"x-messagegate-privacy": header or exchange.header}
     )
@@ -146,7 +146,9 @@ async def test_a_flipped_bit_in_any_sealed_field_is_refused_before_any_upstream_
     ):
         for field in ("system", "messages", "tools"):
             exchange = SealedExchange(current_secret(proxy_app))
-            sealed = orjson.loads(exchange.seal_request({"model": "claude-test", **REQUEST}))
+            sealed = orjson.loads(
+                exchange.seal_request(orjson.dumps({"model": "claude-test", **REQUEST}))
+            )
             raw = bytearray(base64.b64decode(sealed[field]))
             raw[5] ^= 0x01
             sealed[field] = base64.b64encode(bytes(raw)).decode()
@@ -173,7 +175,7 @@ async def test_a_replayed_request_is_refused_and_reaches_no_upstream(
         running_proxy(url, PinnedKeys([key_id]), GATEWAY_KEY) as (_, proxy_app),
     ):
         exchange = SealedExchange(current_secret(proxy_app))
-        body = exchange.seal_request({"model": "claude-test", **REQUEST})
+        body = exchange.seal_request(orjson.dumps({"model": "claude-test", **REQUEST}))
         header = {"x-messagegate-privacy": exchange.header}
         first = await post(url, "/v1/messages", body, headers=header)
         second = await post(url, "/v1/messages", body, headers=header)

@@ -60,6 +60,27 @@ def test_sealing_gives_the_documented_bytes_and_opening_gives_the_plain_object(
         cipher.open(vector["sealed"], vector["direction"], vector["seq"] + 1, clear)
 
 
+@pytest.mark.parametrize(
+    ("name", "clear"),
+    [("request", REQUEST_CLEAR), ("answer", ANSWER_CLEAR), ("event", ANSWER_CLEAR)],
+)
+def test_sealing_json_bytes_unparsed_gives_the_documented_bytes(
+    name: str, clear: frozenset[str]
+) -> None:
+    vector = V[name]
+    cipher = ExchangeCipher(SECRET, NONCE)
+    sealed = cipher.seal_json(
+        orjson.dumps(vector["plain"]), vector["direction"], vector["seq"], clear
+    )
+    assert sealed == orjson.dumps(vector["sealed"])
+
+
+@pytest.mark.parametrize("body", [b"[1]", b'"text"', b"{", b'{"a": 1} x', b""])
+def test_sealing_json_bytes_refuses_what_is_not_one_json_object(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        ExchangeCipher(SECRET, NONCE).seal_json(body, REQUEST, 0, REQUEST_CLEAR)
+
+
 def test_the_field_example_spells_out_nonce_and_aad() -> None:
     example = V["field_example"]
     aead = AESGCM(bytes.fromhex(V["exchange_key_hex"]))

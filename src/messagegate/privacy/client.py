@@ -10,7 +10,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -155,8 +154,9 @@ class SealedExchange:
         self.cipher = ExchangeCipher(registered.secret, nonce)
         self.header = f"{VERSION}.{registered.secret_id}.{nonce.hex()}"
 
-    def seal_request(self, data: dict[str, Any]) -> bytes:
-        return orjson.dumps(self.cipher.seal(data, REQUEST, 0, REQUEST_CLEAR))
+    def seal_request(self, body: bytes) -> bytes:
+        """The sealed body; ValueError if `body` is not a JSON object."""
+        return self.cipher.seal_json(body, REQUEST, 0, REQUEST_CLEAR)
 
     def open_answer(self, body: bytes) -> bytes:
         return orjson.dumps(self.cipher.open(orjson.loads(body), ANSWER, 0, ANSWER_CLEAR))

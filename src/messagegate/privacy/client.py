@@ -21,7 +21,9 @@ from messagegate.privacy.codec import (
     REQUEST_CLEAR,
     SECRET_BYTES,
     VERSION,
+    CodecError,
     ExchangeCipher,
+    raw_fields,
 )
 from messagegate.privacy.events import EventOpener
 from messagegate.privacy.keys import fingerprint, seal_secret
@@ -156,10 +158,14 @@ class SealedExchange:
 
     def seal_request(self, body: bytes) -> bytes:
         """The sealed body; ValueError if `body` is not a JSON object."""
-        return self.cipher.seal_json(body, REQUEST, 0, REQUEST_CLEAR)
+        return self.cipher.seal_fields(raw_fields(body), REQUEST, 0, REQUEST_CLEAR)
 
     def open_answer(self, body: bytes) -> bytes:
-        return orjson.dumps(self.cipher.open(orjson.loads(body), ANSWER, 0, ANSWER_CLEAR))
+        try:
+            fields = raw_fields(body)
+        except ValueError:
+            raise CodecError("the answer is not a JSON object") from None
+        return self.cipher.open_fields(fields, ANSWER, 0, ANSWER_CLEAR)
 
     def event_opener(self) -> EventOpener:
         return EventOpener(self.cipher)

@@ -3,6 +3,7 @@ to the gateway and each answer opened (docs/privacy-protocol.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -56,6 +57,7 @@ class ProxyApp:
         api_key: str | None,
         timeouts: Timeouts | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_wake: Callable[[asyncio.AbstractEventLoop], Callable[[], None]] | None = None,
     ) -> None:
         self.endpoint = Endpoint.parse(gateway_url.rstrip("/") + "/")
         self.head = RequestHead(self.endpoint, {})
@@ -64,11 +66,15 @@ class ProxyApp:
         self.auth = {"x-api-key": api_key} if api_key else {}
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
+        # The pool's hook run after a gateway read woke a request's task, made for the loop.
+        self.on_wake = on_wake
         self.pool: ConnectionPool | None = None
         self.session: PrivacySession | None = None
 
     async def startup(self) -> None:
-        self.pool = ConnectionPool()
+        on_wake = self.on_wake
+        loop = asyncio.get_running_loop()
+        self.pool = ConnectionPool(on_wake=on_wake(loop) if on_wake is not None else None)
         session = PrivacySession(self._call_whole, self.trust, self.clock)
         await session.start()
         self.session = session

@@ -16,6 +16,8 @@ from messagegate.privacy.codec import (
 
 _DATA = b"data: "
 _ERROR_TYPE = b'"error"'
+# Searches bytes with `find`, not `in`: on CPython 3.11 `in` first tries its operand as an
+# integer, and the TypeError it builds and drops costs ~1,800 instructions (callgrind).
 # A stream's bytes held back while they end in no complete event, at most.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 
@@ -83,7 +85,7 @@ class EventOpener:
             return block
         opened = self._cipher.open_fields(fields, ANSWER, self.seq, ANSWER_CLEAR)
         self.seq += 1
-        if b"\n" in opened:  # JSON's whitespace, which one data line cannot hold
+        if opened.find(b"\n") >= 0:  # JSON's whitespace, which one data line cannot hold
             opened = orjson.dumps(orjson.loads(opened))
         return head + _DATA + opened
 
@@ -94,7 +96,7 @@ def _split(block: bytes) -> tuple[bytes, bytes | None]:
     if start < 0 or (start > 0 and block[start - 1] != 0x0A):
         return block, None
     data = block[start + 6 :]
-    if b"\n" not in data:  # the usual event: one data line, the last
+    if data.find(b"\n") < 0:  # the usual event: one data line, the last
         return block[:start], data
     lines = block[start:].split(b"\n")
     return block[:start], b"\n".join(line.removeprefix(_DATA) for line in lines)
@@ -120,4 +122,4 @@ def _passes_clear(fields: RawFields) -> bool:
         return False
     value = bytes(kind)
     # A string spelt with escapes is read as JSON reads it.
-    return value == _ERROR_TYPE or (b"\\" in value and orjson.loads(value) == "error")
+    return value == _ERROR_TYPE or (value.find(b"\\") >= 0 and orjson.loads(value) == "error")

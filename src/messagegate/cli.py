@@ -38,9 +38,10 @@ from messagegate.config import (
 )
 from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
-from messagegate.privacy.commands import add_privacy_commands, privacy_command
+from messagegate.privacy.commands import Serving, add_privacy_commands, privacy_command
 from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
+from messagegate.server.coalescing import turn_flusher
 from messagegate.server.http_protocol import HttpProtocol
 from messagegate.store.base import StoreError
 from messagegate.store.location import serving_database, shown
@@ -54,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "init":
         return init(args.config, os.environ)
     if args.command in ("proxy", "privacy"):
-        return privacy_command(args)
+        if args.command == "proxy":
+            tune_gc()
+        return privacy_command(args, proxy_serving())
     try:
         config = load_settings(args.config, os.environ)
     except ConfigError as exc:
@@ -150,6 +153,24 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# Secrets are registered in one worker's memory (privacy/secrets.py); README, Privacy mode.
+PRIVACY_WORKERS_WARNING = (
+    "privacy mode's secrets live in the worker that registered them: a sealed request that "
+    "another worker takes is refused as unknown_secret and its proxy registers again; run a "
+    "privacy-mode gateway with one worker (scale with more processes behind client affinity)"
+)
+
+
+def proxy_serving() -> Serving:
+    """`messagegate proxy` serves with the gateway's pieces: its HTTP protocol, its loop and
+    the pool's wake hook."""
+    return Serving(
+        http=HttpProtocol,
+        on_wake=lambda loop: turn_flusher(loop).follow,
+        options={"loop": "uvloop"},
+    )
+
+
 def tune_gc() -> None:
     """A request allocates many short-lived containers; collect young objects less often."""
     gc.set_threshold(50_000, 50, 1000)
@@ -211,6 +232,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    if args.workers > 1 and config.privacy.mode != "off":
+        print(f"messagegate: {PRIVACY_WORKERS_WARNING}", file=sys.stderr, flush=True)
     if args.workers > 1:
         # Worker processes build their own app from the config file named in the environment
         # (or, with none named, from the embedded default, as this process did).

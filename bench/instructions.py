@@ -8,6 +8,11 @@ the difference between two revisions of the same run (DEVELOPERS.md's method, as
 
     python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
         [--key-settings '{"rpm": 100000, "budget": 1000}'] [--config-extra '{"database": "..."}']
+        [--otel]
+
+``--otel`` turns traces on (every request sampled) with a loopback OTLP sink beside the
+upstream; spans leave in batches of `--requests` (two spans a request), so the measured window
+holds the encoding and sending of exactly its own requests' spans.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -128,9 +134,12 @@ def measure(
     work: Path,
     key_settings: dict[str, object] | None = None,
     extra: dict[str, object] | None = None,
+    otel: bool = False,
 ) -> float:
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port, gateway_port, sink_port = free_port(), free_port(), free_port()
     config = work / "gateway.json"
+    if otel:
+        extra = (extra or {}) | {"otel": {"enabled": True}}
     config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra))
     out = work / "callgrind.out"
     upstream = procs.start(
@@ -139,6 +148,21 @@ def measure(
         work,
         cwd=ROOT,
     )
+    sink = procs.start(
+        "otlp-sink",
+        [sys.executable, "-m", "bench.otlp_sink", "--port", str(sink_port)],
+        work,
+        cwd=ROOT,
+    )
+    environment = {"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(Path.home())}
+    if otel:
+        environment |= {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
+            "OTEL_TRACES_SAMPLER": "always_on",
+            # The warm-up's spans and the measured ones leave in whole batches of their own.
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(2 * math.gcd(requests, warmup)),
+            "OTEL_BSP_MAX_QUEUE_SIZE": str(4 * (requests + warmup)),
+        }
     gateway = procs.start(
         "gateway",
         [
@@ -155,22 +179,26 @@ def measure(
             "warning",
         ],
         work,
-        env={"PYTHONPATH": str(src), "PATH": _path(), "HOME": str(Path.home())},
+        env=environment,
     )
     try:
         procs.wait_port(upstream, upstream_port, 30)
+        procs.wait_port(sink, sink_port, 30)
         procs.wait_port(gateway, gateway_port, 300)
         send(gateway_port, scenario, warmup)
-        control(gateway.pid, "-z")
+        control(gateway.pid, "-z", settle=2.0 if otel else 0.2)
         send(gateway_port, scenario, requests)
-        control(gateway.pid, "-d")
+        control(gateway.pid, "-d", settle=2.0 if otel else 0.2)
         return instructions(out) / requests
     finally:
         gateway.stop()
+        sink.stop()
         upstream.stop()
 
 
-def control(pid: int, flag: str) -> None:
+def control(pid: int, flag: str, settle: float = 0.2) -> None:
+    """`settle`: how long before the command (a batch of spans under way ends first) and after."""
+    time.sleep(settle)
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
     time.sleep(0.2)
 
@@ -207,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--config-extra", type=json.loads, help="JSON merged into the config's top level"
     )
+    parser.add_argument(
+        "--otel", action="store_true", help="traces on, every request sampled, to a loopback sink"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
@@ -226,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         Path(work),
                         args.key_settings,
                         args.config_extra,
+                        args.otel,
                     )
                 rows.setdefault(name, {})[rev] = per_request
                 print(f"{rev:>12} {name:<17} {per_request:>12,.0f} instructions/request")

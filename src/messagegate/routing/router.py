@@ -52,9 +52,9 @@ class _Unobserved:
 
 
 class AttemptSpan(Protocol):
-    """One traced attempt: `call` is the attempt's call with its trace headers."""
+    """One traced attempt: `headers` are the call's with the attempt's trace headers."""
 
-    call: UpstreamCall
+    headers: Mapping[str, str]
 
     def end(self, error: GatewayError | None, value: object = None) -> None: ...
 
@@ -385,8 +385,17 @@ class Router:
         plan.attempts += 1
         started = self.board.clock()
         span = None if self.tracer is None else self.tracer.attempt(call, plan.attempts)
+        if span is not None:
+            call = UpstreamCall(
+                call.route,
+                call.body,
+                call.client_model,
+                span.headers,
+                call.beta,
+                call.input_count,
+            )
         try:
-            value = await operation(client, call if span is None else span.call)
+            value = await operation(client, call)
         except UpstreamError as error:
             self.observer.attempt_failed(call.route, self.board.clock() - started, error)
             if span is not None:

@@ -85,7 +85,8 @@ class GatewayApp:
             # The `otel` extra is imported only when traces are asked for.
             from messagegate.telemetry.traces import Tracing
 
-            self.tracing = Tracing(config.otel.capture_content)
+            dropped = None if self.metrics is None else self.metrics.spans_not_exported
+            self.tracing = Tracing(config.otel, dropped)
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.shipper: Shipper | None = None
@@ -108,6 +109,8 @@ class GatewayApp:
             max_event=limits.max_upstream_event_bytes,
         )
         clients = create_clients(self.pool, self.config.providers.values())
+        if self.tracing is not None:
+            self.tracing.start()
         self.router = Router(
             self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
         )

@@ -121,7 +121,7 @@ class GatewayApp:
         if self.metrics is not None and listen is not None:
             content_type = telemetry.CONTENT_TYPE
             self.metrics_listener = MetricsListener(
-                self.metrics.scrape, content_type, self._scraper
+                self.metrics.scrape, content_type, self._scraper, self.metrics.refused
             )
             await self.metrics_listener.start(*listen)
         if self.config.privacy.mode != "off":

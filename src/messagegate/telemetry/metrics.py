@@ -383,6 +383,14 @@ class GatewayMetrics:
         """A request was refused for its key (`kind` is one of ``errors.DENIALS``)."""
         self._denials[kind].inc()
 
+    def refused(self, path: str, error: GatewayError) -> None:
+        """A request refused outside the API server (the metrics listener's): counted as the
+        server's `finished` and `denied` count the API's."""
+        if error.denial:
+            self.denied(error.denial)
+        endpoint = path if path in ENDPOINTS else OTHER
+        self._child(self.requests, (endpoint, error.status, error.error_type)).inc()
+
     def spans_not_exported(self, reason: str, count: int) -> None:
         """Traces: `count` spans were dropped (`reason`: queue_full or export_failed)."""
         self._child(self.spans_dropped, (reason,)).inc(count)

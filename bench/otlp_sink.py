@@ -1,6 +1,6 @@
 """A loopback OTLP/HTTP endpoint for the benches: answers every POST 200 and counts the bytes.
 
-    python -m bench.otlp_sink --port 4318
+python -m bench.otlp_sink --port 4318
 """
 
 from __future__ import annotations

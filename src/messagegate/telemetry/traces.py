@@ -37,9 +37,11 @@ _GROUPS_MAX = 4096
 _NUMBER = (int, float)
 _NO_ANSWER = (None, None, None, None, None, None)
 
-# The request being served: (trace id, its span's id, parent span id, tracestate, sampled,
-# trace id in hex, start). The attempts' spans are its span's children.
-RequestTrace = tuple[bytes, bytes, bytes, str, bool, str, int]
+# The request being served: [trace id, its span's id, parent span id, tracestate, sampled,
+# trace id in hex, start, the answer's values as its attempt's span read them (or None)].
+# The attempts' spans are its span's children.
+RequestTrace = list[Any]
+_ANSWER = 7
 _ACTIVE: ContextVar[RequestTrace] = ContextVar("messagegate_request_trace")
 
 
@@ -54,7 +56,7 @@ class Tracing:
         self.queue = SpanQueue(otlp.max_queue_size, otlp.max_export_batch_size, dropped or _ignore)
         encoder = JsonEncoder if otlp.protocol == "http/json" else ProtobufEncoder
         self.exporter = OtlpExporter(otlp, self.queue, encoder(otlp.resource, __version__))
-        self._bytes = random.Random().randbytes
+        self._bits = random.Random().getrandbits
         self._paths: dict[tuple[str, str], AttributeGroup] = {}
         self._routes: dict[str, tuple[str, AttributeGroup, str]] = {}
 
@@ -73,18 +75,20 @@ class Tracing:
         header = request.headers.get("traceparent")
         parent = None if header is None else parse_traceparent(header, request.headers)
         if parent is None:
-            trace = self._bytes(16)
+            ids = self._bits(192).to_bytes(24, "big")
+            trace, span = ids[:16], ids[16:]
             parent_id, state = b"", ""
             sampled = self.sampler.always or self.sampler.root(trace)
         else:
             trace, parent_id, state = parent.trace_id, parent.span_id, parent.trace_state
+            span = self._bits(64).to_bytes(8, "big")
             sampled = self.sampler.child(trace, parent.sampled)
         trace_hex = trace.hex()
         request.log_fields["trace_id"] = trace_hex
-        return _ACTIVE.set((trace, self._bytes(8), parent_id, state, sampled, trace_hex, time_ns()))
+        return _ACTIVE.set([trace, span, parent_id, state, sampled, trace_hex, time_ns(), None])
 
     def finish_request(self, request: Any, token: Token[RequestTrace]) -> None:
-        trace, span, parent, state, sampled, _, start = _ACTIVE.get()
+        trace, span, parent, state, sampled, _, start, answer = _ACTIVE.get()
         _ACTIVE.reset(token)
         if not sampled:
             return
@@ -94,7 +98,10 @@ class Tracing:
         group = self._paths.get((method, path)) or self._path_group(method, path)
         model = fields.get("model") if path == MESSAGES_PATH else None
         served = None if model is None else request.served
-        answer = _NO_ANSWER if served is None else answer_values(served.value)
+        if served is None:
+            answer = _NO_ANSWER
+        elif answer is None:  # a stream's: its attempt's span ended at its first event
+            answer = answer_values(served.value)
         inputs, outputs, read, created, answer_id, reasons = answer
         if served is None:
             provider = route = attempts = response_model = fallback = None
@@ -147,7 +154,7 @@ class Tracing:
             return TracedAttempt(call.headers, None, call, number, active, b"")
         trace_hex, state = active[5], active[3]
         if active[4]:
-            span, flags, tracing = self._bytes(8), "01", self
+            span, flags, tracing = self._bits(64).to_bytes(8, "big"), "01", self
         else:
             # Sampled out: no span of its own; the request's context goes upstream.
             span, flags, tracing = active[1], "00", None
@@ -209,7 +216,10 @@ class TracedAttempt:
             response_model, error_type = route.model, None
             # A whole answer; a stream's usage and stop reason are known at its end only,
             # and the request's span has them.
-            answer = answer_values(value) if hasattr(value, "body") else _NO_ANSWER
+            if hasattr(value, "body"):
+                answer = request[_ANSWER] = answer_values(value)
+            else:
+                answer = _NO_ANSWER
         else:
             response_model, error_type, answer = None, error_type_of(error), _NO_ANSWER
         inputs, outputs, read, created, answer_id, reasons = answer

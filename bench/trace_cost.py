@@ -6,7 +6,7 @@ pins them). Each round reports requests per second and the gateway's CPU time pe
 (user + system, all its threads: the exporter's included); the CPU time is the steadier of the
 two when other work shares the machine.
 
-    python -m bench.trace_cost [--rounds 3] [--duration 5] [--concurrency 64] [--scenario openai-json]
+    python -m bench.trace_cost [--rounds 3] [--duration 5] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -53,17 +53,16 @@ def round_trip(
         "sink", [python, "-m", "bench.otlp_sink", "--port", str(sink_port)], work,
         cpus=_OTHERS_CPU, cwd=ROOT,
     )  # fmt: skip
+    serve = ["messagegate.cli", "serve", "--config", str(config), "--log-level", "warning"]
     gateway = procs.start(
-        "gateway",
-        [python, "-m", "messagegate.cli", "serve", "--config", str(config), "--log-level", "warning"],
-        work, cpus=_GATEWAY_CPU, env=environment,
-    )  # fmt: skip
+        "gateway", [python, "-m", *serve], work, cpus=_GATEWAY_CPU, env=environment
+    )
     try:
         for child, port in ((upstream, upstream_port), (sink, sink_port), (gateway, gateway_port)):
             procs.wait_port(child, port, 60)
         body = anthropic_body(SCENARIOS[scenario].model, SCENARIOS[scenario].stream)
-        request = encoded("127.0.0.1", gateway_port, "/v1/messages", encode(body),
-                          {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"})  # fmt: skip
+        headers = {"x-api-key": GATEWAY_KEY, "anthropic-version": "2023-06-01"}
+        request = encoded("127.0.0.1", gateway_port, "/v1/messages", encode(body), headers)
         marks: list[float] = []
 
         def window() -> None:

@@ -52,7 +52,7 @@ class _Unobserved:
 
 
 class AttemptSpan(Protocol):
-    """One traced attempt: `headers` are the call's with the attempt's trace headers."""
+    """One traced attempt: `headers` are its trace headers (``traceparent``, ``tracestate``)."""
 
     headers: Mapping[str, str]
 
@@ -307,6 +307,8 @@ class Router:
         queue: Sequence[tuple[Model, Route]] = plan.candidates
         refused: list[tuple[Model, Route]] = []
         panic = False
+        # Traced, each attempt writes its trace headers into the calls' headers: a copy of them.
+        headers = request.headers if self.tracer is None else dict(request.headers)
         # One loop, not a coroutine per route: this is the hot path of every request.
         while True:
             for model, route in queue:
@@ -320,9 +322,7 @@ class Router:
                         refused.append((model, route))
                         plan.skipped.append(f"{route.label} skipped: cooling down after failures")
                         continue
-                call = UpstreamCall(
-                    route, request.body, model.name, request.headers, request.beta, counts
-                )
+                call = UpstreamCall(route, request.body, model.name, headers, request.beta, counts)
                 started = clock()
                 try:
                     value = await self._attempt(route, call, operation, plan)
@@ -386,14 +386,10 @@ class Router:
         started = self.board.clock()
         span = None if self.tracer is None else self.tracer.attempt(call, plan.attempts)
         if span is not None:
-            call = UpstreamCall(
-                call.route,
-                call.body,
-                call.client_model,
-                span.headers,
-                call.beta,
-                call.input_count,
-            )
+            # The request's own copy (see `_run`): attempts are made one after the other.
+            headers = call.headers
+            assert isinstance(headers, dict)
+            headers.update(span.headers)
         try:
             value = await operation(client, call)
         except UpstreamError as error:

@@ -148,17 +148,17 @@ class Tracing:
     # -- the CLIENT spans -------------------------------------------------------------------
 
     def attempt(self, call: Any, number: int) -> TracedAttempt:
-        """An upstream attempt starts: its span, and the call's headers with its ``traceparent``."""
+        """An upstream attempt starts: its span, and the trace headers it sends upstream."""
         active = _ACTIVE.get(None)
         if active is None:
-            return TracedAttempt(call.headers, None, call, number, active, b"")
+            return TracedAttempt({}, None, call, number, active, b"")
         trace_hex, state = active[5], active[3]
         if active[4]:
             span, flags, tracing = self._bits(64).to_bytes(8, "big"), "01", self
         else:
             # Sampled out: no span of its own; the request's context goes upstream.
             span, flags, tracing = active[1], "00", None
-        headers = {**call.headers, "traceparent": f"00-{trace_hex}-{span.hex()}-{flags}"}
+        headers = {"traceparent": f"00-{trace_hex}-{span.hex()}-{flags}"}
         if state:
             headers["tracestate"] = state
         return TracedAttempt(headers, tracing, call, number, active, span)

@@ -131,9 +131,14 @@ class OtlpExporter:
 
     async def _export(self, deadline: float) -> None:
         batch = self.queue.take()
-        body = self.encoder.encode(batch)
         loop = asyncio.get_running_loop()
-        sent = await loop.run_in_executor(self._thread, self.sender.send, body, deadline)
+        try:
+            body = self.encoder.encode(batch)
+            sent = await loop.run_in_executor(self._thread, self.sender.send, body, deadline)
+        except Exception:
+            # A bug here must cost a batch, not every span after it.
+            log.exception("OTLP export failed; spans dropped")
+            sent = False
         if not sent:
             self.queue.dropped(EXPORT_FAILED, len(batch))
 

@@ -161,3 +161,26 @@ async def test_a_sampled_out_request_still_carries_its_trace_upstream(
     version, trace_id, parent, flags = sent.split("-")
     assert (version, trace_id, flags) == ("00", CLIENT_TRACE, "00")
     assert len(parent) == 16
+
+
+async def test_a_streamed_answers_usage_is_on_the_requests_span(
+    receiver: Receiver, upstream: FakeUpstream
+) -> None:
+    upstream.default = script.stream_reply(script.message([{"type": "text", "text": "hi"}]))
+    config = anthropic_config(upstream, otel={"enabled": True})
+    async with running_gateway(build_config(config, receiver.environ)) as (url, _):
+        body = {
+            "model": "claude-test",
+            "max_tokens": 5,
+            "stream": True,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        status, _, raw = await post(url, "/v1/messages", body)
+        assert status == 200
+        assert b"message_stop" in raw
+    (request,) = [s for s in receiver.spans() if s.kind == SERVER_KIND]
+    (attempt,) = [s for s in receiver.spans() if s.kind == CLIENT_KIND]
+    assert attributes(request)["gen_ai.usage.output_tokens"] == 7
+    assert attributes(attempt)["gen_ai.response.model"] == "claude-upstream-1"
+    assert "error.type" not in attributes(attempt)
+    assert attempt.parent_span_id == request.span_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import importlib.util
 import ipaddress
 import os
 import re
@@ -21,6 +20,7 @@ import yaml
 
 from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
 from messagegate.keyspec import KEY_FIELDS, KeyFieldError, KeyLimits, allows, parse_key_settings
+from messagegate.otel_env import OtelVariableError, OtlpSettings, parse_otlp
 from messagegate.redis_config import OutagePolicy, RedisSettings, read_outage, read_redis
 from messagegate.translate.openai_dialect import DIALECT_FIELDS, PRESETS, OpenAIDialect, dialect_for
 
@@ -301,11 +301,12 @@ class MetricsSettings:
 
 @dataclass(frozen=True, slots=True)
 class OtelSettings:
-    """OpenTelemetry traces (the ``otel`` extra); the exporter reads the OTEL_* variables."""
+    """OpenTelemetry traces; the exporter and sampler settings come from the OTEL_* variables."""
 
     enabled: bool = False
     # Prompt and answer text become span attributes only when asked for.
     capture_content: bool = False
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,14 +549,16 @@ class _Reader:
     def otel(self, raw: object) -> OtelSettings:
         if raw is None:
             return OtelSettings()
-        data = self.mapping(raw, "otel", frozenset(OtelSettings.__dataclass_fields__))
+        data = self.mapping(raw, "otel", frozenset({"enabled", "capture_content"}))
         enabled = self.get(data, "enabled", "otel", bool, False)
-        if enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
-            raise self.fail("otel.enabled", "needs the otel extra: pip install 'messagegate[otel]'")
-        return OtelSettings(
-            enabled=enabled,
-            capture_content=self.get(data, "capture_content", "otel", bool, False),
-        )
+        capture = self.get(data, "capture_content", "otel", bool, False)
+        if not enabled:
+            return OtelSettings(capture_content=capture)
+        try:
+            otlp = parse_otlp(self.environ)
+        except OtelVariableError as error:
+            raise self.fail("otel", str(error)) from None
+        return OtelSettings(enabled=True, capture_content=capture, otlp=otlp)
 
     def metrics(self, raw: object, *, has_keys: bool) -> MetricsSettings:
         if raw is None:

@@ -87,7 +87,8 @@ class GatewayApp:
             # The `otel` extra is imported only when traces are asked for.
             from messagegate.telemetry.traces import Tracing
 
-            self.tracing = Tracing(config.otel.capture_content)
+            dropped = None if self.metrics is None else self.metrics.spans_not_exported
+            self.tracing = Tracing(config.otel, dropped)
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.shipper: Shipper | None = None
@@ -110,6 +111,8 @@ class GatewayApp:
             max_event=limits.max_upstream_event_bytes,
         )
         clients = create_clients(self.pool, self.config.providers.values())
+        if self.tracing is not None:
+            self.tracing.start()
         self.router = Router(
             self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
         )
@@ -134,7 +137,7 @@ class GatewayApp:
         if self.metrics is not None and listen is not None:
             content_type = telemetry.CONTENT_TYPE
             self.metrics_listener = MetricsListener(
-                self.metrics.scrape, content_type, self._scraper
+                self.metrics.scrape, content_type, self._scraper, self.metrics.refused
             )
             await self.metrics_listener.start(*listen)
         if self.config.privacy.mode != "off":

@@ -8,6 +8,7 @@ the difference between two revisions of the same run (DEVELOPERS.md's method, as
 
     python -m bench.instructions --rev HEAD~3 --rev WORKTREE [--requests 500] [--scenario ...]
         [--key-settings '{"rpm": 100000, "budget": 1000}'] [--config-extra '{"database": "..."}']
+        [--setup open|config-key|stored-key ...] [--minus-idle] [--otel]
 
 ``--setup`` (repeatable) measures the gateway as configured in other ways, each against the same
 revisions: ``config-key`` (the default: a key in the config file), ``open`` (no key, no database)
@@ -15,6 +16,10 @@ and ``stored-key`` (a key created with ``messagegate keys create`` in a database
 a budget, every answer journalled to the ledger): what auth, limits and the ledger cost together is
 ``--setup open --setup stored-key --minus-idle`` (the key refresh and the shipper run on timers,
 whose share callgrind's slowness inflates: ``--minus-idle`` takes off what they cost idle).
+
+``--otel`` turns traces on (every request sampled) with a loopback OTLP sink beside the
+upstream; spans leave in batches of `--requests` (two spans a request), so the measured window
+holds the encoding and sending of exactly its own requests' spans.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -170,12 +176,15 @@ def measure(
     extra: dict[str, object] | None = None,
     setup: str = "config-key",
     minus_idle: bool = False,
+    otel: bool = False,
 ) -> float:
     """Instructions per request; `minus_idle` subtracts what the gateway's timers (key refresh,
     ledger shipping) cost while it is idle for as long as the requests took: under callgrind,
     wall time, and with it their share, is stretched ~50x over what it is on a real CPU."""
-    upstream_port, gateway_port = free_port(), free_port()
+    upstream_port, gateway_port, sink_port = free_port(), free_port(), free_port()
     config = work / "gateway.json"
+    if otel:
+        extra = (extra or {}) | {"otel": {"enabled": True}}
     config.write_text(gateway_config(upstream_port, gateway_port, key_settings, extra, setup, work))
     key = stored_key(src, config) if setup == "stored-key" else GATEWAY_KEY
     out = work / "callgrind.out"
@@ -185,6 +194,21 @@ def measure(
         work,
         cwd=ROOT,
     )
+    sink = procs.start(
+        "otlp-sink",
+        [sys.executable, "-m", "bench.otlp_sink", "--port", str(sink_port)],
+        work,
+        cwd=ROOT,
+    )
+    environment = _env(src, work)
+    if otel:
+        environment |= {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces",
+            "OTEL_TRACES_SAMPLER": "always_on",
+            # The warm-up's spans and the measured ones leave in whole batches of their own.
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(2 * math.gcd(requests, warmup)),
+            "OTEL_BSP_MAX_QUEUE_SIZE": str(4 * (requests + warmup)),
+        }
     gateway = procs.start(
         "gateway",
         [
@@ -201,30 +225,35 @@ def measure(
             "warning",
         ],
         work,
-        env=_env(src, work),
+        env=environment,
     )
     try:
         procs.wait_port(upstream, upstream_port, 30)
+        procs.wait_port(sink, sink_port, 30)
         procs.wait_port(gateway, gateway_port, 300)
+        settle = 2.0 if otel else 0.2
         send(gateway_port, scenario, warmup, key)
-        control(gateway.pid, "-z")
+        control(gateway.pid, "-z", settle)
         started = time.monotonic()
         send(gateway_port, scenario, requests, key)
         busy_seconds = time.monotonic() - started
-        control(gateway.pid, "-d")
+        control(gateway.pid, "-d", settle)
         busy = instructions(out)
         if not minus_idle:
             return busy / requests
-        control(gateway.pid, "-z")
+        control(gateway.pid, "-z", settle)
         time.sleep(busy_seconds)
-        control(gateway.pid, "-d")
+        control(gateway.pid, "-d", settle)
         return (busy - instructions(out, newer_than=busy)) / requests
     finally:
         gateway.stop()
+        sink.stop()
         upstream.stop()
 
 
-def control(pid: int, flag: str) -> None:
+def control(pid: int, flag: str, settle: float = 0.2) -> None:
+    """`settle`: how long before the command (a batch of spans under way ends first) and after."""
+    time.sleep(settle)
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
     time.sleep(0.2)
 
@@ -290,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--config-extra", type=json.loads, help="JSON merged into the config's top level"
     )
+    parser.add_argument(
+        "--otel", action="store_true", help="traces on, every request sampled, to a loopback sink"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (Debian's valgrind package) is needed", file=sys.stderr)
@@ -314,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.config_extra,
                             setup,
                             args.minus_idle,
+                            args.otel,
                         )
                     rows.setdefault(name, {})[label] = per_request
                     print(f"{label:>24} {name:<17} {per_request:>12,.0f} instructions/request")

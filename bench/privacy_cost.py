@@ -25,6 +25,7 @@ from messagegate.privacy.codec import (
     REQUEST,
     REQUEST_CLEAR,
     ExchangeCipher,
+    raw_fields,
 )
 from messagegate.privacy.events import EventOpener, EventSealer
 
@@ -49,13 +50,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     calls = parser.parse_args().calls
     body = FIRST_TURN.read_bytes()
-    request = orjson.loads(body)
     secret, nonce = os.urandom(32), os.urandom(16)
 
     def request_both_ways() -> object:
-        # The proxy: a fresh exchange key, seal, serialise; the gateway: its key, parse, open.
-        sealed = orjson.dumps(
-            ExchangeCipher(secret, nonce).seal(request, REQUEST, 0, REQUEST_CLEAR)
+        # The proxy: a fresh exchange key, the body's fields sealed unparsed; the gateway: its
+        # key, parse, open (which parses the opened fields, as a plaintext request is parsed).
+        sealed = ExchangeCipher(secret, nonce).seal_fields(
+            raw_fields(body), REQUEST, 0, REQUEST_CLEAR
         )
         return ExchangeCipher(secret, nonce).open(orjson.loads(sealed), REQUEST, 0, REQUEST_CLEAR)
 
@@ -76,8 +77,9 @@ def main() -> None:
 
     def answer_both_ways() -> object:
         cipher = ExchangeCipher(secret, nonce)
+        # The gateway seals the answer it parsed; the proxy opens its bytes.
         sealed = orjson.dumps(cipher.seal(answer, ANSWER, 0, ANSWER_CLEAR))
-        return cipher.open(orjson.loads(sealed), ANSWER, 0, ANSWER_CLEAR)
+        return cipher.open_fields(raw_fields(sealed), ANSWER, 0, ANSWER_CLEAR)
 
     cipher = ExchangeCipher(secret, nonce)
     text_event = encode_text_delta(0, "Hello")

@@ -1,10 +1,11 @@
 """Privacy mode's time to first token: Claude Code's first turn streamed at concurrency 1 through
 the gateway directly (plaintext) and through ``messagegate proxy`` -> the same gateway (sealed).
 
-python -m bench.privacy_ttft [--seconds 5]
+python -m bench.privacy_ttft [--seconds 3] [--rounds 5]
 
 One fake upstream (no latency, 20 tokens), one gateway (``privacy: optional``), one proxy, each
-its own process; the two paths are measured alternately, twice each, per route. What the proxy
+its own process; the two paths are measured alternately, in `--rounds` pairs per route: the
+median added time and its spread over the pairs. What the proxy
 adds is its hop (an HTTP server and client on loopback) plus the crypto on both sides.
 """
 
@@ -82,10 +83,55 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measure_route(
+    label: str,
+    direct_request: bytes,
+    proxy_request: bytes,
+    gateway: tuple[int, int],
+    proxy: tuple[int, int],
+    seconds: float,
+    rounds: int,
+) -> None:
+    """`rounds` pairs of measurements, plaintext to the gateway then sealed through the proxy;
+    each pair's difference is one sample of what privacy mode adds (the machine's load drifts
+    between pairs more than within one)."""
+    (gateway_port, gateway_pid), (proxy_port, proxy_pid) = gateway, proxy
+    added, plain_ms, sealed_ms = [], [], []
+    cpu = {"plain": 0.0, "sealed": 0.0, "proxy": 0.0}
+    streams = {"plain": 0, "sealed": 0}
+    for _ in range(rounds):
+        used = cpu_seconds(gateway_pid)
+        direct, count = asyncio.run(p50_ttft_ms(gateway_port, direct_request, seconds))
+        cpu["plain"] += cpu_seconds(gateway_pid) - used
+        streams["plain"] += count
+        used, proxy_used = cpu_seconds(gateway_pid), cpu_seconds(proxy_pid)
+        through, count = asyncio.run(p50_ttft_ms(proxy_port, proxy_request, seconds))
+        cpu["sealed"] += cpu_seconds(gateway_pid) - used
+        cpu["proxy"] += cpu_seconds(proxy_pid) - proxy_used
+        streams["sealed"] += count
+        plain_ms.append(direct)
+        sealed_ms.append(through)
+        added.append(through - direct)
+    median = statistics.median
+    print(
+        f"{label:<32} p50 TTFT gateway {median(plain_ms):5.2f} ms, proxy->gateway"
+        f" {median(sealed_ms):5.2f} ms: added {median(added):+.2f} ms median of {rounds}"
+        f" (spread {min(added):+.2f} .. {max(added):+.2f})"
+    )
+    per_plain = cpu["plain"] / streams["plain"] * 1000
+    per_sealed = cpu["sealed"] / streams["sealed"] * 1000
+    print(
+        f"{'':<32} CPU per stream: gateway {per_plain:.2f} ms plain, {per_sealed:.2f} ms sealed"
+        f" ({per_sealed - per_plain:+.2f}); proxy {cpu['proxy'] / streams['sealed'] * 1000:.2f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    seconds = parser.parse_args().seconds
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="plain/sealed pairs per route")
+    args = parser.parse_args()
+    seconds, rounds = args.seconds, args.rounds
     run_dir = Path(tempfile.mkdtemp(prefix="mg-privacy-bench-"))
     key_file = run_dir / "keys.json"
     key_id = rotate(key_file, 86400.0, time.time()).key_id
@@ -121,31 +167,15 @@ def main() -> None:
         children.append((child, proxy))
         procs.wait_port(child, proxy, 30)
         for route, small in (("anthropic", False), ("openai", False), ("anthropic", True)):
-            plain, sealed = [], []
-            direct_request = request(gateway, route, True, small)
-            proxy_request = request(proxy, route, False, small)
-            gateway_cpu = [0.0, 0.0]
-            proxy_cpu = 0.0
-            for _ in range(2):
-                used = cpu_seconds(children[1][0].pid)
-                plain.append(asyncio.run(p50_ttft_ms(gateway, direct_request, seconds)))
-                gateway_cpu[0] += cpu_seconds(children[1][0].pid) - used
-                both_used = cpu_seconds(children[1][0].pid), cpu_seconds(child.pid)
-                sealed.append(asyncio.run(p50_ttft_ms(proxy, proxy_request, seconds)))
-                gateway_cpu[1] += cpu_seconds(children[1][0].pid) - both_used[0]
-                proxy_cpu += cpu_seconds(child.pid) - both_used[1]
-            direct = min(ms for ms, _ in plain)
-            through = min(ms for ms, _ in sealed)
             label = f"{route}{' (a 90-byte request)' if small else ''}"
-            print(
-                f"{label:<32} p50 TTFT gateway {direct:6.2f} ms, proxy->gateway {through:6.2f} ms:"
-                f" +{through - direct:.2f} ms ({sum(n for _, n in plain + sealed)} streams)"
-            )
-            plain_n, sealed_n = sum(n for _, n in plain), sum(n for _, n in sealed)
-            print(
-                f"{'':<32} CPU per stream: gateway {gateway_cpu[0] / plain_n * 1000:.2f} ms plain,"
-                f" {gateway_cpu[1] / sealed_n * 1000:.2f} ms sealed;"
-                f" proxy {proxy_cpu / sealed_n * 1000:.2f} ms"
+            measure_route(
+                label,
+                request(gateway, route, True, small),
+                request(proxy, route, False, small),
+                (gateway, children[1][0].pid),
+                (proxy, child.pid),
+                seconds,
+                rounds,
             )
     finally:
         for child, _ in children:

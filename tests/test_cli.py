@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import pytest
 import yaml
 
 import fakes.anthropic_script as script
 from conftest import GATEWAY_KEY, PROVIDER_KEY, SDK
+from fakes.redis_server import SHARED_URL, shared_redis, unique_prefix
 from fakes.served import COMMAND, Lines, base_env, serving
 from fakes.upstream import FakeUpstream, Reply
 from helpers import first_text, readme_yaml
@@ -216,6 +218,36 @@ async def test_workers_share_one_port(tmp_path: Path, upstream: FakeUpstream, sd
     assert len(upstream.received) == 4
     assert len(re.findall(r"Started server process \[\d+\]", log.text)) == 2
     assert len(re.findall(r"POST /v1/messages 200", log.text)) == 4
+    assert "key limits (rpm, tpm, concurrency, budgets) are per process" in log.text
+
+
+async def test_workers_share_a_key_s_limits_through_redis(
+    tmp_path: Path, upstream: FakeUpstream, sdk: SDK
+) -> None:
+    prefix = unique_prefix()
+    raw = gateway_yaml(upstream, redis={"url": SHARED_URL, "prefix": prefix})
+    raw["keys"][0]["rpm"] = 3
+    upstream.default = script.reply(ANSWER)
+    config = write(tmp_path, raw)
+    hello: Any = [{"role": "user", "content": "hi"}]
+    async with (
+        shared_redis(prefix),
+        serving("--config", str(config), "--workers", "2", env=ENV) as gateway,
+    ):
+        refusals: list[str] = []
+        for _ in range(6):  # a new client (connection) each: the workers share them out
+            try:
+                await sdk(gateway.url).messages.create(
+                    model="claude-test", max_tokens=5, messages=hello
+                )
+            except anthropic.RateLimitError as exc:
+                refusals.append(exc.message)
+    assert len(refusals) == 3
+    shared = f"limits: shared through {SHARED_URL} (on outage: rate limits fail_open"
+    assert shared in gateway.out.text
+    assert all("3 requests per minute" in message for message in refusals)
+    assert len(upstream.received) == 3
+    assert "per process" not in gateway.log.text
 
 
 # The embedded default and `init`.

@@ -201,6 +201,10 @@ async def test_metrics_can_have_a_port_of_their_own(upstream: FakeUpstream) -> N
         assert (await get(own, "/metrics", key=GATEWAY_KEY, method="POST"))[0] == 404
         text = await scrape(own, key=GATEWAY_KEY)
     assert total(text, "messagegate_requests_total", endpoint="/metrics", status="404") == 1
+    # The listener's refusal for a missing key is counted as the API's auth denials are.
+    refused = {"endpoint": "/metrics", "status": "401", "error_type": "authentication_error"}
+    assert total(text, "messagegate_requests_total", **refused) == 1
+    assert total(text, "messagegate_limit_denials_total", kind="auth") == 1
 
 
 def test_metrics_auth_key_needs_keys(upstream: FakeUpstream) -> None:

@@ -128,7 +128,7 @@ async def _sealed_post(
     url: str, proxy_app: ProxyApp, data: dict[str, Any], header: str | None = None
 ) -> tuple[int, dict[str, str], bytes, SealedExchange]:
     exchange = SealedExchange(current_secret(proxy_app))
-    body = exchange.seal_request(data)
+    body = exchange.seal_request(orjson.dumps(data))
     status, headers, raw = await post(
         url, "/v1/messages", body, headers={"x-messagegate-privacy": header or exchange.header}
     )
@@ -146,7 +146,9 @@ async def test_a_flipped_bit_in_any_sealed_field_is_refused_before_any_upstream_
     ):
         for field in ("system", "messages", "tools"):
             exchange = SealedExchange(current_secret(proxy_app))
-            sealed = orjson.loads(exchange.seal_request({"model": "claude-test", **REQUEST}))
+            sealed = orjson.loads(
+                exchange.seal_request(orjson.dumps({"model": "claude-test", **REQUEST}))
+            )
             raw = bytearray(base64.b64decode(sealed[field]))
             raw[5] ^= 0x01
             sealed[field] = base64.b64encode(bytes(raw)).decode()
@@ -173,7 +175,7 @@ async def test_a_replayed_request_is_refused_and_reaches_no_upstream(
         running_proxy(url, PinnedKeys([key_id]), GATEWAY_KEY) as (_, proxy_app),
     ):
         exchange = SealedExchange(current_secret(proxy_app))
-        body = exchange.seal_request({"model": "claude-test", **REQUEST})
+        body = exchange.seal_request(orjson.dumps({"model": "claude-test", **REQUEST}))
         header = {"x-messagegate-privacy": exchange.header}
         first = await post(url, "/v1/messages", body, headers=header)
         second = await post(url, "/v1/messages", body, headers=header)
@@ -461,3 +463,44 @@ async def test_an_answer_that_is_not_sealed_is_refused_by_the_proxy(
     assert b"x-messagegate-privacy: v1\r\n" in tap.downstream
     assert status == 502
     assert envelope(body) == ("api_error", "privacy mode: the answer was not sealed")
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"model": "claude-test"'])
+async def test_a_body_that_is_not_one_json_object_is_refused_by_the_proxy_unsent(
+    upstream: FakeUpstream, tmp_path: Path, body: bytes
+) -> None:
+    key_file, key_id = make_key_file(tmp_path)
+    config = build_config(private(anthropic_config(upstream), key_file))
+    async with (
+        running_gateway(config) as (url, _),
+        Tap(int(url.rsplit(":", 1)[1])) as tap,
+        running_proxy(tap.url, PinnedKeys([key_id]), GATEWAY_KEY) as (proxy, _),
+    ):
+        registered = len(tap.upstream)
+        status, _, answer = await post(proxy, "/v1/messages", body, key=None)
+        sent = bytes(tap.upstream[registered:])
+    kind, message = envelope(answer)
+    assert (status, kind) == (400, "invalid_request_error")
+    assert message.startswith("body is not a JSON object")
+    assert b"/v1/messages" not in sent
+    assert upstream.received == []
+
+
+async def test_a_pretty_printed_body_is_sealed_as_sent_and_routed_as_its_json(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    key_file, key_id = make_key_file(tmp_path)
+    upstream.script(script.reply(script.message([{"type": "text", "text": ANSWER_MARKER}])))
+    config = build_config(private(anthropic_config(upstream), key_file))
+    pretty = orjson.dumps({"model": "claude-test", **REQUEST}, option=orjson.OPT_INDENT_2)
+    async with (
+        running_gateway(config) as (url, _),
+        Tap(int(url.rsplit(":", 1)[1])) as tap,
+        running_proxy(tap.url, PinnedKeys([key_id]), GATEWAY_KEY) as (proxy, _),
+    ):
+        status, _, answer = await post(proxy, "/v1/messages", pretty, key=None)
+    assert status == 200
+    assert orjson.loads(answer)["content"][0]["text"] == ANSWER_MARKER
+    assert upstream.received[0].json["system"] == REQUEST["system"]
+    assert upstream.received[0].json["messages"] == REQUEST["messages"]
+    assert MARKER.encode() not in tap.seen

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -18,6 +19,7 @@ from messagegate.privacy.codec import (
     CodecError,
     ExchangeCipher,
     exchange_key,
+    raw_fields,
     secret_id,
 )
 from messagegate.privacy.keys import GatewayKey, seal_secret
@@ -58,6 +60,29 @@ def test_sealing_gives_the_documented_bytes_and_opening_gives_the_plain_object(
     )
     with pytest.raises(CodecError):
         cipher.open(vector["sealed"], vector["direction"], vector["seq"] + 1, clear)
+
+
+@pytest.mark.parametrize(
+    ("name", "clear"),
+    [("request", REQUEST_CLEAR), ("answer", ANSWER_CLEAR), ("event", ANSWER_CLEAR)],
+)
+def test_sealing_and_opening_json_bytes_unparsed_gives_the_documented_bytes(
+    name: str, clear: frozenset[str]
+) -> None:
+    vector = V[name]
+    cipher = ExchangeCipher(SECRET, NONCE)
+    direction, seq = vector["direction"], vector["seq"]
+    plain, sealed = orjson.dumps(vector["plain"]), orjson.dumps(vector["sealed"])
+    assert cipher.seal_fields(raw_fields(plain), direction, seq, clear) == sealed
+    assert cipher.open_fields(raw_fields(sealed), direction, seq, clear) == plain
+    with pytest.raises(CodecError):
+        cipher.open_fields(raw_fields(sealed), direction, seq + 1, clear)
+
+
+@pytest.mark.parametrize("body", [b"[1]", b'"text"', b"{", b'{"a": 1} x', b""])
+def test_raw_fields_refuses_what_is_not_one_json_object(body: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        raw_fields(body)
 
 
 def test_the_field_example_spells_out_nonce_and_aad() -> None:

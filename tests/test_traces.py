@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +14,7 @@ from fakes.gateway import build_config, running_gateway
 from fakes.otlp import CLIENT_KIND, SERVER_KIND, Receiver, attributes, running_receiver
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
-from messagegate.config import ConfigError, FailoverPolicy
+from messagegate.config import FailoverPolicy
 from messagegate.telemetry.json_logs import JsonFormatter
 from test_metrics import two_routes
 
@@ -26,9 +24,8 @@ CLIENT_PARENT = "00f067aa0ba902b7"
 
 
 @pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+def receiver() -> Iterator[Receiver]:
     with running_receiver() as found:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", found.endpoint)
         yield found
 
 
@@ -38,7 +35,7 @@ async def test_a_failed_over_request_is_one_server_and_two_client_spans(
     backup = second_upstream
     upstream.default = script.error_reply(503, "overloaded_error", "busy")
     backup.default = script.reply(script.message([{"type": "text", "text": "hi"}]))
-    config = build_config(two_routes(upstream, backup, otel={"enabled": True}))
+    config = build_config(two_routes(upstream, backup, otel={"enabled": True}), receiver.environ)
     once = FailoverPolicy(attempts_per_route=1, backoff_initial=0.0, backoff_max=0.0)
     async with running_gateway(config, failover=once) as (url, _):
         body = {
@@ -102,7 +99,7 @@ async def test_content_is_captured_only_when_asked(
         "messages": [{"role": "user", "content": PROMPT}],
     }
     config = anthropic_config(upstream, otel={"enabled": True, "capture_content": True})
-    async with running_gateway(build_config(config)) as (url, _):
+    async with running_gateway(build_config(config, receiver.environ)) as (url, _):
         assert (await post(url, "/v1/messages", body))[0] == 200
     raw = b"".join(receiver.bodies)
     assert PROMPT.encode() in raw
@@ -132,7 +129,7 @@ async def test_the_access_line_names_the_trace(
     caplog.set_level(logging.INFO, logger="messagegate.access")
     upstream.default = script.reply(script.message([{"type": "text", "text": "hi"}]))
     config = anthropic_config(upstream, otel={"enabled": True})
-    async with running_gateway(build_config(config)) as (url, _):
+    async with running_gateway(build_config(config, receiver.environ)) as (url, _):
         body = {
             "model": "claude-test",
             "max_tokens": 5,
@@ -145,27 +142,13 @@ async def test_the_access_line_names_the_trace(
     assert orjson.loads(JsonFormatter().format(record))["trace_id"] == span.trace_id.hex()
 
 
-def test_otel_without_the_extra_is_a_config_error(
-    monkeypatch: pytest.MonkeyPatch, upstream: FakeUpstream
-) -> None:
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, *args: Any) -> Any:
-        return None if name == "opentelemetry.sdk" else real(name, *args)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with pytest.raises(ConfigError, match=r"otel.enabled: needs the otel extra"):
-        build_config(anthropic_config(upstream, otel={"enabled": True}))
-    assert not build_config(anthropic_config(upstream, otel={"enabled": False})).otel.enabled
-
-
 async def test_a_sampled_out_request_still_carries_its_trace_upstream(
-    receiver: Receiver, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver, upstream: FakeUpstream
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     upstream.default = script.reply(script.message([{"type": "text", "text": "hi"}]))
     config = anthropic_config(upstream, otel={"enabled": True})
-    async with running_gateway(build_config(config)) as (url, _):
+    environ = receiver.environ | {"OTEL_TRACES_SAMPLER": "always_off"}
+    async with running_gateway(build_config(config, environ)) as (url, _):
         body = {
             "model": "claude-test",
             "max_tokens": 5,
@@ -178,3 +161,26 @@ async def test_a_sampled_out_request_still_carries_its_trace_upstream(
     version, trace_id, parent, flags = sent.split("-")
     assert (version, trace_id, flags) == ("00", CLIENT_TRACE, "00")
     assert len(parent) == 16
+
+
+async def test_a_streamed_answers_usage_is_on_the_requests_span(
+    receiver: Receiver, upstream: FakeUpstream
+) -> None:
+    upstream.default = script.stream_reply(script.message([{"type": "text", "text": "hi"}]))
+    config = anthropic_config(upstream, otel={"enabled": True})
+    async with running_gateway(build_config(config, receiver.environ)) as (url, _):
+        body = {
+            "model": "claude-test",
+            "max_tokens": 5,
+            "stream": True,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        status, _, raw = await post(url, "/v1/messages", body)
+        assert status == 200
+        assert b"message_stop" in raw
+    (request,) = [s for s in receiver.spans() if s.kind == SERVER_KIND]
+    (attempt,) = [s for s in receiver.spans() if s.kind == CLIENT_KIND]
+    assert attributes(request)["gen_ai.usage.output_tokens"] == 7
+    assert attributes(attempt)["gen_ai.response.model"] == "claude-upstream-1"
+    assert "error.type" not in attributes(attempt)
+    assert attempt.parent_span_id == request.span_id

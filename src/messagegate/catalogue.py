@@ -118,3 +118,32 @@ def no_provider_message() -> str:
         f"no provider is configured: set one of {keys} (or, for a local server, {urls}) "
         "and restart, or start with --config FILE (`messagegate init` writes one)"
     )
+
+
+# `gen_ai.provider.name` as the GenAI semantic conventions list it: the catalogue's providers
+# by name, and well-known APIs by their host name (a glob). A provider found in neither is named
+# by its kind (the API it speaks).
+CONVENTION_NAMES = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "mistral": "mistral_ai",
+    "deepseek": "deepseek",
+    "groq": "groq",
+}
+CONVENTION_HOSTS = (
+    ("api.anthropic.com", "anthropic"),
+    ("api.openai.com", "openai"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.groq.com", "groq"),
+    ("*.openai.azure.com", "azure.ai.openai"),
+    ("*.services.ai.azure.com", "azure.ai.inference"),
+    ("*aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("bedrock-runtime*.amazonaws.com", "aws.bedrock"),
+    ("api.x.ai", "x_ai"),
+    ("api.perplexity.ai", "perplexity"),
+    ("api.cohere.com", "cohere"),
+    ("api.cohere.ai", "cohere"),
+    ("*.ml.cloud.ibm.com", "ibm.watsonx.ai"),
+)

@@ -38,9 +38,10 @@ from messagegate.config import (
 )
 from messagegate.defaults import default_config, starter_file
 from messagegate.log_output import BufferedStderrHandler, CachedTimeFormatter
-from messagegate.privacy.commands import add_privacy_commands, privacy_command
+from messagegate.privacy.commands import Serving, add_privacy_commands, privacy_command
 from messagegate.routing.scenario_explain import describe_scenarios, explain
 from messagegate.server.app import GatewayApp
+from messagegate.server.coalescing import turn_flusher
 from messagegate.server.http_protocol import HttpProtocol
 from messagegate.store.base import StoreError
 from messagegate.store.location import serving_database, shown
@@ -54,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "init":
         return init(args.config, os.environ)
     if args.command in ("proxy", "privacy"):
-        return privacy_command(args)
+        if args.command == "proxy":
+            tune_gc()
+        return privacy_command(args, proxy_serving())
     try:
         config = load_settings(args.config, os.environ)
     except ConfigError as exc:
@@ -150,6 +153,24 @@ def _explain(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# Secrets are registered in one worker's memory (privacy/secrets.py); README, Privacy mode.
+PRIVACY_WORKERS_WARNING = (
+    "privacy mode's secrets live in the worker that registered them: a sealed request that "
+    "another worker takes is refused as unknown_secret and its proxy registers again; run a "
+    "privacy-mode gateway with one worker (scale with more processes behind client affinity)"
+)
+
+
+def proxy_serving() -> Serving:
+    """`messagegate proxy` serves with the gateway's pieces: its HTTP protocol, its loop and
+    the pool's wake hook."""
+    return Serving(
+        http=HttpProtocol,
+        on_wake=lambda loop: turn_flusher(loop).follow,
+        options={"loop": "uvloop"},
+    )
+
+
 def tune_gc() -> None:
     """A request allocates many short-lived containers; collect young objects less often."""
     gc.set_threshold(50_000, 50, 1000)
@@ -204,13 +225,16 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         "log_config": None,
         "timeout_graceful_shutdown": config.shutdown_grace,
     }
-    if args.workers > 1:
+    if args.workers > 1 and config.redis is None:
         print(
             f"messagegate: key limits (rpm, tpm, concurrency, budgets) are per process: each of "
-            f"the {args.workers} workers enforces them on its own",
+            f"the {args.workers} workers enforces them on its own (`redis:` shares them)",
             file=sys.stderr,
             flush=True,
         )
+    if args.workers > 1 and config.privacy.mode != "off":
+        print(f"messagegate: {PRIVACY_WORKERS_WARNING}", file=sys.stderr, flush=True)
+    if args.workers > 1:
         # Worker processes build their own app from the config file named in the environment
         # (or, with none named, from the embedded default, as this process did).
         if args.config:
@@ -300,6 +324,12 @@ def describe(config: Config, listen: str | None = None) -> str:
     ]
     auth = f"{len(config.keys)} key(s)" if config.keys else "none (open to anyone who can connect)"
     lines.append(f"auth: {auth}")
+    if config.redis is not None:
+        outage = config.on_outage
+        lines.append(
+            f"limits: shared through {redact_url(config.redis.url)} (on outage: rate limits "
+            f"{outage.rate_limits}, concurrency {outage.concurrency}, budgets {outage.budgets})"
+        )
     lines.append("providers:" if config.providers else "providers: none")
     for p in config.providers.values():
         extra = f" region={p.region}" if p.region else ""

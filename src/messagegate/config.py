@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import importlib.util
 import ipaddress
 import os
 import re
@@ -21,6 +20,8 @@ import yaml
 
 from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
 from messagegate.keyspec import KEY_FIELDS, KeyFieldError, KeyLimits, allows, parse_key_settings
+from messagegate.otel_env import OtelVariableError, OtlpSettings, parse_otlp
+from messagegate.redis_config import OutagePolicy, RedisSettings, read_outage, read_redis
 from messagegate.translate.openai_dialect import DIALECT_FIELDS, PRESETS, OpenAIDialect, dialect_for
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -102,16 +103,6 @@ PRESET_CAPABILITIES: dict[str, dict[str, Any]] = {
     "ollama": {"max_stop_sequences": None},
     "llamacpp": {"max_stop_sequences": None},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class OutagePolicy:
-    """What the gateway does while its database is out of reach. `keys`: fail_open keeps
-    accepting the stored keys last read; fail_closed refuses them (503) once they could not be
-    refreshed for 10 s (server/auth.py's
-    KEYS_STALE_LIMIT)."""
-
-    keys: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,11 +301,12 @@ class MetricsSettings:
 
 @dataclass(frozen=True, slots=True)
 class OtelSettings:
-    """OpenTelemetry traces (the ``otel`` extra); the exporter reads the OTEL_* variables."""
+    """OpenTelemetry traces; the exporter and sampler settings come from the OTEL_* variables."""
 
     enabled: bool = False
     # Prompt and answer text become span attributes only when asked for.
     capture_content: bool = False
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +340,12 @@ class Config:
     database: str | None = None
     default_database: str | None = None
     admin_key: Secret | None = None
-    on_outage: OutagePolicy = field(default_factory=OutagePolicy)
     # The time zone whose calendar days, weeks and months budget periods follow.
     budget_timezone: str = "UTC"
+    # Limits shared by every replica (None: each process keeps its own), and what the limits and
+    # stored keys do while Redis or the database is out of reach.
+    redis: RedisSettings | None = None
+    on_outage: OutagePolicy = field(default_factory=OutagePolicy)
 
 
 CONFIG_PATH_VARIABLE = "MESSAGEGATE_CONFIG"
@@ -514,8 +509,9 @@ class _Reader:
             database=self.get(top, "database", "", str),
             default_database=default_database_path(self.environ),
             admin_key=self.admin_key(top),
-            on_outage=self.on_outage(top.get("on_outage")),
             budget_timezone=self.timezone(top),
+            redis=read_redis(self, top.get("redis")),
+            on_outage=read_outage(self, top.get("on_outage")),
         )
 
     def aliases(
@@ -553,14 +549,16 @@ class _Reader:
     def otel(self, raw: object) -> OtelSettings:
         if raw is None:
             return OtelSettings()
-        data = self.mapping(raw, "otel", frozenset(OtelSettings.__dataclass_fields__))
+        data = self.mapping(raw, "otel", frozenset({"enabled", "capture_content"}))
         enabled = self.get(data, "enabled", "otel", bool, False)
-        if enabled and importlib.util.find_spec("opentelemetry.sdk") is None:
-            raise self.fail("otel.enabled", "needs the otel extra: pip install 'messagegate[otel]'")
-        return OtelSettings(
-            enabled=enabled,
-            capture_content=self.get(data, "capture_content", "otel", bool, False),
-        )
+        capture = self.get(data, "capture_content", "otel", bool, False)
+        if not enabled:
+            return OtelSettings(capture_content=capture)
+        try:
+            otlp = parse_otlp(self.environ)
+        except OtelVariableError as error:
+            raise self.fail("otel", str(error)) from None
+        return OtelSettings(enabled=True, capture_content=capture, otlp=otlp)
 
     def metrics(self, raw: object, *, has_keys: bool) -> MetricsSettings:
         if raw is None:
@@ -611,14 +609,6 @@ class _Reader:
         except (ValueError, ZoneInfoNotFoundError):
             raise self.fail("budget_timezone", f"unknown time zone {name!r}") from None
         return name
-
-    def on_outage(self, raw: object) -> OutagePolicy:
-        if raw is None:
-            return OutagePolicy()
-        data = self.mapping(raw, "on_outage", frozenset({"keys"}))
-        return OutagePolicy(
-            keys=self.choice(data, "keys", "on_outage", ("fail_open", "fail_closed"))
-        )
 
     def admin_key(self, top: dict[str, Any]) -> Secret | None:
         value = self.get(top, "admin_key", "", str)
@@ -1074,8 +1064,9 @@ _TOP_KEYS = frozenset(
         "limits",
         "database",
         "admin_key",
-        "on_outage",
         "budget_timezone",
+        "redis",
+        "on_outage",
     }
 )
 _PROVIDER_KEYS = frozenset(

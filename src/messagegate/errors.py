@@ -11,6 +11,7 @@
     ├── RateLimited                   429 rate_limit_error      (the key's rpm, tpm or concurrency)
     ├── GatewayOverloaded             529 overloaded_error      (over a limit; shutting down)
     ├── ServiceUnavailable            503 api_error             (the key store is out of reach)
+    │   └── LimitsUnavailable         503 api_error             (shared limits store unreachable)
     └── UpstreamError                 an upstream failed or answered with an error
         ├── UpstreamStatusError       the upstream answered with an error status
         ├── UpstreamUnreachable       502 api_error             (connect error, dropped connection)
@@ -100,16 +101,23 @@ class GatewayOverloaded(GatewayError):
 
 
 class ServiceUnavailable(GatewayError):
-    """Something the gateway needs (its key store) is out of reach: retrying shortly may work."""
+    """Something the gateway needs (its key store, the limits every replica shares) is out of
+    reach: retryable, after `retry-after` seconds."""
 
     status = 503
     error_type = "api_error"
     # Seconds a client is asked to wait before retrying.
     RETRY_AFTER = 5
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER) -> None:
         super().__init__(message)
-        self.headers["retry-after"] = str(self.RETRY_AFTER)
+        self.headers["retry-after"] = str(retry_after)
+        self.headers["x-should-retry"] = "true"
+
+
+class LimitsUnavailable(ServiceUnavailable):
+    """The store of the limits every replica shares cannot be reached and the operator chose to
+    refuse (`on_outage: ... fail_closed`)."""
 
 
 class RateLimited(GatewayError):

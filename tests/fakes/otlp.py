@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,13 +19,27 @@ class Receiver:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
-        received = self.bodies
+        # Every POST's headers, accepted or not.
+        self.requests: list[dict[str, str]] = []
+        # Answers to give before the usual 200: (status, headers).
+        self.refusals: list[tuple[int, dict[str, str]]] = []
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 length = int(self.headers["content-length"])
-                received.append(self.rfile.read(min(length, 64 * 1024 * 1024)))
-                self.send_response(200)
+                body = self.rfile.read(min(length, 64 * 1024 * 1024))
+                receiver.requests.append({k.lower(): v for k, v in self.headers.items()})
+                status, headers = receiver.refusals.pop(0) if receiver.refusals else (200, {})
+                if status == 200:
+                    if self.headers.get("content-encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    receiver.bodies.append(body)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -39,11 +54,22 @@ class Receiver:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
 
-    def spans(self) -> list[Any]:
+    @property
+    def environ(self) -> dict[str, str]:
+        """The variables that send a gateway's spans here."""
+        return {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.endpoint}
+
+    def requests_decoded(self) -> list[Any]:
         out = []
         for body in self.bodies:
             request = ExportTraceServiceRequest()
             request.ParseFromString(body)
+            out.append(request)
+        return out
+
+    def spans(self) -> list[Any]:
+        out = []
+        for request in self.requests_decoded():
             for resource in request.resource_spans:
                 for scope in resource.scope_spans:
                     out.extend(scope.spans)

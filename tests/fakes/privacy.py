@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from fakes.gateway import running_server
+from messagegate.cli import proxy_serving
 from messagegate.privacy.keys import rotate
 from messagegate.privacy.proxy import ProxyApp
 from messagegate.privacy.trust import KeyTrust
+from messagegate.server.http_protocol import HttpProtocol
 
 
 def make_key_file(directory: Path, age: float = 0.0) -> tuple[Path, str]:
@@ -44,8 +46,11 @@ async def running_proxy(
     api_key: str | None,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[tuple[str, ProxyApp]]:
-    app = ProxyApp(gateway_url, trust, api_key, clock=clock)
-    async with running_server(app, log_level="critical", access_log=False) as url:
+    # Served as `messagegate proxy` serves it (cli.proxy_serving): the gateway's protocol.
+    on_wake = proxy_serving().on_wake
+    app = ProxyApp(gateway_url, trust, api_key, clock=clock, on_wake=on_wake)
+    options: dict[str, Any] = {"http": HttpProtocol, "proxy_headers": False}
+    async with running_server(app, log_level="critical", access_log=False, **options) as url:
         yield url, app
 
 

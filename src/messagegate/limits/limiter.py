@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from messagegate.config import ApiKey
 from messagegate.errors import BudgetExhausted, RateLimited
@@ -50,6 +51,14 @@ class KeyState:
         # micro-USD: settled in the current period; reserved by requests still running.
         self.spent = 0
         self.reserved = 0
+
+
+class Reservation(Protocol):
+    """An admitted request's hold on its key's limits (in process, or shared)."""
+
+    def settle(self, tokens: int, cost: int) -> None: ...
+    def release(self) -> None: ...
+    def headers(self) -> dict[str, str]: ...
 
 
 class Ticket:
@@ -102,7 +111,7 @@ class Limiter:
         now = self.clock()
         limits = state.limits
         if limits.concurrency is not None and state.active >= limits.concurrency:
-            raise self._limited(
+            raise self.limited(
                 state, now, 1.0, f"{limits.concurrency} requests at once", "concurrency"
             )
         if state.budget is not None:
@@ -110,13 +119,13 @@ class Limiter:
         if state.requests is not None:
             wait = state.requests.take(1, now)
             if wait:
-                raise self._limited(state, now, wait, f"{limits.rpm} requests per minute", "rpm")
+                raise self.limited(state, now, wait, f"{limits.rpm} requests per minute", "rpm")
         if state.tokens is not None:
             wait = state.tokens.take(tokens, now)
             if wait:
                 if state.requests is not None:
                     state.requests.adjust(-1, now)
-                raise self._limited(state, now, wait, f"{limits.tpm} tokens per minute", "tpm")
+                raise self.limited(state, now, wait, f"{limits.tpm} tokens per minute", "tpm")
         state.active += 1
         state.reserved += cost
         return Ticket(self, state, tokens, cost)
@@ -126,6 +135,15 @@ class Limiter:
         state = self._state(key)
         start, _ = self.periods.bounds(key.limits.period, self.clock())
         state.period_start, state.spent = start, spent
+
+    def spend(self, key: ApiKey, cost: int) -> None:
+        """Count `cost` micro-USD settled on the shared store, for when this process falls back
+        to its own limits."""
+        state = self._state(key)
+        start, _ = self.periods.bounds(key.limits.period, self.clock())
+        if start != state.period_start:
+            state.period_start, state.spent = start, 0
+        state.spent += cost
 
     def _state(self, key: ApiKey) -> KeyState:
         state = self._states.get(key.name)
@@ -147,9 +165,9 @@ class Limiter:
         # hard: only when its worst case fits.
         if committed + cost > budget if state.hard else committed >= budget:
             _, end = self.periods.bounds(period, now)
-            raise BudgetExhausted(_budget_message(state, budget, end))
+            raise budget_error(state, budget, end)
 
-    def _limited(
+    def limited(
         self, state: KeyState, now: float, wait: float, what: str, denial: str
     ) -> RateLimited:
         retry_after = min(max(math.ceil(wait), 1), MAX_RETRY_AFTER)
@@ -189,12 +207,12 @@ class Limiter:
 )
 
 
-def _budget_message(state: KeyState, budget: int, end: float) -> str:
+def budget_error(state: KeyState, budget: int, end: float) -> BudgetExhausted:
     limits = state.limits
     per = f" per {limits.period}" if limits.period else ""
     resets = f"it resets at {iso_time(end)}" if end != math.inf else "it does not reset"
     used = (state.spent + state.reserved) / 1_000_000
-    return (
+    return BudgetExhausted(
         f"the budget of key {state.name!r} ({limits.budget:.2f} USD{per}) is spent "
         f"({used:.4f} USD used or reserved); {resets}"
     )

@@ -10,7 +10,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -22,7 +21,9 @@ from messagegate.privacy.codec import (
     REQUEST_CLEAR,
     SECRET_BYTES,
     VERSION,
+    CodecError,
     ExchangeCipher,
+    raw_fields,
 )
 from messagegate.privacy.events import EventOpener
 from messagegate.privacy.keys import fingerprint, seal_secret
@@ -155,11 +156,16 @@ class SealedExchange:
         self.cipher = ExchangeCipher(registered.secret, nonce)
         self.header = f"{VERSION}.{registered.secret_id}.{nonce.hex()}"
 
-    def seal_request(self, data: dict[str, Any]) -> bytes:
-        return orjson.dumps(self.cipher.seal(data, REQUEST, 0, REQUEST_CLEAR))
+    def seal_request(self, body: bytes) -> bytes:
+        """The sealed body; ValueError if `body` is not a JSON object."""
+        return self.cipher.seal_fields(raw_fields(body), REQUEST, 0, REQUEST_CLEAR)
 
     def open_answer(self, body: bytes) -> bytes:
-        return orjson.dumps(self.cipher.open(orjson.loads(body), ANSWER, 0, ANSWER_CLEAR))
+        try:
+            fields = raw_fields(body)
+        except ValueError:
+            raise CodecError("the answer is not a JSON object") from None
+        return self.cipher.open_fields(fields, ANSWER, 0, ANSWER_CLEAR)
 
     def event_opener(self) -> EventOpener:
         return EventOpener(self.cipher)

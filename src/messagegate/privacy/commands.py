@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,6 +22,17 @@ from messagegate.privacy.proxy import ProxyApp
 from messagegate.privacy.trust import AttestedKeys, KeyTrust, PinnedKeys, load_verifier
 
 API_KEY_VARIABLE = "MESSAGEGATE_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """How the proxy serves: the gateway's own pieces, handed down by the command line (they
+    live above this package): its HTTP protocol (a response head leaves with its body's start,
+    a busy turn's writes together) and the pool's wake hook for the loop it runs in."""
+
+    http: type[asyncio.Protocol] | str = "httptools"
+    on_wake: Callable[[asyncio.AbstractEventLoop], Callable[[], None]] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def add_privacy_commands(commands: Any) -> None:
@@ -41,10 +55,10 @@ def add_privacy_commands(commands: Any) -> None:
     )
 
 
-def privacy_command(args: argparse.Namespace) -> int:
+def privacy_command(args: argparse.Namespace, serving: Serving | None = None) -> int:
     if args.command == "privacy":
         return keygen(Path(args.key_file), args.grace)
-    return run_proxy(args)
+    return run_proxy(args, serving or Serving())
 
 
 def keygen(path: Path, grace: float) -> int:
@@ -61,22 +75,27 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def run_proxy(args: argparse.Namespace) -> int:
+def run_proxy(args: argparse.Namespace, serving: Serving) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
     trust: KeyTrust = (
         PinnedKeys(args.pin) if args.pin else AttestedKeys(load_verifier(args.attestation))
     )
     api_key = args.api_key or os.environ.get(API_KEY_VARIABLE)
-    app = ProxyApp(args.gateway, trust, api_key)
+    app = ProxyApp(args.gateway, trust, api_key, on_wake=serving.on_wake)
     config = uvicorn.Config(
         app,
         host=host.strip("[]") or "127.0.0.1",
         port=int(port),
+        http=serving.http,
         lifespan="on",
         access_log=False,
+        # Nothing between the socket and the app, as in the gateway.
+        proxy_headers=False,
+        server_header=False,
         log_config=None,
         log_level=args.log_level,
+        **serving.options,
     )
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: exit 0 instead of dying by it.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,12 +3,11 @@ to the gateway and each answer opened (docs/privacy-protocol.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-
-import orjson
 
 from messagegate.api.envelope import error_body, error_payload
 from messagegate.api.headers import CLIENT_API_HEADERS
@@ -58,6 +57,7 @@ class ProxyApp:
         api_key: str | None,
         timeouts: Timeouts | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_wake: Callable[[asyncio.AbstractEventLoop], Callable[[], None]] | None = None,
     ) -> None:
         self.endpoint = Endpoint.parse(gateway_url.rstrip("/") + "/")
         self.head = RequestHead(self.endpoint, {})
@@ -66,11 +66,15 @@ class ProxyApp:
         self.auth = {"x-api-key": api_key} if api_key else {}
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
+        # The pool's hook run after a gateway read woke a request's task, made for the loop.
+        self.on_wake = on_wake
         self.pool: ConnectionPool | None = None
         self.session: PrivacySession | None = None
 
     async def startup(self) -> None:
-        self.pool = ConnectionPool()
+        on_wake = self.on_wake
+        loop = asyncio.get_running_loop()
+        self.pool = ConnectionPool(on_wake=on_wake(loop) if on_wake is not None else None)
         session = PrivacySession(self._call_whole, self.trust, self.clock)
         await session.start()
         self.session = session
@@ -121,20 +125,14 @@ class ProxyApp:
             await _respond(send, error.status, [_JSON], error_body(error.error_type, str(error)))
 
     async def _sealed(self, target: str, headers: dict[str, str], body: bytes, send: Send) -> None:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ProxyError(400, "invalid_request_error", f"body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ProxyError(400, "invalid_request_error", "body must be a JSON object")
         session = self._session()
         registered = await self._secret(session.secret())
-        exchange, response = await self._send_sealed(target, headers, data, registered)
+        exchange, response = await self._send_sealed(target, headers, body, registered)
         if response.status == 400 and response.headers.get(ERROR_HEADER) == "unknown_secret":
             # The gateway forgot the secret (restarted, or it served its last exchange).
             await response.read()
             registered = await self._secret(session.renew(stale=registered))
-            exchange, response = await self._send_sealed(target, headers, data, registered)
+            exchange, response = await self._send_sealed(target, headers, body, registered)
         await self._answer(exchange, response, send)
 
     async def _secret(self, pending: Awaitable[RegisteredSecret]) -> RegisteredSecret:
@@ -148,13 +146,18 @@ class ProxyApp:
         self,
         target: str,
         headers: dict[str, str],
-        data: dict[str, Any],
+        body: bytes,
         registered: RegisteredSecret,
     ) -> tuple[SealedExchange, UpstreamResponse]:
         exchange = SealedExchange(registered)
         headers = headers | {HEADER: exchange.header}
-        body = exchange.seal_request(data)
-        return exchange, await self._call("POST", target, headers, body)
+        try:
+            sealed = exchange.seal_request(body)
+        except ValueError as exc:
+            raise ProxyError(
+                400, "invalid_request_error", f"body is not a JSON object: {exc}"
+            ) from None
+        return exchange, await self._call("POST", target, headers, sealed)
 
     async def _answer(
         self, exchange: SealedExchange, response: UpstreamResponse, send: Send

@@ -52,9 +52,9 @@ class _Unobserved:
 
 
 class AttemptSpan(Protocol):
-    """One traced attempt: `call` is the attempt's call with its trace headers."""
+    """One traced attempt: `headers` are its trace headers (``traceparent``, ``tracestate``)."""
 
-    call: UpstreamCall
+    headers: Mapping[str, str]
 
     def end(self, error: GatewayError | None, value: object = None) -> None: ...
 
@@ -307,6 +307,8 @@ class Router:
         queue: Sequence[tuple[Model, Route]] = plan.candidates
         refused: list[tuple[Model, Route]] = []
         panic = False
+        # Traced, each attempt writes its trace headers into the calls' headers: a copy of them.
+        headers = request.headers if self.tracer is None else dict(request.headers)
         # One loop, not a coroutine per route: this is the hot path of every request.
         while True:
             for model, route in queue:
@@ -320,9 +322,7 @@ class Router:
                         refused.append((model, route))
                         plan.skipped.append(f"{route.label} skipped: cooling down after failures")
                         continue
-                call = UpstreamCall(
-                    route, request.body, model.name, request.headers, request.beta, counts
-                )
+                call = UpstreamCall(route, request.body, model.name, headers, request.beta, counts)
                 started = clock()
                 try:
                     value = await self._attempt(route, call, operation, plan)
@@ -385,8 +385,13 @@ class Router:
         plan.attempts += 1
         started = self.board.clock()
         span = None if self.tracer is None else self.tracer.attempt(call, plan.attempts)
+        if span is not None:
+            # The request's own copy (see `_run`): attempts are made one after the other.
+            headers = call.headers
+            assert isinstance(headers, dict)
+            headers.update(span.headers)
         try:
-            value = await operation(client, call if span is None else span.call)
+            value = await operation(client, call)
         except UpstreamError as error:
             self.observer.attempt_failed(call.route, self.board.clock() - started, error)
             if span is not None:

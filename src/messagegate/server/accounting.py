@@ -8,18 +8,21 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from messagegate.api.usage import Usage
 from messagegate.config import ApiKey, Model, Route
 from messagegate.ledger.journal import Journal
 from messagegate.ledger.row import LedgerRow, Outcome
 from messagegate.limits.cost import Rates, rates
-from messagegate.limits.limiter import Limiter, Ticket
+from messagegate.limits.limiter import Limiter, Reservation, Ticket
 from messagegate.routing.router import Routed
 from messagegate.server.auth import KeyChecker
 from messagegate.server.exchange import Exchange
 from messagegate.store.base import LedgerStore
+
+if TYPE_CHECKING:
+    from messagegate.limits.shared import SharedLimiter
 
 error_log = logging.getLogger("messagegate.error")
 
@@ -51,8 +54,11 @@ class Accounting:
         journal: Journal | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        shared: SharedLimiter | None = None,
     ) -> None:
         self.limiter = limiter
+        # With `redis:`, admission is awaited (admit_shared); else it stays synchronous.
+        self.shared = shared
         self.journal = journal
         self.clock = clock
         # The clock of Routed.started and .answered (the router's health board's).
@@ -65,22 +71,40 @@ class Accounting:
         """Reserve the request on its key's limits (None: the key has none)."""
         if key is None or not key.limits.enabled:
             return None
+        tokens, cost = self._demand(key, model, body_size, max_tokens)
+        return self.limiter.admit(key, tokens, cost)
+
+    async def admit_shared(
+        self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
+    ) -> Reservation | None:
+        """`admit` on the limits every replica shares."""
+        if key is None or not key.limits.enabled:
+            return None
+        assert self.shared is not None
+        tokens, cost = self._demand(key, model, body_size, max_tokens)
+        return await self.shared.admit(key, tokens, cost)
+
+    def _demand(
+        self, key: ApiKey, model: Model, body_size: int, max_tokens: int
+    ) -> tuple[int, int]:
+        """The tokens and micro-USD a request reserves: input estimated from the body's size,
+        output at max_tokens, as Anthropic does (both settled at the end). `cost` is what hard
+        mode must fit in the budget: its worst case."""
         estimate = body_size // BYTES_PER_TOKEN
         cost = 0
         if key.limits.budget is not None:
-            # Output is reserved at max_tokens, as Anthropic does, and settled at the end.
             worst_input = body_size if key.limits.budget_mode == "hard" else estimate
             for route in model.routes:
                 priced = self._fields(route).rates
                 if priced is not None:
                     cost = max(cost, priced.worst_cost(worst_input, max_tokens))
-        return self.limiter.admit(key, estimate + max_tokens, cost)
+        return estimate + max_tokens, cost
 
     def finish(
         self,
         exchange: Exchange,
         key: ApiKey | None,
-        ticket: Ticket | None,
+        ticket: Reservation | None,
         routed: Routed[Any],
         usage: Usage,
         outcome: Outcome,
@@ -133,7 +157,9 @@ class Accounting:
         return fields
 
 
-async def seed_budgets(limiter: Limiter, store: LedgerStore, keys: KeyChecker) -> None:
+async def seed_budgets(
+    limiter: Limiter, store: LedgerStore, keys: KeyChecker, shared: SharedLimiter | None = None
+) -> None:
     """At start, each budget's current period begins with what the ledger says it spent (from
     the UTC day holding the period's start: a period in another time zone may count some hours
     before it, never fewer)."""
@@ -146,4 +172,7 @@ async def seed_budgets(limiter: Limiter, store: LedgerStore, keys: KeyChecker) -
         since = (
             "0000-00-00" if start == -math.inf else time.strftime("%Y-%m-%d", time.gmtime(start))
         )
-        limiter.seed(key, await store.spent(key.name, since))
+        spent = await store.spent(key.name, since)
+        limiter.seed(key, spent)
+        if shared is not None:
+            await shared.seed(key, spent)

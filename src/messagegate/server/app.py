@@ -40,6 +40,7 @@ from messagegate.telemetry.json_logs import AccessFields, printable
 from messagegate.translate.token_count import active_encoding
 
 if TYPE_CHECKING:
+    from messagegate.limits.shared import SharedLimiter
     from messagegate.telemetry.traces import Tracing
 
 access_log = logging.getLogger("messagegate.access")
@@ -65,6 +66,7 @@ class GatewayApp:
         self.wall_clock = wall_clock
         self.keys = KeyChecker(config.keys, wall_clock)
         self.limiter = Limiter(wall_clock, Periods(config.budget_timezone))
+        self.shared_limiter: SharedLimiter | None = None
         self.client_policy = ClientPolicy(config.limits, time.monotonic)
         self.body_budget = BodyBudget(config.limits.max_inflight_body_bytes)
         self.board = HealthBoard(breaker or config.breaker, clock)
@@ -85,7 +87,8 @@ class GatewayApp:
             # The `otel` extra is imported only when traces are asked for.
             from messagegate.telemetry.traces import Tracing
 
-            self.tracing = Tracing(config.otel.capture_content)
+            dropped = None if self.metrics is None else self.metrics.spans_not_exported
+            self.tracing = Tracing(config.otel, dropped)
         self.store: Store | None = None
         self.journal: Journal | None = None
         self.shipper: Shipper | None = None
@@ -108,17 +111,33 @@ class GatewayApp:
             max_event=limits.max_upstream_event_bytes,
         )
         clients = create_clients(self.pool, self.config.providers.values())
+        if self.tracing is not None:
+            self.tracing.start()
         self.router = Router(
             self.config, clients, self.board, self.failover, self.rng, self.metrics, self.tracing
         )
+        if self.config.redis is not None:
+            # redis-py is imported only when `redis:` is set.
+            from messagegate.limits.shared import SharedLimiter
+
+            # Replicas agree on Redis's clock; a test's injected clock is taken as it is.
+            self.shared_limiter = SharedLimiter(
+                self.config.redis,
+                self.config.on_outage,
+                self.limiter,
+                server_time=self.wall_clock is time.time,
+            )
+            await self.shared_limiter.start()
         await self._open_store()
-        accounting = Accounting(self.limiter, self.journal, self.wall_clock, self.board.clock)
+        accounting = Accounting(
+            self.limiter, self.journal, self.wall_clock, self.board.clock, self.shared_limiter
+        )
         self.messages = MessagesEndpoint(self.config, self.router, accounting, self.metrics)
         listen = self.config.metrics.listen
         if self.metrics is not None and listen is not None:
             content_type = telemetry.CONTENT_TYPE
             self.metrics_listener = MetricsListener(
-                self.metrics.scrape, content_type, self._scraper
+                self.metrics.scrape, content_type, self._scraper, self.metrics.refused
             )
             await self.metrics_listener.start(*listen)
         if self.config.privacy.mode != "off":
@@ -139,7 +158,7 @@ class GatewayApp:
         self.journal = Journal(journal_directory(location, self.config.default_database))
         self.shipper = Shipper(self.journal, store)
         await self.shipper.ship_once()  # what a process before this one left journalled
-        await seed_budgets(self.limiter, store, self.keys)
+        await seed_budgets(self.limiter, store, self.keys, self.shared_limiter)
         self.shipper.start()
         if self.config.admin_key is not None:
             reserved = frozenset(k.name for k in self.config.keys)
@@ -152,6 +171,9 @@ class GatewayApp:
             await self.key_refresh.stop()
         if self.shipper is not None:
             await self.shipper.stop()
+        if self.shared_limiter is not None:
+            await self.shared_limiter.close()
+            self.shared_limiter = None
         if self.journal is not None:
             self.journal.close()
         if self.store is not None:

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 
-from messagegate.config import ApiKey, OutagePolicy, RoutingDefaults, Secret
+from messagegate.config import ApiKey, RoutingDefaults, Secret
 from messagegate.errors import AuthenticationFailed, GatewayError, ServiceUnavailable
 from messagegate.keyspec import iso_time
+from messagegate.redis_config import OutagePolicy
 from messagegate.store.base import KeyStore, StoredKey, digest
 
 error_log = logging.getLogger("messagegate.error")

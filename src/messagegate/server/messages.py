@@ -15,7 +15,7 @@ from messagegate.api.schema import (
 from messagegate.config import ApiKey, Config
 from messagegate.errors import InvalidRequest, PermissionDenied, UpstreamProtocolError
 from messagegate.ledger.row import Outcome
-from messagegate.limits.limiter import Limiter, Ticket
+from messagegate.limits.limiter import Limiter, Reservation
 from messagegate.privacy.gateway import ANSWER_HEADERS as PRIVATE_ANSWER
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
@@ -57,7 +57,13 @@ class MessagesEndpoint:
             route_request = self._route_request(exchange, data, model, key)
         else:
             route_request = await self._scenario_request(exchange, data, model, key)
-        ticket = self.accounting.admit(key, route_request.model, size, data["max_tokens"])
+        accounting = self.accounting
+        max_tokens = data["max_tokens"]
+        ticket: Reservation | None
+        if accounting.shared is None:
+            ticket = accounting.admit(key, route_request.model, size, max_tokens)
+        else:
+            ticket = await accounting.admit_shared(key, route_request.model, size, max_tokens)
         try:
             if request.stream:
                 await self._stream(exchange, route_request, key, ticket)
@@ -116,7 +122,7 @@ class MessagesEndpoint:
         exchange: Exchange,
         route_request: RouteRequest,
         key: ApiKey | None,
-        ticket: Ticket | None,
+        ticket: Reservation | None,
     ) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
         try:

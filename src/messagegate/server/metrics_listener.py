@@ -19,15 +19,22 @@ HEAD_TIMEOUT = 10.0
 _REASONS = {200: b"OK", 401: b"Unauthorized", 404: b"Not Found"}
 
 Check = Callable[[Mapping[str, str]], object]
+# Told of each request refused for its key (the API server's own accounting never sees them).
+Denied = Callable[[str, GatewayError], None]
 
 
 class MetricsListener:
     def __init__(
-        self, render: Callable[[], Awaitable[bytes]], content_type: str, check: Check
+        self,
+        render: Callable[[], Awaitable[bytes]],
+        content_type: str,
+        check: Check,
+        denied: Denied,
     ) -> None:
         self.render = render
         self.content_type = content_type.encode()
         self.check = check
+        self.denied = denied
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -69,7 +76,12 @@ class MetricsListener:
         try:
             if method != "GET" or target.partition("?")[0] != "/metrics":
                 raise NotFound(f"no endpoint {method} {target.partition('?')[0]}")
-            self.check(headers)
+            try:
+                self.check(headers)
+            except GatewayError as error:
+                if error.denial:
+                    self.denied("/metrics", error)
+                raise
             return _response(200, self.content_type, await self.render())
         except GatewayError as error:
             return _response(

@@ -9,11 +9,14 @@ in one directory (prometheus_client's multiprocess mode) and any worker's scrape
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
@@ -21,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from messagegate.api.usage import Usage
+from messagegate.catalogue import CONVENTION_HOSTS, CONVENTION_NAMES
 from messagegate.config import Config, MetricsSettings, Model, Route
 from messagegate.errors import DENIALS, GatewayError, UpstreamStatusError
 from messagegate.telemetry import series
@@ -124,8 +128,18 @@ class Finished(Protocol):
 
 
 def provider_name(route: Route) -> str:
-    """``gen_ai.provider.name``: the API flavour the route speaks (a well-known value)."""
-    return "anthropic" if route.provider.kind == "anthropic" else "openai"
+    """``gen_ai.provider.name``: the conventions' name of a known provider, else its kind."""
+    provider = route.provider
+    return _provider_name(provider.name, provider.kind, provider.base_url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _provider_name(name: str, kind: str, base_url: str) -> str:
+    host = (urlsplit(base_url).hostname or "").lower()
+    for pattern, known in CONVENTION_HOSTS:
+        if fnmatch.fnmatchcase(host, pattern):
+            return known
+    return CONVENTION_NAMES.get(name, kind)
 
 
 def error_type_of(error: GatewayError) -> str:
@@ -265,6 +279,11 @@ class GatewayMetrics:
             "messagegate_key_tokens", "Tokens billed by gateway key name (metrics.key_labels).",
             ("key", "gen_ai_token_type"), registry=registry,
         )  # fmt: skip
+        self.spans_dropped = kinds.Counter(
+            "messagegate_trace_spans_dropped", "Spans not exported, by reason: queue_full (the "
+            "OTEL_BSP_MAX_QUEUE_SIZE queue was full), export_failed (the endpoint refused the "
+            "batch or did not answer in time).", ("reason",), registry=registry,
+        )  # fmt: skip
         self.denials = kinds.Counter(
             "messagegate_limit_denials", "Requests refused for their key, by kind: auth, model "
             "(allow-list), budget, rpm, tpm, concurrency.", ("kind",), registry=registry,
@@ -363,6 +382,18 @@ class GatewayMetrics:
     def denied(self, kind: str) -> None:
         """A request was refused for its key (`kind` is one of ``errors.DENIALS``)."""
         self._denials[kind].inc()
+
+    def refused(self, path: str, error: GatewayError) -> None:
+        """A request refused outside the API server (the metrics listener's): counted as the
+        server's `finished` and `denied` count the API's."""
+        if error.denial:
+            self.denied(error.denial)
+        endpoint = path if path in ENDPOINTS else OTHER
+        self._child(self.requests, (endpoint, error.status, error.error_type)).inc()
+
+    def spans_not_exported(self, reason: str, count: int) -> None:
+        """Traces: `count` spans were dropped (`reason`: queue_full or export_failed)."""
+        self._child(self.spans_dropped, (reason,)).inc(count)
 
     def stream_opened(self, request: Finished) -> None:
         """A stream's relay begins now (its time to first token ends here)."""

@@ -23,7 +23,6 @@ from messagegate.api.envelope import error_body
 from messagegate.config import Limits
 from messagegate.server.client_limits import CLIENT_POLICY, Phase, Sweep, sweep_for
 from messagegate.server.coalescing import CoalescingTransport, turn_flusher
-from messagegate.server.head_cycle import HeadCycle
 
 BODY_WRITER = "messagegate.body_writer"
 
@@ -215,7 +214,6 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:
-            cycle.__class__ = HeadCycle
             self.scope["extensions"] = {BODY_WRITER: {"writer": BodyWriter(self, cycle)}}
 
     def send_400_response(self, msg: str) -> None:

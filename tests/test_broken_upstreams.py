@@ -21,12 +21,12 @@ from fakes.raw_http import Answer, RawHTTPServer, Seen, chunked, response
 from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, openai_config, post, sse_events
 from messagegate.config import Timeouts
+from messagegate.config.dialect import OpenAIDialect
 from messagegate.errors import GatewayError
 from messagegate.providers.connection import ProtocolViolation
 from messagegate.providers.openai import OpenAIEventConverter, translate_answer
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead
 from messagegate.providers.stream import SSERelay
-from messagegate.translate.openai_dialect import OpenAIDialect
 from messagegate.translate.openai_request import to_openai_request
 from messagegate.translate.openai_stream import OpenAIStreamTranslator
 from messagegate.translate.sse_decoder import SSEDecoder

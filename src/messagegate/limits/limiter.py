@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 
 from messagegate.config import ApiKey
+from messagegate.config.keyspec import KeyLimits, iso_time
 from messagegate.errors import BudgetExhausted, RateLimited
-from messagegate.keyspec import KeyLimits, iso_time
 from messagegate.limits.gcra import Bucket
 from messagegate.limits.periods import Periods
 

@@ -13,7 +13,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from messagegate.api.schema import ROUTING_FIELDS
+from messagegate.config.routing_fields import ROUTING_FIELDS
 
 VERSION = "v1"
 SECRET_BYTES = 32

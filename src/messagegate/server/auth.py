@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from messagegate.config import ApiKey, RoutingDefaults, Secret
+from messagegate.config.keyspec import iso_time
 from messagegate.errors import AuthenticationFailed
-from messagegate.keyspec import iso_time
 from messagegate.store.base import KeyStore, StoredKey, digest
 
 error_log = logging.getLogger("messagegate.error")

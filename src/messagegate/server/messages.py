@@ -7,12 +7,9 @@ from typing import Any
 import orjson
 
 from messagegate.api.headers import CLIENT_API_HEADERS
-from messagegate.api.schema import (
-    ROUTING_FIELDS,
-    parse_count_tokens_request,
-    parse_messages_request,
-)
+from messagegate.api.schema import parse_count_tokens_request, parse_messages_request
 from messagegate.config import ApiKey, Config
+from messagegate.config.routing_fields import ROUTING_FIELDS
 from messagegate.errors import InvalidRequest, PermissionDenied, UpstreamProtocolError
 from messagegate.ledger.row import Outcome
 from messagegate.limits.limiter import Limiter, Ticket

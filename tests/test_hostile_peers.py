@@ -315,13 +315,13 @@ async def test_a_tool_schema_nested_too_deep_is_refused_through_the_sdk(
     tool: ToolParam = {"name": "deep", "input_schema": nested(70)}  # 142 levels in all
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         messages = sdk(url).messages
+        call = (
+            messages.create(model="claude-test", max_tokens=5, messages=HELLO, tools=[tool])
+            if endpoint == "create"
+            else messages.count_tokens(model="claude-test", messages=HELLO, tools=[tool])
+        )
         with pytest.raises(anthropic.BadRequestError) as caught:
-            if endpoint == "create":
-                await messages.create(
-                    model="claude-test", max_tokens=5, messages=HELLO, tools=[tool]
-                )
-            else:
-                await messages.count_tokens(model="claude-test", messages=HELLO, tools=[tool])
+            await call
     assert caught.value.status_code == 400
     assert caught.value.body == {
         "type": "error",

@@ -18,13 +18,15 @@ def check_nesting(value: Any) -> None:
     """Raise InvalidRequest when `value` (decoded JSON) nests deeper than MAX_JSON_DEPTH."""
     # Level by level over containers only: strings, the bulk of a body, are never visited.
     level = [value] if type(value) is dict or type(value) is list else []
-    for _ in range(MAX_JSON_DEPTH):
-        if not level:
-            return
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         inner: list[Any] = []
+        keep = inner.append
         for container in level:
-            items = container.values() if type(container) is dict else container
-            inner += [v for v in items if type(v) is dict or type(v) is list]
+            for item in container.values() if type(container) is dict else container:
+                if type(item) is dict or type(item) is list:
+                    keep(item)
         level = inner
-    if level:
-        raise InvalidRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")

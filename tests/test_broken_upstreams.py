@@ -21,11 +21,11 @@ from fakes.raw_http import Answer, RawHTTPServer, Seen, chunked, response
 from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, openai_config, post, sse_events
 from messagegate.config import Timeouts
+from messagegate.config.dialect import OpenAIDialect
 from messagegate.errors import GatewayError
 from messagegate.providers.connection import ProtocolViolation
 from messagegate.providers.openai import translate_answer
 from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead
-from messagegate.translate.openai_dialect import OpenAIDialect
 from messagegate.translate.openai_events import openai_stream
 from messagegate.translate.openai_request import to_openai_request
 from messagegate.translate.sse_decoder import SSEDecoder

@@ -154,7 +154,7 @@ INVALID = {
         {"max_body_bytes": "big"},
         "max_body_bytes: expected int, got str",
     ),
-    "max_body_bytes zero": ({"max_body_bytes": 0}, "max_body_bytes: must be positive"),
+    "max_body_bytes zero": ({"max_body_bytes": 0}, "max_body_bytes: must be a positive integer"),
     "bad listen": ({"listen": "localhost"}, "listen: expected HOST:PORT"),
     "unknown top key": ({"lissen": "x"}, "lissen: unknown key"),
     "bad kind": (

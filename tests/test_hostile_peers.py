@@ -11,12 +11,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import anthropic
 import pytest
 import uvicorn
-from anthropic.types import MessageParam
+from anthropic.types import MessageParam, ToolParam
 
 import fakes.anthropic_script as script
-from conftest import GATEWAY_KEY
+from conftest import GATEWAY_KEY, SDK
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Reply
 from helpers import anthropic_config, envelope, get, post, sse_events
@@ -302,9 +303,56 @@ async def test_json_nested_too_deep_is_a_400_before_any_upstream_call(
     assert status == 400
     assert envelope(body) == (
         "invalid_request_error",
-        "request JSON is nested more than 254 levels deep",
+        "JSON nested deeper than 128 levels",
     )
     assert upstream.received == []
+
+
+@pytest.mark.parametrize("endpoint", ["create", "count_tokens"])
+async def test_a_tool_schema_nested_too_deep_is_refused_through_the_sdk(
+    upstream: FakeUpstream, sdk: SDK, endpoint: str
+) -> None:
+    tool: ToolParam = {"name": "deep", "input_schema": nested(70)}  # 142 levels in all
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        messages = sdk(url).messages
+        call = (
+            messages.create(model="claude-test", max_tokens=5, messages=HELLO, tools=[tool])
+            if endpoint == "create"
+            else messages.count_tokens(model="claude-test", messages=HELLO, tools=[tool])
+        )
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await call
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "JSON nested deeper than 128 levels"},
+    }
+    assert upstream.received == []
+
+
+def nested_lists(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("depth", "status"), [(128, 200), (129, 400)])
+async def test_the_nesting_limit_counts_every_level(
+    upstream: FakeUpstream, depth: int, status: int
+) -> None:
+    upstream.script(script.reply(ANSWER))
+    # The request object is the first level; an unknown field passes through to Anthropic.
+    request = {"model": "claude-test", "max_tokens": 5, "messages": HELLO}
+    request["x_deep"] = nested_lists(depth - 1)
+    async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
+        answer, _, body = await post(url, "/v1/messages", json.dumps(request).encode())
+    assert answer == status, body
+    if status == 200:
+        assert upstream.received[0].json["x_deep"] == request["x_deep"]
+    else:
+        assert envelope(body) == ("invalid_request_error", "JSON nested deeper than 128 levels")
+        assert upstream.received == []
 
 
 async def test_request_bodies_over_the_in_flight_budget_get_529(upstream: FakeUpstream) -> None:

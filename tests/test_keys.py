@@ -18,7 +18,7 @@ from fakes import postgres
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, post
-from messagegate.keyspec import KeyFieldError, allows, parse_duration, parse_key_settings
+from messagegate.config.keyspec import KeyFieldError, allows, parse_duration, parse_key_settings
 from messagegate.server.app import GatewayApp
 from messagegate.store.base import KeyExists, Store, StoreError, UnknownKey
 from messagegate.store.keys import KeyAdmin, describe
@@ -104,7 +104,7 @@ def test_settings_parse_and_render_back() -> None:
     assert settings.models == ("claude-*", "cheap-*")
     assert settings.limits.budget == 50.0
     assert settings.expires_at == 1893456000.0
-    from messagegate.keyspec import settings_json
+    from messagegate.config.keyspec import settings_json
 
     assert parse_key_settings(settings_json(settings)) == settings
     assert allows(settings.models, "claude-x")
@@ -124,7 +124,7 @@ def test_settings_parse_and_render_back() -> None:
         ({"models": ","}, "models"),
         ({"expires": "soon"}, "expires"),
         ({"routing": {"nope": 1}}, "routing.nope"),
-        ({"routing": {"eu_native": "yes"}}, "routing"),
+        ({"routing": {"eu_native": "yes"}}, "routing.eu_native"),
     ],
 )
 def test_invalid_settings_name_the_field(data: dict[str, Any], field: str) -> None:

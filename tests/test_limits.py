@@ -16,8 +16,8 @@ from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import anthropic_config
 from messagegate.config import ApiKey, Secret
+from messagegate.config.keyspec import KeyLimits
 from messagegate.errors import BudgetExhausted, RateLimited
-from messagegate.keyspec import KeyLimits
 from messagegate.limits.gcra import Bucket
 from messagegate.limits.limiter import Limiter, Ticket
 from messagegate.limits.periods import Periods

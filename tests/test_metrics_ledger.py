@@ -17,8 +17,8 @@ from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, get
 from messagegate.config import ApiKey, Secret
+from messagegate.config.keyspec import KeyLimits
 from messagegate.errors import DENIALS, RateLimited
-from messagegate.keyspec import KeyLimits
 from messagegate.limits.limiter import Limiter
 from messagegate.telemetry.metrics import GatewayMetrics
 from messagegate.telemetry.spend import FRESH_SECONDS

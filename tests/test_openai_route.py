@@ -50,6 +50,19 @@ def text_and_tool_script(*, usage: bool = True) -> tuple[Reply, Reply]:
     return whole, chunks
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_the_auth_switch_sends_the_key_as_x_api_key(
+    upstream: FakeUpstream, stream: bool
+) -> None:
+    upstream.script(text_and_tool_script()[stream])
+    body = {"model": "gpt-test", "max_tokens": 30, "messages": HELLO}
+    message = await run_sdk(openai_config(upstream, auth="x-api-key"), body, stream=stream)
+    headers = upstream.received[0].headers
+    assert headers["x-api-key"] == PROVIDER_KEY
+    assert "authorization" not in headers
+    assert first_text(message) == "Let me check."
+
+
 async def test_request_is_translated_and_answer_comes_back_as_anthropic(
     upstream: FakeUpstream,
 ) -> None:

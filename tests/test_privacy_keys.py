@@ -76,7 +76,10 @@ def test_a_malformed_key_file_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("privacy", "problem"),
     [
-        ({"mode": "always", "key_file": "k"}, "privacy.mode: expected off, optional or required"),
+        (
+            {"mode": "always", "key_file": "k"},
+            "privacy.mode: expected 'off', 'optional' or 'required'",
+        ),
         ({"mode": "required"}, "privacy.key_file: is required unless mode is off"),
         ({"key_file": "k", "grace": 1}, "privacy.grace: unknown key"),
     ],

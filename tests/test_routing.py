@@ -419,6 +419,27 @@ async def test_cost_chooses_the_cheaper_route(fleet: dict[str, FakeUpstream]) ->
     assert in_config_order.headers["x-messagegate-provider"] == "us"
 
 
+async def test_cost_prices_a_cached_prefix_at_the_cache_read_price(
+    fleet: dict[str, FakeUpstream],
+) -> None:
+    config = fleet_config(fleet)
+    # us: dear input, cheap cache reads; eu: cheaper input, dear cache reads; q: unpriced.
+    prices = {"us": {"cache_read": 0.3}, "eu": {"input": 2.0, "cache_read": 1.5}, "q": None}
+    for route in config["models"]["m"]["routes"]:
+        price = prices[route["provider"]]
+        if price is not None:
+            route["price"] = {"input": 3.0, "output": 15.0} | price
+    long_system = "Our house style, in many words. " * 400
+    cached = [{"type": "text", "text": long_system, "cache_control": {"type": "ephemeral"}}]
+    async with gateway(config) as (_, client):
+        warm = await create(client, preference="cost", system=cached)
+        cold = await create(client, preference="cost", system=long_system)
+    assert warm.headers["x-messagegate-provider"] == "us"
+    assert cold.headers["x-messagegate-provider"] == "eu"
+    assert fleet["us"].received[0].json["system"] == cached
+    assert fleet["eu"].received[0].json["system"] == long_system
+
+
 async def test_equal_priority_routes_share_load_by_weight(fleet: dict[str, FakeUpstream]) -> None:
     config = fleet_config(fleet)
     config["providers"]["eu"]["weight"] = 50

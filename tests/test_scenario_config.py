@@ -74,7 +74,7 @@ def test_a_keys_own_list() -> None:
         ([{"name": "a", "when": {}, "use": "nope"}], "scenarios.0.use: unknown model 'nope'"),
         ([{"name": "a", "when": {}, "use": "other/x"}], "scenarios.0.use: unknown model"),
         ([{"name": "a", "when": {"colour": 1}, "use": "m"}], "scenarios.0.when.colour: unknown"),
-        ([{"name": "a", "when": {"thinking": "on"}, "use": "m"}], "expected enabled, adaptive"),
+        ([{"name": "a", "when": {"thinking": "on"}, "use": "m"}], "expected 'enabled', 'adaptive'"),
         ([{"name": "a", "when": {"effort": ["huge"]}, "use": "m"}], "when.effort: expected some"),
         (
             [{"name": "a", "when": {"input_tokens_over": -1}, "use": "m"}],

@@ -25,10 +25,10 @@ from fakes.upstream import FakeUpstream
 from helpers import readme_yaml
 from messagegate.cli import describe
 from messagegate.config import ConfigError
+from messagegate.config.redis import OutagePolicy
 from messagegate.limits.circuit import Circuit, Phase
 from messagegate.limits.limiter import Limiter
 from messagegate.limits.shared import SharedLimiter
-from messagegate.redis_config import OutagePolicy
 from messagegate.server.app import GatewayApp
 from test_limits import ANSWER, ANSWER_COST, HELLO, KEY, answering, ask, limited_config
 

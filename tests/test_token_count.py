@@ -392,3 +392,22 @@ def test_local_counting_work_is_bounded_per_text_and_per_request(
     assert estimate > 200 * 4000 * 0.8
     # A long run of whitespace, which overflowed tiktoken's stack when encoded whole.
     assert tc.count_text(" " * 2_000_000) > 0
+
+
+def test_the_cached_prefix_ends_at_the_last_breakpoint_in_cache_order() -> None:
+    marked = {"type": "ephemeral"}
+    tool = {"name": "t", "description": "d", "input_schema": {"type": "object"}}
+    first = {"type": "text", "text": "first turn " * 50}
+    last = {"type": "text", "text": "last turn " * 50}
+    body: dict[str, Any] = {
+        "tools": [tool],
+        "system": [{"type": "text", "text": "system " * 50}],
+        "messages": [{"role": "user", "content": [first | {"cache_control": marked}, last]}],
+    }
+    upto_first = tc.cached_prefix_tokens(body)
+    assert 0 < upto_first < tc.count_request(body)
+    assert tc.cached_prefix_tokens(body | {"messages": [{"role": "user", "content": "x"}]}) == 0
+    body["tools"] = [tool | {"cache_control": marked}]
+    assert tc.cached_prefix_tokens(body) == upto_first  # a later breakpoint decides
+    body["messages"][0]["content"] = [first, last | {"cache_control": marked}]
+    assert tc.cached_prefix_tokens(body) > upto_first

@@ -15,7 +15,7 @@ from fakes.otlp import SERVER_KIND, Receiver, running_receiver
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, post
 from messagegate.config import ConfigError
-from messagegate.otel_env import OtelVariableError, parse_otlp
+from messagegate.config.otel_env import OtelVariableError, parse_otlp
 from messagegate.telemetry.metrics import provider_name
 from messagegate.telemetry.otlp_export import Sender, SpanQueue
 from messagegate.telemetry.trace_context import Sampler, parse_traceparent

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from messagegate.config import Config
-from messagegate.keyspec import KeyFieldError, parse_duration
+from messagegate.config.keyspec import KeyFieldError, parse_duration
 from messagegate.store.base import StoreError
 from messagegate.store.keys import KeyAdmin, describe
 from messagegate.store.location import managing_database, open_store, serving_database

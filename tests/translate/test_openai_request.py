@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from messagegate.api.schema import ROUTING_FIELDS, parse_messages_request
-from messagegate.translate.openai_dialect import PRESETS, OpenAIDialect
+from messagegate.api.schema import parse_messages_request
+from messagegate.config.dialect import PRESETS, OpenAIDialect
+from messagegate.config.routing_fields import ROUTING_FIELDS
 from messagegate.translate.openai_request import OpenAIRequest, to_openai_request
 from messagegate.translate.tool_ids import client_tool_id
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from messagegate.translate.openai_dialect import OpenAIDialect
+from messagegate.config.dialect import OpenAIDialect
 from messagegate.translate.openai_request import to_openai_request
 
 CLOSED = {

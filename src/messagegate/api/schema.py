@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from messagegate.config.problems import location
+from messagegate.config.routing_fields import RoutingFields
 from messagegate.errors import InvalidRequest
 
 
@@ -91,20 +93,6 @@ class Thinking(msgspec.Struct):
 
 class Metadata(msgspec.Struct):
     user_id: str | None = None
-
-
-class RoutingFields(msgspec.Struct, kw_only=True):
-    """Per-request routing fields: consumed by the gateway, never sent upstream."""
-
-    allowed_providers: list[str] | None = None
-    eu_native: bool | None = None
-    allow_zero_data_retention: bool | None = None
-    allow_quantization: bool | None = None
-    enable_model_fallback: bool | None = None
-    preference: Literal["speed", "cost", "balanced"] | None = None
-
-
-ROUTING_FIELDS = frozenset(RoutingFields.__struct_fields__)
 
 
 class CountTokensRequest(RoutingFields, kw_only=True):
@@ -211,9 +199,7 @@ def _convert_at(value: dict[str, Any], struct: type[msgspec.Struct], path: str) 
 
 def describe_error(text: str, prefix: str = "") -> str:
     """Turn msgspec's ``Expected `int`, got `str` - at `$.a[0].b``` into ``a.0.b: Expected ...``."""
-    what, _, where = text.partition(" - at `")
-    path = where.rstrip("`").removeprefix("$")
-    path = re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+    what, path = location(text)
     missing = _MISSING.fullmatch(what)
     if missing:
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)

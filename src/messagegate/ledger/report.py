@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from messagegate.keyspec import parse_duration
+from messagegate.config.keyspec import parse_duration
 
 
 def since_day(since: str, now: float) -> str:

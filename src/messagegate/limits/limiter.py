@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from messagegate.config import ApiKey
+from messagegate.config.keyspec import KeyLimits, iso_time
 from messagegate.errors import BudgetExhausted, RateLimited
-from messagegate.keyspec import KeyLimits, iso_time
 from messagegate.limits.gcra import Bucket
 from messagegate.limits.periods import Periods
 

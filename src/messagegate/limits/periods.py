@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from messagegate.keyspec import Period
+from messagegate.config.keyspec import Period
 
 # A budget without a period never resets: its one period spans everything.
 FOREVER = (float("-inf"), float("inf"))

@@ -20,11 +20,11 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from messagegate.config import ApiKey
+from messagegate.config.redis import OutagePolicy, RedisSettings
 from messagegate.errors import LimitsUnavailable
 from messagegate.limits.circuit import Circuit
 from messagegate.limits.limiter import MAX_RETRY_AFTER, KeyState, Limiter, Reservation, budget_error
 from messagegate.limits.scripts import ADMIT, SEED, SETTLE
-from messagegate.redis_config import OutagePolicy, RedisSettings
 
 error_log = logging.getLogger("messagegate.error")
 

@@ -14,7 +14,7 @@ import pybase64
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from messagegate.api.schema import ROUTING_FIELDS
+from messagegate.config.routing_fields import ROUTING_FIELDS
 
 VERSION = "v1"
 SECRET_BYTES = 32

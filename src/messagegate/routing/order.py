@@ -7,15 +7,22 @@ from collections.abc import Sequence
 from itertools import groupby
 
 from messagegate.config import Route
+from messagegate.limits.cost import price_used
 from messagegate.routing.health import HealthBoard
 
+# A request's input tokens as (not cached, cached prefix): the prices differ.
+InputTokens = tuple[int, int]
 
-def estimated_cost(route: Route, input_tokens: int, output_tokens: int) -> float | None:
-    """USD for this request on this route, or None when the route has no price."""
-    price = route.price
-    if price is None:
+
+def estimated_cost(route: Route, tokens: InputTokens, output_tokens: int) -> float | None:
+    """USD for this request on this route, or None when the route has no price; the cached
+    prefix at the route's cache-read price (Anthropic's 0.1x the input price when unset)."""
+    if route.price is None:
         return None
-    return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+    prices = price_used(route.price)
+    fresh, cached = tokens
+    total = fresh * prices["input"] + cached * prices["cache_read"]
+    return (total + output_tokens * prices["output"]) / 1_000_000
 
 
 def by_config(routes: Sequence[Route], rng: random.Random) -> list[Route]:
@@ -43,7 +50,7 @@ def by_speed(routes: Sequence[Route], board: HealthBoard, output_tokens: int) ->
     return sorted(routes, key=key)
 
 
-def by_cost(routes: Sequence[Route], input_tokens: int, output_tokens: int) -> list[Route]:
+def by_cost(routes: Sequence[Route], input_tokens: InputTokens, output_tokens: int) -> list[Route]:
     """Cheapest first; unpriced routes last, in config order."""
 
     def key(route: Route) -> float:
@@ -54,7 +61,7 @@ def by_cost(routes: Sequence[Route], input_tokens: int, output_tokens: int) -> l
 
 
 def by_balance(
-    routes: Sequence[Route], board: HealthBoard, input_tokens: int, output_tokens: int
+    routes: Sequence[Route], board: HealthBoard, input_tokens: InputTokens, output_tokens: int
 ) -> list[Route]:
     """Mean of cost and time, each relative to the best route (1.0 = best; unknown counts 1.0)."""
     costs = {r.label: estimated_cost(r, input_tokens, output_tokens) for r in routes}

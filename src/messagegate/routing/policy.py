@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from messagegate.api.schema import ROUTING_FIELDS
 from messagegate.config import Route
+from messagegate.config.routing_fields import ROUTING_FIELDS
 
 BUILT_IN_DEFAULTS: Mapping[str, Any] = {
     "allowed_providers": None,

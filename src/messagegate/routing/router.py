@@ -294,7 +294,9 @@ class Router:
             return by_speed(routes, self.board, output)
         if settings.preference in ("cost", "balanced") and routes:
             # One count serves the comparison: routes are priced as the first one counts.
-            input_tokens = counts(routes[0].provider.token_encoding)
+            encoding = routes[0].provider.token_encoding
+            cached = counts.cached(encoding)
+            input_tokens = (counts(encoding) - cached, cached)
             if settings.preference == "cost":
                 return by_cost(routes, input_tokens, output)
             return by_balance(routes, self.board, input_tokens, output)

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from messagegate.config import Secret
+from messagegate.config.keyspec import parse_duration
 from messagegate.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
-from messagegate.keyspec import parse_duration
 from messagegate.ledger.report import since_day, with_usd
 from messagegate.server.exchange import Exchange
 from messagegate.store.base import (

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 
 from messagegate.config import ApiKey, RoutingDefaults, Secret
+from messagegate.config.keyspec import iso_time
+from messagegate.config.redis import OutagePolicy
 from messagegate.errors import AuthenticationFailed, GatewayError, ServiceUnavailable
-from messagegate.keyspec import iso_time
-from messagegate.redis_config import OutagePolicy
 from messagegate.store.base import KeyStore, StoredKey, digest
 
 error_log = logging.getLogger("messagegate.error")

@@ -7,12 +7,10 @@ from typing import Any
 import orjson
 
 from messagegate.api.headers import CLIENT_API_HEADERS
-from messagegate.api.schema import (
-    ROUTING_FIELDS,
-    parse_count_tokens_request,
-    parse_messages_request,
-)
+from messagegate.api.nesting import check_nesting
+from messagegate.api.schema import parse_count_tokens_request, parse_messages_request
 from messagegate.config import ApiKey, Config
+from messagegate.config.routing_fields import ROUTING_FIELDS
 from messagegate.errors import InvalidRequest, PermissionDenied, UpstreamProtocolError
 from messagegate.ledger.row import Outcome
 from messagegate.limits.limiter import Limiter, Reservation
@@ -68,10 +66,7 @@ class MessagesEndpoint:
             if request.stream:
                 await self._stream(exchange, route_request, key, ticket)
                 return
-            try:
-                routed = await exchange.unless_client_leaves(self.router.complete(route_request))
-            except orjson.JSONEncodeError:
-                raise _too_deep() from None
+            routed = await exchange.unless_client_leaves(self.router.complete(route_request))
             self._log_route(exchange, routed)
             usage = routed.value.usage
             self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
@@ -104,10 +99,7 @@ class MessagesEndpoint:
             route_request = self._route_request(exchange, data, model, key)
         else:
             route_request = await self._scenario_request(exchange, data, model, key)
-        try:
-            routed = await self.router.count_tokens(route_request)
-        except orjson.JSONEncodeError:
-            raise _too_deep() from None
+        routed = await self.router.count_tokens(route_request)
         self._log_route(exchange, routed)
         answer = {"input_tokens": routed.value}
         headers = _route_headers(routed, exchange)
@@ -125,10 +117,7 @@ class MessagesEndpoint:
         ticket: Reservation | None,
     ) -> None:
         writer = exchange.body_writer()  # before any upstream work: without one, nothing opens
-        try:
-            routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
-        except orjson.JSONEncodeError:
-            raise _too_deep() from None
+        routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
         limit_headers = ticket.headers() if ticket is not None else {}
@@ -167,6 +156,7 @@ class MessagesEndpoint:
         # Decrypted in memory only, after the body limit and before validation and routing.
         if exchange.privacy is not None:
             data = exchange.privacy.open_request(data)
+        check_nesting(data)
         return data, len(body)
 
     def _route_request(
@@ -242,15 +232,6 @@ class MessagesEndpoint:
             exchange.log_fields["fallback_model"] = routed.model.name
         if routed.skipped:
             exchange.log_fields["skipped"] = " | ".join(routed.skipped)
-
-
-# The gateway re-encodes every request (orjson, which stops at this depth): deeper JSON (tool
-# schemas can nest like that) is refused, a 400 before any upstream answers, never a crash.
-MAX_JSON_DEPTH = 254
-
-
-def _too_deep() -> InvalidRequest:
-    return InvalidRequest(f"request JSON is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 _OUTCOMES = {

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from messagegate.keyspec import KeySettings
+from messagegate.config.keyspec import KeySettings
 from messagegate.ledger.row import Values
 
 USAGE_GROUPS = ("key", "model", "provider", "day")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from messagegate.keyspec import KEY_FIELDS, iso_time, parse_key_settings, settings_json
+from messagegate.config.keyspec import KEY_FIELDS, iso_time, parse_key_settings, settings_json
 from messagegate.store.base import KeyStore, StoredKey, StoredSecret, StoreError, UnknownKey, digest
 
 KEY_PREFIX = "mg-"

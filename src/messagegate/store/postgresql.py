@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from messagegate.keyspec import KeySettings, parse_key_settings, settings_json
+from messagegate.config.keyspec import KeySettings, parse_key_settings, settings_json
 from messagegate.ledger.row import Values
 from messagegate.store.base import (
     USAGE_GROUPS,

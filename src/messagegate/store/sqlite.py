@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from messagegate.keyspec import KeySettings, parse_key_settings, settings_json
+from messagegate.config.keyspec import KeySettings, parse_key_settings, settings_json
 from messagegate.ledger.rollup import rollups
 from messagegate.ledger.row import COLUMNS, Values
 from messagegate.store.base import (

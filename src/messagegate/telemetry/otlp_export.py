@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from messagegate.otel_env import OtlpSettings
+from messagegate.config.otel_env import OtlpSettings
 from messagegate.telemetry.span_record import SpanRecord
 
 log = logging.getLogger("messagegate.error")

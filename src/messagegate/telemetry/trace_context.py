@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from messagegate.otel_env import Sampler as SamplerName
+from messagegate.config.otel_env import Sampler as SamplerName
 
 _HEX = frozenset("0123456789abcdef")
 # tracestate: at most 32 members of at most 256 characters each (W3C), so 8,191 characters.

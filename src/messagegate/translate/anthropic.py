@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from messagegate.api.schema import ROUTING_FIELDS
 from messagegate.api.sse import encode_raw_event
 from messagegate.api.usage import Usage
+from messagegate.config.routing_fields import ROUTING_FIELDS
 from messagegate.errors import UpstreamProtocolError, UpstreamStatusError
 from messagegate.translate.signatures import is_gateway_signature
 from messagegate.translate.sse_decoder import ServerSentEvent, new_event

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from messagegate.translate.openai_dialect import OpenAIDialect
+from messagegate.config.dialect import OpenAIDialect
 from messagegate.translate.structured_output import output_format, response_format
 from messagegate.translate.tool_ids import ToolNames, upstream_tool_id
 

@@ -428,6 +428,10 @@ class InputCount:
             count = self._counts[encoding] = count_request(self.body, encoding)
         return count
 
+    def cached(self, encoding: str = "o200k_base") -> int:
+        """The part of the count a warm prompt cache serves (`cached_prefix_tokens`)."""
+        return min(cached_prefix_tokens(self.body, encoding), self(encoding))
+
 
 def count_request(body: Mapping[str, Any], encoding: str = "o200k_base") -> int:
     """Estimated input tokens of a Messages API request body (as parsed from JSON).
@@ -440,6 +444,47 @@ def count_request(body: Mapping[str, Any], encoding: str = "o200k_base") -> int:
         return _count_request(body, encoding)
     finally:
         _allowance.left = None
+
+
+def cached_prefix_tokens(body: Mapping[str, Any], encoding: str = "o200k_base") -> int:
+    """Estimated input tokens up to the request's last `cache_control` breakpoint, in the cache's
+    order (tools, system, messages): what a warm cache bills at its read price; 0 without one."""
+    _allowance.left = _REQUEST_EXACT_CHARS
+    try:
+        return _cached_prefix(body, encoding)
+    finally:
+        _allowance.left = None
+
+
+def _cached_prefix(body: Mapping[str, Any], encoding: str) -> int:
+    total = cached = 0
+    for tool in _listed(body.get("tools")):
+        total += _tool_tokens(tool, encoding)
+        cached = total if _breakpoint(tool) else cached
+    system = body.get("system")
+    for block in _listed(system) if isinstance(system, list) else ():
+        total += _block_tokens(block, encoding)
+        cached = total if _breakpoint(block) else cached
+    if isinstance(system, str):
+        total += count_text(system, encoding)
+    for message in _listed(body.get("messages")):
+        content = message.get("content") if isinstance(message, dict) else None
+        total += MESSAGE_OVERHEAD
+        if not isinstance(content, list):
+            total += _content_tokens(content, encoding)
+            continue
+        for block in content:
+            total += _block_tokens(block, encoding)
+            cached = total if _breakpoint(block) else cached
+    return cached
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _breakpoint(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("cache_control") is not None
 
 
 def _count_request(body: Mapping[str, Any], encoding: str) -> int:

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from messagegate.translate.openai_dialect import ToolCallIdFormat
+from messagegate.config.dialect import ToolCallIdFormat
 
 ENCODED_ID_PREFIX = "toolu_mg_"
 _VALID_ID = re.compile(r"[a-zA-Z0-9_-]+")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Annotated, Literal
+
+import msgspec
 
 ToolCallIdFormat = Literal["any", "alnum9"]
 SystemMessages = Literal["anywhere", "leading_only"]
@@ -54,7 +56,22 @@ PRESETS: dict[str, OpenAIDialect] = {
 DIALECT_FIELDS = frozenset(f.name for f in fields(OpenAIDialect))
 
 
-def dialect_for(preset: str | None, overrides: dict[str, Any]) -> OpenAIDialect:
-    """The preset's dialect (plain defaults without one) with the config's switches applied."""
-    base = PRESETS[preset] if preset is not None else OpenAIDialect()
-    return replace(base, **overrides)
+class DialectSwitches(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The dialect switches as a provider writes them, beside its other keys; unset: the preset's.
+    One field per `OpenAIDialect` field (tests/test_config_schema.py holds them equal)."""
+
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
+    supports_stream_options: bool | None = None
+    supports_parallel_tool_calls: bool | None = None
+    supports_tool_choice: bool | None = None
+    supports_top_k: bool | None = None
+    supports_user: bool | None = None
+    system_messages: SystemMessages | None = None
+    tool_call_id_format: ToolCallIdFormat | None = None
+    max_tool_name_length: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    send_reasoning_as: ReasoningField | None = None
+
+    def over(self, base: OpenAIDialect) -> OpenAIDialect:
+        """`base` with the switches this provider wrote."""
+        written = {f: getattr(self, f) for f in DIALECT_FIELDS if getattr(self, f) is not None}
+        return replace(base, **written)

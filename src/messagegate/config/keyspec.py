@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from messagegate.api.schema import ROUTING_FIELDS, RoutingFields, describe_error
+from messagegate.config.problems import explain, join
+from messagegate.config.routing_fields import RoutingSettings
 
 Period = Literal["day", "week", "month"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month")
@@ -178,13 +179,10 @@ def _expires(value: object) -> float | None:
 def _routing(value: object) -> dict[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise KeyFieldError("routing", "expected a mapping")
-    unknown = sorted(set(map(str, value)) - ROUTING_FIELDS)
-    if unknown:
-        raise KeyFieldError(f"routing.{unknown[0]}", "unknown routing field")
     try:
-        msgspec.convert(value, RoutingFields)
+        msgspec.convert(value, RoutingSettings)
     except msgspec.ValidationError as exc:
-        raise KeyFieldError("routing", describe_error(str(exc))) from None
+        where, problem = explain(exc, RoutingSettings, value)
+        raise KeyFieldError(join("routing", where), problem) from None
+    assert isinstance(value, dict)
     return dict(value)

@@ -1,6 +1,6 @@
 """uvicorn's request-response cycle with its response head checked by byte tables: uvicorn runs
-two regular expression searches per header (~1,300 instructions each, ~30,000 per answer); a
-`bytes.translate` over the same forbidden bytes refuses what they refuse at a fraction of it."""
+two regular expression searches per header (~2,700 instructions each for a rate-limit header); a
+`bytes.translate` marking the same forbidden bytes refuses what they refuse at a fraction of it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 # The bytes uvicorn's HEADER_RE and HEADER_VALUE_RE refuse in a header's name and value.
 NAME_REFUSED = bytes([*range(0x20), 0x7F, *b'()<>@,;:[]={} \t\\"'])
 VALUE_REFUSED = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
-_NAME_ALLOWED = bytes(b for b in range(256) if b not in NAME_REFUSED)
-_VALUE_ALLOWED = bytes(b for b in range(256) if b not in VALUE_REFUSED)
+# Tables turning a refused byte into 0 and any other into 1: a table lookup per byte, where
+# `translate(None, allowed)` would first build its table from the 220 allowed bytes each call.
+_NAME_MARKS = bytes(0 if b in NAME_REFUSED else 1 for b in range(256))
+_VALUE_MARKS = bytes(0 if b in VALUE_REFUSED else 1 for b in range(256))
 
 
 class HeadCycle(RequestResponseCycle):
@@ -37,12 +39,13 @@ class HeadCycle(RequestResponseCycle):
         self.waiting_for_100_continue = False
         content = [STATUS_LINE[status]]
         has_connection_close = False
+        # All names, then all values, checked at once: a Python-level step per header costs more
+        # than the bytes' lookups.
+        if 0 in b"".join([name for name, _ in headers]).translate(_NAME_MARKS):
+            raise RuntimeError("Invalid HTTP header name.")
+        if 0 in b"".join([value for _, value in headers]).translate(_VALUE_MARKS):
+            raise RuntimeError("Invalid HTTP header value.")
         for name, value in headers:
-            # What is left once the allowed bytes are deleted is refused.
-            if name.translate(None, _NAME_ALLOWED):
-                raise RuntimeError("Invalid HTTP header name.")
-            if value.translate(None, _VALUE_ALLOWED):
-                raise RuntimeError("Invalid HTTP header value.")
             name = name.lower()
             if name == b"content-length" and self.chunked_encoding is None:
                 self.expected_content_length = int(value.decode())

@@ -179,9 +179,21 @@ class ProtobufEncoder:
                 parts.append(_content(content))
             body = join(parts)
             size = len(body)
-            spans.append((b"\x12" + small[size] if size < 0x80 else b"\x12" + varint(size)) + body)
-        scope_spans = field(0x12, self._scope + join(spans))
-        return field(0x0A, self._resource + scope_spans)
+            # The span's tag and length, then its bytes: joined once, with the whole batch.
+            spans.append(
+                b"\x12" + small[size]
+                if size < 0x80
+                else bytes((0x12, (size & 0x7F) | 0x80, size >> 7))
+                if size < 0x4000
+                else b"\x12" + varint(size)
+            )
+            spans.append(body)
+        scope = self._scope
+        scope_size = len(scope) + sum(map(len, spans))
+        scope_head = b"\x12" + varint(scope_size)
+        resource = self._resource
+        size = len(resource) + len(scope_head) + scope_size
+        return join((b"\x0a", varint(size), resource, scope_head, scope, *spans))
 
     def _fragment(self, stable: tuple[Any, ...]) -> bytes:
         kind, name, group = stable[:3]

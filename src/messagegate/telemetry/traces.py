@@ -59,6 +59,7 @@ class Tracing:
         self._bits = random.Random().getrandbits
         self._paths: dict[tuple[str, str], AttributeGroup] = {}
         self._routes: dict[str, tuple[str, AttributeGroup, str]] = {}
+        self._names: dict[str, str] = {}
 
     def start(self) -> None:
         """Begin exporting (on the running loop)."""
@@ -111,7 +112,8 @@ class Tracing:
             route, attempts = served_route.label, served.attempts
             response_model = served_route.model
             fallback = served.model.name if "fallback_model" in fields else None
-        name = f"{method} {path}" if model is None else f"{OPERATION} {model}"
+        # A model's spans share one name string: the encoder's cache hashes it once.
+        name = f"{method} {path}" if model is None else self._names.get(model) or self._name(model)
         operation = None if model is None else OPERATION
         # Kind, name, group, then span_record.STABLE_ATTRIBUTES' values in their order.
         stable = (
@@ -144,6 +146,13 @@ class Tracing:
             self._paths.clear()  # paths come from clients: a bounded memory of them
         self._paths[method, path] = group
         return group
+
+    def _name(self, model: str) -> str:
+        name = f"{OPERATION} {model}"
+        if len(self._names) >= _GROUPS_MAX:
+            self._names.clear()  # model names come from clients: a bounded memory of them
+        self._names[model] = name
+        return name
 
     # -- the CLIENT spans -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import re
 import socket
+import time
 from typing import Any
 
 import anthropic
@@ -195,6 +196,7 @@ async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream
     upstream.script(script.reply(ANSWER), Reply(chunks=script.events(ANSWER)))
     upstream.default = script.error_reply(529, "overloaded_error", "Overloaded")
     body = {"model": "claude-test", "max_tokens": 10, "messages": HELLO}
+    began = int(time.time())
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         answers = [
             await post(url, "/v1/messages", body),
@@ -212,6 +214,11 @@ async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream
     ids = [headers["request-id"] for _, headers, _ in answers]
     assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
     assert len(set(ids)) == len(ids)
+    # The second each was made in comes first, so that ids sort by time (the ledger appends them).
+    seconds = [int(i[4:12], 16) for i in ids]
+    assert seconds == sorted(seconds)
+    assert began <= seconds[0]
+    assert seconds[-1] <= time.time()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])

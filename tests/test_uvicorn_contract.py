@@ -101,6 +101,28 @@ def test_each_overridden_method_still_exists_in_uvicorn_with_its_parameters(name
     )
 
 
+def _statements(function: Any) -> list[str]:
+    """A function's statements, as source, with the cycle's class name and comments left out."""
+    tree = ast.parse(inspect.cleandoc("\n" + inspect.getsource(function)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    text = [ast.unparse(node) for node in body if not isinstance(node, ast.Expr)]
+    return [line.replace("RequestResponseCycle(", "HeadCycle(") for line in text]
+
+
+def test_the_protocol_begins_a_cycle_as_uvicorn_does() -> None:
+    # HttpProtocol._begin_cycle is uvicorn's on_headers_complete building a HeadCycle: what
+    # uvicorn's does must still be what it does (an upgrade that changes it fails here).
+    ours = " ".join(_statements(HttpProtocol._begin_cycle))
+    for name in ("parse_url", "_should_upgrade", "limit_concurrency", "service_unavailable"):
+        assert name in ours
+    uvicorns = _statements(_PROTOCOL.on_headers_complete)
+    constructed = next(line for line in uvicorns if "HeadCycle(" in line)
+    keywords = constructed[constructed.index("HeadCycle(") :]
+    assert keywords.replace("self.parser.", "parser.") in ours.replace("self.parser.", "parser.")
+    assert any("_start_asgi_task(self.cycle, app)" in line for line in uvicorns)
+    assert any("self.pipeline.appendleft((self.cycle, app))" in line for line in uvicorns)
+
+
 def test_uvicorn_answers_a_parser_error_through_send_400_response() -> None:
     # A head over the header-count limit is refused by raising in on_headers_complete: uvicorn
     # must turn the parser's error into a call of send_400_response, which answers 431 instead.

@@ -41,7 +41,7 @@ class LedgerRow(NamedTuple):
 
     def encode(self) -> bytes:
         """One journal line: the values in COLUMNS order, as a JSON array."""
-        return orjson.dumps(tuple(self)) + b"\n"
+        return orjson.dumps(tuple(self), option=orjson.OPT_APPEND_NEWLINE)
 
 
 # A row as the database takes it: its values in COLUMNS order.
@@ -49,8 +49,10 @@ Values = Sequence[Any]
 COLUMNS = LedgerRow._fields
 
 
-def decode(line: bytes) -> Values:
-    values: list[Any] = orjson.loads(line)
-    if len(values) != len(COLUMNS):
-        raise ValueError(f"a journal line of {len(values)} values, not {len(COLUMNS)}")
-    return values
+def decode_batch(array: bytes) -> list[Values]:
+    """Journal lines joined into one JSON array: each line's values."""
+    rows: list[Values] = orjson.loads(array)
+    for values in rows:
+        if len(values) != len(COLUMNS):
+            raise ValueError(f"a journal line of {len(values)} values, not {len(COLUMNS)}")
+    return rows

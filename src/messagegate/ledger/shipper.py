@@ -64,9 +64,14 @@ class Shipper:
         offset = self.offset if own_file else 0
         shipped = 0
         while True:
-            # Not past what this process has finished writing to its own file.
-            end = self.journal.size if own_file else None
-            rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, end, BATCH_ROWS)
+            if own_file and self.journal.path == own:
+                # Still being written: read from its map on the loop, not past what is written
+                # (decoding holds the GIL: a thread would not spare the loop the time).
+                if offset >= self.journal.size:
+                    break
+                rows, offset = self.journal.rows_from(offset, BATCH_ROWS)
+            else:
+                rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, BATCH_ROWS)
             if not rows:
                 break
             shipped += await self.store.ship(rows)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
@@ -16,23 +17,39 @@ CACHE_WRITE_5M = 1.25
 CACHE_WRITE_1H = 2.0
 
 
-def cost_micro_usd(usage: Usage, price: Price | None) -> int:
-    """Unpriced routes cost nothing."""
-    if price is None:
-        return 0
-    prices = price_used(price)
-    hour = usage.cache_creation_1h_input_tokens
-    total = (
-        usage.input_tokens * price.input
-        + usage.output_tokens * price.output
-        + usage.cache_read_input_tokens * prices["cache_read"]
-        + (usage.cache_creation_input_tokens - hour) * prices["cache_write"]
-        + hour * prices["cache_write_1h"]
-    )
-    return round(total)
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Every price of a route, the defaults filled in, and the JSON a ledger row records."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+    cache_write_1h: float
+    json: str
+
+    def cost(self, usage: Usage) -> int:
+        hour = usage.cache_creation_1h_input_tokens
+        total = (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_input_tokens * self.cache_read
+            + (usage.cache_creation_input_tokens - hour) * self.cache_write
+            + hour * self.cache_write_1h
+        )
+        return round(total)
+
+    def worst_cost(self, input_tokens: int, output_tokens: int) -> int:
+        """A request's cost before its answer: no cache reads or writes assumed."""
+        return round(input_tokens * self.input + output_tokens * self.output)
 
 
 @lru_cache(maxsize=256)
+def rates(price: Price) -> Rates:
+    used = price_used(price)
+    return Rates(**used, json=orjson.dumps(used).decode())
+
+
 def price_used(price: Price) -> dict[str, float]:
     """Every price of a route, the defaults filled in (what a ledger row records)."""
     return {
@@ -42,12 +59,6 @@ def price_used(price: Price) -> dict[str, float]:
         "cache_write": _or(price.cache_write, price.input * CACHE_WRITE_5M),
         "cache_write_1h": _or(price.cache_write_1h, price.input * CACHE_WRITE_1H),
     }
-
-
-@lru_cache(maxsize=256)
-def price_json(price: Price) -> str:
-    """`price_used` as a ledger row records it."""
-    return orjson.dumps(price_used(price)).decode()
 
 
 def _or(value: float | None, default: float) -> float:

@@ -27,6 +27,8 @@ class KeyState:
 
     __slots__ = (
         "active",
+        "budget",
+        "hard",
         "limits",
         "name",
         "period_start",
@@ -39,6 +41,9 @@ class KeyState:
     def __init__(self, name: str, limits: KeyLimits) -> None:
         self.name = name
         self.limits = limits
+        # micro-USD (None: no budget); hard: a request is admitted only when its worst case fits.
+        self.budget = None if limits.budget is None else round(limits.budget * 1_000_000)
+        self.hard = limits.budget_mode == "hard"
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
         self.active = 0
@@ -109,7 +114,7 @@ class Limiter:
             raise self.limited(
                 state, now, 1.0, f"{limits.concurrency} requests at once", "concurrency"
             )
-        if limits.budget is not None:
+        if state.budget is not None:
             self._check_budget(state, now, cost)
         if state.requests is not None:
             wait = state.requests.take(1, now)
@@ -148,17 +153,18 @@ class Limiter:
         return state
 
     def _check_budget(self, state: KeyState, now: float, cost: int) -> None:
-        limits = state.limits
-        assert limits.budget is not None
-        start, end = self.periods.bounds(limits.period, now)
-        if start != state.period_start:
-            state.period_start, state.spent = start, 0
-        budget = round(limits.budget * 1_000_000)
+        budget = state.budget
+        assert budget is not None
+        period = state.limits.period
+        if period is not None:
+            start, _ = self.periods.bounds(period, now)
+            if start != state.period_start:
+                state.period_start, state.spent = start, 0
         committed = state.spent + state.reserved
         # soft: admitted while anything is left (overshoot <= one request's cost);
         # hard: only when its worst case fits.
-        fits = committed + cost <= budget if limits.budget_mode == "hard" else committed < budget
-        if not fits:
+        if committed + cost > budget if state.hard else committed >= budget:
+            _, end = self.periods.bounds(period, now)
             raise budget_error(state, budget, end)
 
     def limited(
@@ -175,18 +181,29 @@ class Limiter:
     def headers(self, state: KeyState, now: float) -> dict[str, str]:
         """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets."""
         headers: dict[str, str] = {}
-        for names, bucket in ((_REQUESTS, state.requests), (_TOKENS, state.tokens)):
-            if bucket is not None:
-                limit, remaining, reset = names
-                headers[limit] = bucket.limit_text
-                headers[remaining] = str(bucket.remaining(now))
-                headers[reset] = _rfc3339(bucket.full_at(now))
+        requests, tokens = state.requests, state.tokens
+        if requests is not None:
+            headers[_REQUESTS_LIMIT] = requests.limit_text
+            headers[_REQUESTS_REMAINING] = str(requests.remaining(now))
+            headers[_REQUESTS_RESET] = _rfc3339(requests.full_at(now))
+        if tokens is not None:
+            headers[_TOKENS_LIMIT] = tokens.limit_text
+            headers[_TOKENS_REMAINING] = str(tokens.remaining(now))
+            headers[_TOKENS_RESET] = _rfc3339(tokens.full_at(now))
         return headers
 
 
-_REQUESTS, _TOKENS = (
-    tuple(f"anthropic-ratelimit-{kind}-{part}" for part in ("limit", "remaining", "reset"))
+(
+    _REQUESTS_LIMIT,
+    _REQUESTS_REMAINING,
+    _REQUESTS_RESET,
+    _TOKENS_LIMIT,
+    _TOKENS_REMAINING,
+    _TOKENS_RESET,
+) = (
+    f"anthropic-ratelimit-{kind}-{part}"
     for kind in ("requests", "tokens")
+    for part in ("limit", "remaining", "reset")
 )
 
 
@@ -202,12 +219,17 @@ def budget_error(state: KeyState, budget: int, end: float) -> BudgetExhausted:
 
 
 _MINUTES: dict[int, str] = {}
+# The last second formatted, and its text: most answers of a busy second share their reset time.
+_last: tuple[int, str] = (0, "")
 
 
 def _rfc3339(epoch: float) -> str:
     """RFC 3339 to the second; each minute's prefix is formatted once (formatting a time per
     header cost more than the rest of the limits together)."""
+    global _last
     second = math.ceil(epoch)
+    if second == _last[0]:
+        return _last[1]
     minute, within = divmod(second, 60)
     prefix = _MINUTES.get(minute)
     if prefix is None:
@@ -217,4 +239,6 @@ def _rfc3339(epoch: float) -> str:
         prefix = _MINUTES[minute] = (
             f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
         )
-    return f"{prefix}{within:02d}Z"
+    text = f"{prefix}{within:02d}Z"
+    _last = (second, text)
+    return text

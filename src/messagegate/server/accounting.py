@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from messagegate.api.usage import Usage
-from messagegate.config import ApiKey, Model
+from messagegate.config import ApiKey, Model, Route
 from messagegate.ledger.journal import Journal
 from messagegate.ledger.row import LedgerRow, Outcome
-from messagegate.limits.cost import cost_micro_usd, price_json
+from messagegate.limits.cost import Rates, rates
 from messagegate.limits.limiter import Limiter, Reservation, Ticket
 from messagegate.routing.router import Routed
 from messagegate.server.auth import KeyChecker
@@ -29,6 +29,22 @@ error_log = logging.getLogger("messagegate.error")
 # Input tokens are estimated from the body's length: about 4 bytes a token for text, and never
 # more tokens than bytes (the bound hard budgets reserve).
 BYTES_PER_TOKEN = 4
+# Routes whose ledger fields are remembered; past it the memory starts over (routes made for
+# `provider/model` names come and go).
+MAX_ROUTES = 1024
+
+
+class RouteFields:
+    """What a ledger row and a cost need of a route, worked out once per route."""
+
+    __slots__ = ("label", "provider", "rates", "route")
+
+    def __init__(self, route: Route) -> None:
+        # Held: the memory is keyed by the route's id, which it keeps from being reused.
+        self.route = route
+        self.label = route.label
+        self.provider = route.provider.name
+        self.rates: Rates | None = None if route.price is None else rates(route.price)
 
 
 class Accounting:
@@ -47,6 +63,7 @@ class Accounting:
         self.clock = clock
         # The clock of Routed.started and .answered (the router's health board's).
         self.monotonic = monotonic
+        self._routes: dict[int, RouteFields] = {}
 
     def admit(
         self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
@@ -54,7 +71,7 @@ class Accounting:
         """Reserve the request on its key's limits (None: the key has none)."""
         if key is None or not key.limits.enabled:
             return None
-        tokens, cost = _demand(key, model, body_size, max_tokens)
+        tokens, cost = self._demand(key, model, body_size, max_tokens)
         return self.limiter.admit(key, tokens, cost)
 
     async def admit_shared(
@@ -64,8 +81,24 @@ class Accounting:
         if key is None or not key.limits.enabled:
             return None
         assert self.shared is not None
-        tokens, cost = _demand(key, model, body_size, max_tokens)
+        tokens, cost = self._demand(key, model, body_size, max_tokens)
         return await self.shared.admit(key, tokens, cost)
+
+    def _demand(
+        self, key: ApiKey, model: Model, body_size: int, max_tokens: int
+    ) -> tuple[int, int]:
+        """The tokens and micro-USD a request reserves: input estimated from the body's size,
+        output at max_tokens, as Anthropic does (both settled at the end). `cost` is what hard
+        mode must fit in the budget: its worst case."""
+        estimate = body_size // BYTES_PER_TOKEN
+        cost = 0
+        if key.limits.budget is not None:
+            worst_input = body_size if key.limits.budget_mode == "hard" else estimate
+            for route in model.routes:
+                priced = self._fields(route).rates
+                if priced is not None:
+                    cost = max(cost, priced.worst_cost(worst_input, max_tokens))
+        return estimate + max_tokens, cost
 
     def finish(
         self,
@@ -78,8 +111,9 @@ class Accounting:
         stream: bool,
     ) -> None:
         """An answer ended (or was cut): settle its reservation, journal its row."""
-        price = routed.route.price
-        cost = cost_micro_usd(usage, price)
+        fields = self._fields(routed.route)
+        priced = fields.rates
+        cost = 0 if priced is None else priced.cost(usage)
         if ticket is not None:
             used = usage.input_tokens + usage.output_tokens + usage.cache_creation_input_tokens
             ticket.settle(used, cost)
@@ -87,44 +121,40 @@ class Accounting:
             return
         monotonic = self.monotonic()
         hour = usage.cache_creation_1h_input_tokens
+        # Positional, in COLUMNS order: keywords would cost more than the rest of the row.
         row = LedgerRow(
-            request_id=exchange.request_id,
-            time=self.clock(),
-            key=key.name if key is not None else "",
-            model_asked=exchange.log_fields.get("model", ""),
-            model=routed.model.name,
-            route=routed.route.label,
-            provider=routed.route.provider.name,
-            stream=stream,
-            status=200,
-            latency_ms=round((monotonic - routed.started) * 1000, 3),
-            ttft_ms=round((routed.answered - routed.started) * 1000, 3) if stream else None,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_input_tokens,
-            cache_write_5m_tokens=usage.cache_creation_input_tokens - hour,
-            cache_write_1h_tokens=hour,
-            cost_micro_usd=cost,
-            price=price_json(price) if price is not None else None,
-            outcome=outcome.value,
+            exchange.request_id,
+            self.clock(),
+            key.name if key is not None else "",
+            exchange.log_fields.get("model", ""),
+            routed.model.name,
+            fields.label,
+            fields.provider,
+            stream,
+            200,  # status
+            round((monotonic - routed.started) * 1000, 3),  # latency_ms
+            round((routed.answered - routed.started) * 1000, 3) if stream else None,  # ttft_ms
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens - hour,  # cache_write_5m_tokens
+            hour,  # cache_write_1h_tokens
+            cost,
+            None if priced is None else priced.json,  # price
+            outcome.value,
         )
         try:
             self.journal.append(row)
         except OSError as exc:
             error_log.error("cannot journal ledger row %s: %s", exchange.request_id, exc)
 
-
-def _demand(key: ApiKey, model: Model, body_size: int, max_tokens: int) -> tuple[int, int]:
-    """The tokens and micro-USD a request reserves: input estimated from the body's size, output
-    at max_tokens, as Anthropic does (both settled at the end). `cost` is what hard mode must fit
-    in the budget: its worst case."""
-    estimate = body_size // BYTES_PER_TOKEN
-    cost = 0
-    if key.limits.budget is not None:
-        hard = key.limits.budget_mode == "hard"
-        worst = Usage(input_tokens=body_size if hard else estimate, output_tokens=max_tokens)
-        cost = max((cost_micro_usd(worst, r.price) for r in model.routes), default=0)
-    return estimate + max_tokens, cost
+    def _fields(self, route: Route) -> RouteFields:
+        fields = self._routes.get(id(route))
+        if fields is None or fields.route is not route:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            fields = self._routes[id(route)] = RouteFields(route)
+        return fields
 
 
 async def seed_budgets(

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 import weakref
 from typing import Protocol
 
+import httptools
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from messagegate.api.envelope import error_body
 from messagegate.config import Limits
 from messagegate.server.client_limits import CLIENT_POLICY, Phase, Sweep, sweep_for
 from messagegate.server.coalescing import CoalescingTransport, turn_flusher
+from messagegate.server.head_cycle import HeadCycle
 
 BODY_WRITER = "messagegate.body_writer"
 
@@ -209,12 +214,57 @@ class HttpProtocol(HttpToolsProtocol):
             message = f"the request has more than {state.limits.max_headers} headers"
             state.refusal = _answer(431, message)
             raise HeadRefused(message)
-        super().on_headers_complete()
+        self._begin_cycle()
         state.phase, state.deadline = _BODY, -1.0  # `_enter(_BODY)`, without a call per request
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:
             self.scope["extensions"] = {BODY_WRITER: {"writer": BodyWriter(self, cycle)}}
+
+    def _begin_cycle(self) -> None:
+        """uvicorn's `on_headers_complete`, building a `HeadCycle` where it builds its own."""
+        parser = self.parser
+        http_version = parser.get_http_version()
+        self.scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        self.scope["path"] = self.root_path + path
+        self.scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+        app: ASGI3Application = self.app
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency
+        ):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        existing_cycle = self.cycle
+        self.cycle = HeadCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:
+            # Pipelined requests wait their turn.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any parser error with a 400; a head stopped by `on_headers_complete`

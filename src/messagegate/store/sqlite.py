@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from messagegate.config.keyspec import KeySettings, parse_key_settings, settings_json
+from messagegate.ledger.rollup import rollups
 from messagegate.ledger.row import COLUMNS, Values
 from messagegate.store.base import (
     USAGE_GROUPS,
@@ -26,6 +27,10 @@ from messagegate.store.migrations import migrations
 
 T = TypeVar("T")
 
+_INSERT_LEDGER = f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(COLUMNS))})"
+_ROLL_UP = f"""INSERT INTO usage_daily VALUES (?, ?, ?, ?, {", ".join("?" * len(USAGE_SUMS))})
+ON CONFLICT (day, key, model, provider) DO UPDATE SET
+{", ".join(f"{c} = {c} + excluded.{c}" for c in USAGE_SUMS)}"""
 # A writer waits this long for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 5000
 
@@ -186,13 +191,18 @@ class SQLiteStore:
     def _ship(self, rows: list[Values]) -> int:
         db = self._conn()
         with _transaction(db):
+            db.execute("SAVEPOINT batch")
             before = db.total_changes
             # OR IGNORE: a row shipped before is not inserted again (nor rolled up again).
-            db.executemany(
-                f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(COLUMNS))})", rows
-            )
-            # total_changes counts the trigger's rollup rows too: one per inserted row.
-            return (db.total_changes - before) // 2
+            db.executemany(_INSERT_LEDGER, rows)
+            new = rows
+            if db.total_changes - before != len(rows):
+                # Some were shipped before (a replay after a crash): one at a time, to see which.
+                db.execute("ROLLBACK TO batch")
+                new = [row for row in rows if db.execute(_INSERT_LEDGER, row).rowcount == 1]
+            db.execute("RELEASE batch")
+            db.executemany(_ROLL_UP, rollups(new))
+            return len(new)
 
     async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:
         """Totals per `by` (key, model, provider or day) from the daily rollups since a day."""

@@ -6,20 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from messagegate.ledger.row import COLUMNS, Values
+from messagegate.ledger.row import COLUMNS, SUMMED_COLUMNS, Values
 
 _TIME, _KEY, _MODEL, _PROVIDER = (COLUMNS.index(c) for c in ("time", "key", "model", "provider"))
-_SUMMED = tuple(
-    COLUMNS.index(c)
-    for c in (
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_5m_tokens",
-        "cache_write_1h_tokens",
-        "cost_micro_usd",
-    )
-)
+_SUMMED = tuple(COLUMNS.index(c) for c in SUMMED_COLUMNS)
 DAY_SECONDS = 86_400
 
 # A rollup: day, key, model, provider, requests, then the _SUMMED columns' sums.

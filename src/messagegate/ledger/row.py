@@ -47,6 +47,15 @@ class LedgerRow(NamedTuple):
 # A row as the database takes it: its values in COLUMNS order.
 Values = Sequence[Any]
 COLUMNS = LedgerRow._fields
+# The columns the daily rollups sum (besides counting requests).
+SUMMED_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cost_micro_usd",
+)
 
 
 def decode_batch(array: bytes) -> list[Values]:

@@ -7,18 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from messagegate.config.keyspec import KeySettings
-from messagegate.ledger.row import Values
+from messagegate.ledger.row import SUMMED_COLUMNS, Values
 
 USAGE_GROUPS = ("key", "model", "provider", "day")
-USAGE_SUMS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cost_micro_usd",
-)
+USAGE_SUMS = ("requests", *SUMMED_COLUMNS)
 
 
 class StoreError(Exception):

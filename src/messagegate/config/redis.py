@@ -3,7 +3,6 @@ kind of limit and the stored keys do while Redis or the database cannot be reach
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -23,16 +22,10 @@ class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A config section read as written: unknown keys are errors."""
 
 
-class RedisUrl(str):
-    """A Redis URL; its password never shows in a repr."""
-
-    def __repr__(self) -> str:
-        return "RedisUrl('***')"
-
-
-class RedisSpec(Section, frozen=True):
+class RedisSettings(Section, frozen=True):
     """`redis:` as a mapping (a plain string is its `url`)."""
 
+    # redis://[user:password@]host:port/db, rediss:// or unix://path; never shown in a repr.
     url: str
     # Every Redis key starts with it: `<prefix>:{<key name>}:...`.
     prefix: str = "mg"
@@ -46,16 +39,8 @@ class RedisSpec(Section, frozen=True):
     lease_ttl: Annotated[float, msgspec.Meta(ge=3)] = 30.0
     max_connections: PositiveInt = 64
 
-
-@dataclass(frozen=True, slots=True)
-class RedisSettings:
-    url: RedisUrl
-    prefix: str = "mg"
-    connect_timeout: float = 0.5
-    timeout: float = 0.5
-    retry_interval: float = 5.0
-    lease_ttl: float = 30.0
-    max_connections: int = 64
+    def __repr__(self) -> str:
+        return f"RedisSettings(url='***', prefix={self.prefix!r})"
 
 
 class OutagePolicy(Section, frozen=True):
@@ -70,21 +55,13 @@ class OutagePolicy(Section, frozen=True):
     keys: OutageMode = "fail_open"
 
 
-def resolve_redis(ctx: Context, spec: str | RedisSpec | None) -> RedisSettings | None:
+def resolve_redis(ctx: Context, spec: str | RedisSettings | None) -> RedisSettings | None:
     if spec is None:
         return None
     if isinstance(spec, str):
-        spec = RedisSpec(url=spec)
+        spec = RedisSettings(url=spec)
     if urlsplit(spec.url).scheme not in _SCHEMES:
         raise ctx.fail("redis.url", "expected a redis://, rediss:// or unix:// URL")
     if not spec.prefix or "{" in spec.prefix or "}" in spec.prefix:
         raise ctx.fail("redis.prefix", "must be non-empty, without { or }")
-    return RedisSettings(
-        url=RedisUrl(spec.url),
-        prefix=spec.prefix,
-        connect_timeout=spec.connect_timeout,
-        timeout=spec.timeout,
-        retry_interval=spec.retry_interval,
-        lease_ttl=spec.lease_ttl,
-        max_connections=spec.max_connections,
-    )
+    return spec

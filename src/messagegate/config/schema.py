@@ -25,7 +25,7 @@ from messagegate.config.objects import (
     Timeouts,
     TlsSettings,
 )
-from messagegate.config.redis import OutagePolicy, RedisSpec
+from messagegate.config.redis import OutagePolicy, RedisSettings
 from messagegate.config.routing_fields import RoutingSettings
 
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
@@ -166,5 +166,5 @@ class ConfigSpec(Spec, frozen=True, kw_only=True):
     admin_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
     budget_timezone: str = "UTC"
     # A URL, or a mapping with `url` and options.
-    redis: str | RedisSpec | None = None
+    redis: str | RedisSettings | None = None
     on_outage: OutagePolicy | None = None

@@ -436,24 +436,17 @@ async def test_a_closed_segment_ships_whole_and_goes(tmp_path: Path) -> None:
 
 
 def ledger_row(request_id: str) -> LedgerRow:
-    return LedgerRow(
+    return (
         request_id,
         1e9,
         "k",
-        "m",
-        "m",
-        "p/m",
-        "p",
-        False,
-        200,
-        1.0,
-        None,
-        1,
-        2,
+        "m",  # model
+        "p",  # provider
+        1,  # input_tokens
+        2,  # output_tokens
         0,
         0,
         0,
-        5,
-        None,
-        "complete",
+        5,  # cost_micro_usd
+        ("m", "p/m", False, 200, 1.0, None, None, "complete"),
     )

@@ -21,7 +21,7 @@ from fakes.tcp_relay import TcpRelay
 from fakes.upstream import FakeUpstream
 from helpers import anthropic_config, envelope, post
 from messagegate import cli
-from messagegate.ledger.row import Values
+from messagegate.ledger.row import batch_of
 from messagegate.server.app import GatewayApp
 from messagegate.server.auth import Freshness
 from messagegate.store import pg_schema
@@ -84,10 +84,10 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
 
 async def test_ledger_rows_ship_once_and_roll_up_once(store: Store) -> None:
     # A batch holding a row twice, then the same batch again (a journal re-read after a crash).
-    batch: list[Values] = [ledger_row("req_1"), ledger_row("req_2"), ledger_row("req_1")]
+    batch = batch_of([ledger_row("req_1"), ledger_row("req_2"), ledger_row("req_1")])
     assert await store.ship(batch) == 2
     assert await store.ship(batch) == 0
-    assert await store.ship([ledger_row("req_3")]) == 1
+    assert await store.ship(batch_of([ledger_row("req_3")])) == 1
     (by_day,) = await store.usage("day", "2001-01-01")
     assert by_day == {
         "day": "2001-09-09",

@@ -15,7 +15,7 @@ from messagegate.store.base import LedgerStore
 error_log = logging.getLogger("messagegate.error")
 
 SHIP_INTERVAL = 1.0
-BATCH_ROWS = 500
+BATCH_ROWS = 2000
 
 
 class Shipper:
@@ -69,12 +69,12 @@ class Shipper:
                 # (decoding holds the GIL: a thread would not spare the loop the time).
                 if offset >= self.journal.size:
                     break
-                rows, offset = self.journal.rows_from(offset, BATCH_ROWS)
+                batch, offset = self.journal.rows_from(offset, BATCH_ROWS)
             else:
-                rows, offset = await asyncio.to_thread(read_rows, segment.path, offset, BATCH_ROWS)
-            if not rows:
+                batch, offset = await asyncio.to_thread(read_rows, segment.path, offset, BATCH_ROWS)
+            if not batch.lines:
                 break
-            shipped += await self.store.ship(rows)
+            shipped += await self.store.ship(batch)
             if own_file:
                 self.offset = offset
         if not own_file:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from messagegate.api.usage import Usage
 from messagegate.config import ApiKey, Model, Route
 from messagegate.ledger.journal import Journal
@@ -37,7 +39,7 @@ MAX_ROUTES = 1024
 class RouteFields:
     """What a ledger row and a cost need of a route, worked out once per route."""
 
-    __slots__ = ("label", "provider", "rates", "route")
+    __slots__ = ("label", "price", "provider", "rates", "route")
 
     def __init__(self, route: Route) -> None:
         # Held: the memory is keyed by the route's id, which it keeps from being reused.
@@ -45,6 +47,8 @@ class RouteFields:
         self.label = route.label
         self.provider = route.provider.name
         self.rates: Rates | None = None if route.price is None else rates(route.price)
+        # The price's JSON as the ledger row's journal line holds it (an object, copied as is).
+        self.price = None if self.rates is None else orjson.Fragment(self.rates.json)
 
 
 class Accounting:
@@ -119,29 +123,32 @@ class Accounting:
             ticket.settle(used, cost)
         if self.journal is None:
             return
-        monotonic = self.monotonic()
+        started = routed.started
         hour = usage.cache_creation_1h_input_tokens
-        # Positional, in COLUMNS order: keywords would cost more than the rest of the row.
-        row = LedgerRow(
+        # A plain tuple: HEAD's values, then TAIL's (ledger/row.py). Times in ms to the
+        # microsecond: round() to an integer, then a division (round(x, 3) formats the float).
+        row: LedgerRow = (
             exchange.request_id,
             self.clock(),
             key.name if key is not None else "",
-            exchange.log_fields.get("model", ""),
             routed.model.name,
-            fields.label,
             fields.provider,
-            stream,
-            200,  # status
-            round((monotonic - routed.started) * 1000, 3),  # latency_ms
-            round((routed.answered - routed.started) * 1000, 3) if stream else None,  # ttft_ms
             usage.input_tokens,
             usage.output_tokens,
             usage.cache_read_input_tokens,
             usage.cache_creation_input_tokens - hour,  # cache_write_5m_tokens
             hour,  # cache_write_1h_tokens
             cost,
-            None if priced is None else priced.json,  # price
-            outcome.value,
+            (
+                exchange.log_fields.get("model", ""),  # model_asked
+                fields.label,  # route
+                stream,
+                200,  # status
+                round((self.monotonic() - started) * 1e6) / 1000,  # latency_ms
+                round((routed.answered - started) * 1e6) / 1000 if stream else None,  # ttft_ms
+                fields.price,
+                outcome.value,
+            ),
         )
         try:
             self.journal.append(row)

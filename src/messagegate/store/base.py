@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from messagegate.config.keyspec import KeySettings
-from messagegate.ledger.row import SUMMED_COLUMNS, Values
+from messagegate.ledger.row import SUMMED_COLUMNS, Batch
 
 USAGE_GROUPS = ("key", "model", "provider", "day")
 USAGE_SUMS = ("requests", *SUMMED_COLUMNS)
@@ -81,7 +81,7 @@ class KeyStore(Protocol):
 
 
 class LedgerStore(Protocol):
-    async def ship(self, rows: list[Values]) -> int:
+    async def ship(self, batch: Batch) -> int:
         """Insert the rows not inserted before (by request id); how many were new."""
 
     async def usage(self, by: str, since_day: str) -> list[dict[str, Any]]:

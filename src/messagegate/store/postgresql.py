@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 
 from messagegate.config.keyspec import KeySettings, parse_key_settings, settings_json
-from messagegate.ledger.row import Values
+from messagegate.ledger.row import COLUMNS, Batch
 from messagegate.store.base import (
     USAGE_GROUPS,
     USAGE_SUMS,
@@ -42,16 +42,35 @@ _BUMP = (
     "WITH bumped AS (UPDATE generation SET value = value + 1 RETURNING value)"
     f" SELECT pg_notify('{CHANNEL}', value::text) FROM bumped"
 )
+# Each ledger column's type, for a batch sent as one array per column.
+_LEDGER_TYPES = {
+    "request_id": "text",
+    "time": "float8",
+    "key": "text",
+    "model": "text",
+    "provider": "text",
+    "input_tokens": "int8",
+    "output_tokens": "int8",
+    "cache_read_tokens": "int8",
+    "cache_write_5m_tokens": "int8",
+    "cache_write_1h_tokens": "int8",
+    "cost_micro_usd": "int8",
+    "model_asked": "text",
+    "route": "text",
+    "stream": "bool",
+    "status": "int4",
+    "latency_ms": "float8",
+    "ttft_ms": "float8",
+    "price": "text",
+    "outcome": "text",
+}
+_LEDGER_ARRAYS = ", ".join(f"${i}::{_LEDGER_TYPES[c]}[]" for i, c in enumerate(COLUMNS, 1))
 # A batch of ledger rows in one statement: the rows not seen before (by request id) are inserted,
 # and only those are added to their days' rollups, in the same transaction.
-_SHIP = """
+_SHIP = f"""
 WITH new AS (
-    INSERT INTO ledger
-    SELECT * FROM unnest(
-        $1::text[], $2::float8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::bool[], $9::int4[], $10::float8[], $11::float8[], $12::int8[], $13::int8[],
-        $14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::text[], $19::text[]
-    )
+    INSERT INTO ledger ({", ".join(COLUMNS)})
+    SELECT * FROM unnest({_LEDGER_ARRAYS})
     ON CONFLICT (request_id) DO NOTHING
     RETURNING time, key, model, provider, input_tokens, output_tokens, cache_read_tokens,
         cache_write_5m_tokens, cache_write_1h_tokens, cost_micro_usd
@@ -237,10 +256,10 @@ class PostgresStore:
             await _add_secret(conn, key_id, secret)
             await conn.execute(_BUMP)
 
-    async def ship(self, rows: list[Values]) -> int:
-        if not rows:
+    async def ship(self, batch: Batch) -> int:
+        if not batch.lines:
             return 0
-        columns = [list(column) for column in zip(*rows, strict=True)]
+        columns = list(map(list, batch.columns()))
         async with self._connection() as conn:
             return int(await conn.fetchval(_SHIP, *columns))
 

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,7 +14,7 @@ import orjson
 
 from messagegate.config.keyspec import KeySettings, parse_key_settings, settings_json
 from messagegate.ledger.rollup import rollups
-from messagegate.ledger.row import COLUMNS, Values
+from messagegate.ledger.row import Batch
 from messagegate.store.base import (
     USAGE_GROUPS,
     USAGE_SUMS,
@@ -27,7 +28,9 @@ from messagegate.store.migrations import migrations
 
 T = TypeVar("T")
 
-_INSERT_LEDGER = f"INSERT OR IGNORE INTO ledger VALUES ({', '.join('?' * len(COLUMNS))})"
+# A row is its request id and its journal line (the `ledger` view reads the columns from it).
+_INSERT_LEDGER = "INSERT OR IGNORE INTO ledger_lines VALUES (?, ?)"
+_REQUEST_ID = itemgetter(0)
 _ROLL_UP = f"""INSERT INTO usage_daily VALUES (?, ?, ?, ?, {", ".join("?" * len(USAGE_SUMS))})
 ON CONFLICT (day, key, model, provider) DO UPDATE SET
 {", ".join(f"{c} = {c} + excluded.{c}" for c in USAGE_SUMS)}"""
@@ -185,21 +188,27 @@ class SQLiteStore:
             _add_secret(db, row[0], secret)
             _bump(db)
 
-    async def ship(self, rows: list[Values]) -> int:
-        return await self._run(lambda: self._ship(rows))
+    async def ship(self, batch: Batch) -> int:
+        return await self._run(lambda: self._ship(batch))
 
-    def _ship(self, rows: list[Values]) -> int:
+    def _ship(self, batch: Batch) -> int:
+        heads = batch.heads
+        pairs = list(zip(map(_REQUEST_ID, heads), batch.lines, strict=True))  # C, not a loop
         db = self._conn()
         with _transaction(db):
             db.execute("SAVEPOINT batch")
             before = db.total_changes
             # OR IGNORE: a row shipped before is not inserted again (nor rolled up again).
-            db.executemany(_INSERT_LEDGER, rows)
-            new = rows
-            if db.total_changes - before != len(rows):
+            db.executemany(_INSERT_LEDGER, pairs)
+            new = heads
+            if db.total_changes - before != len(heads):
                 # Some were shipped before (a replay after a crash): one at a time, to see which.
                 db.execute("ROLLBACK TO batch")
-                new = [row for row in rows if db.execute(_INSERT_LEDGER, row).rowcount == 1]
+                new = [
+                    head
+                    for head, pair in zip(heads, pairs, strict=True)
+                    if db.execute(_INSERT_LEDGER, pair).rowcount == 1
+                ]
             db.execute("RELEASE batch")
             db.executemany(_ROLL_UP, rollups(new))
             return len(new)

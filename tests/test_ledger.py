@@ -23,11 +23,12 @@ from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import anthropic_config, openai_config
 from messagegate import cli
 from messagegate.ledger.journal import SUFFIX, Journal
-from messagegate.ledger.row import LedgerRow
+from messagegate.ledger.row import LedgerRow, batch_of
 from messagegate.ledger.shipper import Shipper
 from messagegate.server.app import GatewayApp
 from messagegate.store.base import StoreUnavailable
 from messagegate.store.location import is_postgresql, journal_directory
+from messagegate.store.migrations import migrations
 from messagegate.store.sqlite import SQLiteStore
 from messagegate.translate.token_count import count_text
 
@@ -450,3 +451,42 @@ def ledger_row(request_id: str) -> LedgerRow:
         5,  # cost_micro_usd
         ("m", "p/m", False, 200, 1.0, None, None, "complete"),
     )
+
+
+OLD_ROWS = [
+    # As the ledger table before migration 4 held them (a stream, and a row without a price).
+    (
+        *("req_a", 1764769012.1234567, "k", "alias", "m", "p/m", "p", 1, 200, 12.345, 3.5),
+        *(11, 7, 100, 20, 30, 5, '{"input":3.0,"output":15.0}', "complete"),
+    ),
+    (
+        *("req_b", 1764769013.0, "k", "m", "m", "p/m", "p", 0, 200, 1.0, None),
+        *(1, 2, 0, 0, 0, 0, None, "client_aborted"),
+    ),
+]
+
+
+async def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "mg.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+        for migration in migrations("sqlite")[:3]:
+            conn.executescript(migration.script)
+            conn.execute("INSERT INTO schema_migrations VALUES (?)", (migration.version,))
+        conn.executemany(f"INSERT INTO ledger VALUES ({', '.join('?' * 19)})", OLD_ROWS)
+    before = _sqlite_rows(str(path), "SELECT * FROM ledger ORDER BY request_id")
+    assert len(before) == len(OLD_ROWS)
+    config = tmp_path / "mg.yaml"
+    config.write_text(f"database: {path}\nproviders: {{}}\nmodels: {{}}\n")
+    assert await asyncio.to_thread(cli.main, ["db", "upgrade", "--config", str(config)]) == 0
+    assert f"schema version {len(migrations('sqlite'))}" in capsys.readouterr().out
+    # Every column of every row kept, the time to the last digit.
+    assert _sqlite_rows(str(path), "SELECT * FROM ledger ORDER BY request_id") == before
+    store = await SQLiteStore.open(str(path))
+    try:
+        assert await store.ship(batch_of([ledger_row("req_a"), ledger_row("req_c")])) == 1
+    finally:
+        await store.close()
+    assert [r["request_id"] for r in rows(path)] == ["req_c", "req_a", "req_b"]

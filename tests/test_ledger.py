@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import orjson
 import pytest
 
 import fakes.anthropic_script as script
@@ -26,7 +27,7 @@ from messagegate.ledger.journal import SUFFIX, Journal
 from messagegate.ledger.row import LedgerRow, batch_of
 from messagegate.ledger.shipper import Shipper
 from messagegate.server.app import GatewayApp
-from messagegate.store.base import StoreUnavailable
+from messagegate.store.base import USAGE_SUMS, StoreUnavailable
 from messagegate.store.location import is_postgresql, journal_directory
 from messagegate.store.migrations import migrations
 from messagegate.store.sqlite import SQLiteStore
@@ -490,3 +491,26 @@ async def test_a_ledger_of_the_previous_schema_is_upgraded_in_place(
     finally:
         await store.close()
     assert [r["request_id"] for r in rows(path)] == ["req_c", "req_a", "req_b"]
+
+
+async def test_a_journal_of_the_previous_layout_is_shipped(tmp_path: Path) -> None:
+    """Rows an earlier release journalled (a flat array, the price a string) and left unshipped."""
+    directory = journal_directory(str(tmp_path / "mg.db"))
+    directory.mkdir(parents=True)
+    old = [(*row[:7], bool(row[7]), *row[8:]) for row in OLD_ROWS]
+    (directory / ("dead-0" + SUFFIX)).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in old))
+    store = await SQLiteStore.open(str(tmp_path / "mg.db"))
+    journal = Journal(directory)
+    try:
+        journal.append(ledger_row("req_c"))
+        assert await Shipper(journal, store).ship_once() == 3
+        assert await store.usage("key", "2001-01-01") == [
+            dict(zip(("key", *USAGE_SUMS), ("k", 3, 13, 11, 100, 20, 30, 10), strict=True))
+        ]
+    finally:
+        journal.close()
+        await store.close()
+    shipped = {r["request_id"]: r for r in rows(tmp_path / "mg.db")}
+    assert (shipped["req_a"]["model_asked"], shipped["req_a"]["ttft_ms"]) == ("alias", 3.5)
+    assert json.loads(shipped["req_a"]["price"]) == {"input": 3.0, "output": 15.0}
+    assert (shipped["req_b"]["price"], shipped["req_b"]["outcome"]) == (None, "client_aborted")

@@ -105,7 +105,29 @@ def batch_of(rows: Sequence[LedgerRow]) -> Batch:
 
 def decode_batch(lines: list[str]) -> Batch:
     """Journal lines' heads, parsed as one JSON array (one parse per batch, not per row)."""
-    return Batch(lines, _HEADS.decode(_array(lines)))
+    try:
+        return Batch(lines, _HEADS.decode(_array(lines)))
+    except msgspec.ValidationError:
+        # Lines an earlier release journalled (and did not ship before it stopped) are laid out
+        # anew, one at a time: rare, and they must not stay behind.
+        lines = list(map(_relaid, lines))
+        return Batch(lines, _HEADS.decode(_array(lines)))
+
+
+def _relaid(line: str) -> str:
+    """A line of releases before the head (a flat array of the columns in their table's order,
+    the price a JSON string) in today's layout; any other line as it is."""
+    values = orjson.loads(line)
+    if not isinstance(values, list) or len(values) != len(COLUMNS):
+        return line
+    request_id, time, key, asked, model, route, provider, stream, status, *rest = values
+    latency, ttft, *summed, price, outcome = rest
+    tail = (asked, route, stream, status, latency, ttft, _object(price), outcome)
+    return orjson.dumps((request_id, time, key, model, provider, *summed, tail)).decode()
+
+
+def _object(price: str | None) -> orjson.Fragment | None:
+    return None if price is None else orjson.Fragment(price)
 
 
 def _array(lines: list[str]) -> str:

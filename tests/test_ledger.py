@@ -23,7 +23,7 @@ from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import anthropic_config, openai_config
 from messagegate import cli
-from messagegate.ledger.journal import SUFFIX, Journal
+from messagegate.ledger.journal import SUFFIX, Journal, parse_rows
 from messagegate.ledger.row import LedgerRow, batch_of
 from messagegate.ledger.shipper import Shipper
 from messagegate.server.app import GatewayApp
@@ -514,3 +514,15 @@ async def test_a_journal_of_the_previous_layout_is_shipped(tmp_path: Path) -> No
     assert (shipped["req_a"]["model_asked"], shipped["req_a"]["ttft_ms"]) == ("alias", 3.5)
     assert json.loads(shipped["req_a"]["price"]) == {"input": 3.0, "output": 15.0}
     assert (shipped["req_b"]["price"], shipped["req_b"]["outcome"]) == (None, "client_aborted")
+
+
+def test_a_batch_ends_where_its_last_line_does_in_bytes(tmp_path: Path) -> None:
+    """Offsets count bytes: a key name of two-byte characters does not shift the next batch."""
+    row = ledger_row("req_1")
+    lines = [orjson.dumps((f"req_{n}", 1e9, "clé", *row[3:])) + b"\n" for n in range(3)]
+    data = b"".join(lines) + b"\0" * 8
+    first, offset = parse_rows(data, 0, 2)
+    assert [head[0] for head in first.heads] == ["req_0", "req_1"]
+    assert offset == len(lines[0]) + len(lines[1])
+    rest, end = parse_rows(data[offset:], offset, 2)
+    assert ([head[2] for head in rest.heads], end) == (["clé"], len(b"".join(lines)))

@@ -26,8 +26,8 @@ from messagegate.ledger.row import Batch, LedgerRow, decode_batch
 # Rows per file, roughly: a full file is left for the shipper (and deleted once shipped).
 SEGMENT_BYTES = 16 * 1024 * 1024
 SUFFIX = ".journal"
-# Bytes read at a time by a shipper: a batch's rows (~350 bytes each) with room to spare, not much
-# more, since what follows the batch is copied too.
+# Bytes read at a time by a shipper: a batch's rows (2,000 of ~300 bytes) with room to spare, not
+# much more, since what follows the batch is copied too.
 READ_BYTES = 1024 * 1024
 
 
@@ -56,7 +56,7 @@ class Journal:
         self.size = 0
 
     def append(self, row: LedgerRow) -> None:
-        """Journal a row: its values in COLUMNS order, as one JSON array a line."""
+        """Journal a row: one JSON array a line (ledger/row.py's HEAD, then TAIL nested)."""
         line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
         end = self.size + len(line)
         if end > self.segment_bytes:
@@ -115,8 +115,8 @@ def read_rows(path: Path, offset: int, limit: int) -> tuple[Batch, int]:
 
 
 def parse_rows(data: bytes, offset: int, limit: int) -> tuple[Batch, int]:
-    """The whole lines `data` (read at `offset`) begins with, at most `limit`, and their values;
-    the offset after them."""
+    """The whole lines `data` (read at `offset`) begins with, at most `limit`, with their heads
+    decoded; the offset after them."""
     # What follows the last row is zeros; a line torn by a kill mid-copy has zeros and no newline.
     zeros = data.find(b"\0")
     whole = data.rfind(b"\n", 0, len(data) if zeros < 0 else zeros) + 1

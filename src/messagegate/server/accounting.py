@@ -147,7 +147,7 @@ class Accounting:
                 round((self.monotonic() - started) * 1e6) / 1000,  # latency_ms
                 round((routed.answered - started) * 1e6) / 1000 if stream else None,  # ttft_ms
                 fields.price,
-                outcome.value,
+                outcome._value_,  # not .value: a descriptor written in Python (~1,300 instructions)
             ),
         )
         try:

@@ -193,20 +193,20 @@ class SQLiteStore:
 
     def _ship(self, batch: Batch) -> int:
         heads = batch.heads
-        pairs = list(zip(map(_REQUEST_ID, heads), batch.lines, strict=True))  # C, not a loop
         db = self._conn()
         with _transaction(db):
             db.execute("SAVEPOINT batch")
             before = db.total_changes
-            # OR IGNORE: a row shipped before is not inserted again (nor rolled up again).
-            db.executemany(_INSERT_LEDGER, pairs)
+            # OR IGNORE: a row shipped before is not inserted again (nor rolled up again). The
+            # pairs made as they are bound (zip reuses its tuple), not kept for the collector.
+            db.executemany(_INSERT_LEDGER, _pairs(batch))
             new = heads
             if db.total_changes - before != len(heads):
                 # Some were shipped before (a replay after a crash): one at a time, to see which.
                 db.execute("ROLLBACK TO batch")
                 new = [
                     head
-                    for head, pair in zip(heads, pairs, strict=True)
+                    for head, pair in zip(heads, _pairs(batch), strict=True)
                     if db.execute(_INSERT_LEDGER, pair).rowcount == 1
                 ]
             db.execute("RELEASE batch")
@@ -277,6 +277,11 @@ class _transaction:
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _pairs(batch: Batch) -> Iterator[tuple[str, str]]:
+    """Each row's request id and line, iterated in C."""
+    return zip(map(_REQUEST_ID, batch.heads), batch.lines, strict=True)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

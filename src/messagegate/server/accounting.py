@@ -97,7 +97,8 @@ class Accounting:
             for route in model.routes:
                 priced = self._fields(route).rates
                 if priced is not None:
-                    cost = max(cost, priced.worst_cost(worst_input, max_tokens))
+                    worst = priced.worst_cost(worst_input, max_tokens)
+                    cost = worst if worst > cost else cost
         return estimate + max_tokens, cost
 
     def finish(

@@ -43,13 +43,16 @@ class Bucket:
         self.tat = tat if tat > now else now
 
     def remaining(self, now: float) -> int:
-        ahead = self.tat - now
-        if ahead <= 0.0:
-            return self.capacity
-        left = self.capacity - math.ceil(ahead / self.interval - 1e-6)  # float dust is not a token
-        return left if left > 0 else 0
+        return self.report(now)[0]
 
     def full_at(self, now: float) -> float:
         """When the bucket is full again."""
+        return self.report(now)[1]
+
+    def report(self, now: float) -> tuple[int, float]:
+        """What is left now, and when the bucket is full again (one call for both headers)."""
         tat = self.tat
-        return tat if tat > now else now
+        if tat <= now:
+            return self.capacity, now
+        left = self.capacity - math.ceil((tat - now) / self.interval - 1e-6)  # float dust
+        return (left if left > 0 else 0), tat

@@ -191,16 +191,18 @@ class Limiter:
         headers: list[tuple[bytes, bytes]] = []
         requests, tokens = state.requests, state.tokens
         if requests is not None:
+            remaining, full_at = requests.report(now)
             headers += (
                 state.requests_limit,
-                (REQUESTS_REMAINING, b"%d" % requests.remaining(now)),
-                (REQUESTS_RESET, _rfc3339(requests.full_at(now))),
+                (REQUESTS_REMAINING, b"%d" % remaining),
+                (REQUESTS_RESET, _rfc3339(full_at)),
             )
         if tokens is not None:
+            remaining, full_at = tokens.report(now)
             headers += (
                 state.tokens_limit,
-                (TOKENS_REMAINING, b"%d" % tokens.remaining(now)),
-                (TOKENS_RESET, _rfc3339(tokens.full_at(now))),
+                (TOKENS_REMAINING, b"%d" % remaining),
+                (TOKENS_RESET, _rfc3339(full_at)),
             )
         return headers
 

@@ -26,6 +26,9 @@ from messagegate.telemetry.otlp_export import Dropped, OtlpExporter, SpanQueue
 from messagegate.telemetry.otlp_json import JsonEncoder
 from messagegate.telemetry.otlp_protobuf import ProtobufEncoder
 from messagegate.telemetry.span_record import (
+    ANSWER_CREATED,
+    ANSWER_READ,
+    ANSWER_REASONS,
     CLIENT_KIND,
     SERVER_KIND,
     AttributeGroup,
@@ -122,8 +125,8 @@ class Tracing:
         # Kind, name, group, then span_record.STABLE_ATTRIBUTES' values in their order.
         stable = (
             SERVER_KIND, name, group, status, OPERATION, known[1], known[4], served.attempts,
-            None, None, None, None, answer[2], answer[3], model, route.model, fallback, error,
-            answer[5],
+            None, None, None, None, answer[ANSWER_READ], answer[ANSWER_CREATED], model,
+            route.model, fallback, error, answer[ANSWER_REASONS],
         )  # fmt: skip
         content = None
         if self.capture_content:
@@ -230,7 +233,8 @@ class TracedAttempt:
             # and the request's span has them.
             if type(getattr(value, "body", None)) is dict:
                 answer = request[_ANSWER] = answer_values(value)  # type: ignore[index]
-                _, _, read, created, _, reasons = answer
+                read, created = answer[ANSWER_READ], answer[ANSWER_CREATED]
+                reasons = answer[ANSWER_REASONS]
             else:
                 answer = read = created = reasons = None
         body = call.body

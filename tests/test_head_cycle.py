@@ -50,13 +50,6 @@ def _cycle(transport: _Transport, keep_alive: bool = True) -> HeadCycle:
     )
 
 
-async def _uvicorns_head(headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
-    transport = _Transport()
-    cycle = _cycle(transport, keep_alive)
-    await httptools_impl.RequestResponseCycle.send(cycle, _start(headers))
-    return b"".join(transport.written)
-
-
 def _start(headers: list[tuple[bytes, bytes]]) -> Any:
     return {"type": "http.response.start", "status": 200, "headers": headers}
 
@@ -68,6 +61,11 @@ def _start(headers: list[tuple[bytes, bytes]]) -> Any:
         [(b"X-Mixed-Case", b"v\tw"), (b"transfer-encoding", b"Chunked")],
         [(b"connection", b"Keep-Alive, close"), (b"content-length", b"0")],
         [(b"anthropic-ratelimit-tokens-reset", b"2026-12-03T11:40:00Z")],
+        [(b"Content-Length", b"3"), (b"content-length", b"5")],
+        [(b"content-length", b"3"), (b"Transfer-Encoding", b"chunked")],
+        [(b"transfer-encoding", b"gzip"), (b"content-length", b"7")],
+        [(b"Connection", b"keep-alive"), (b"x-a", b"")],
+        [],
     ],
 )
 @pytest.mark.parametrize("keep_alive", [True, False])
@@ -77,8 +75,14 @@ async def test_a_head_is_written_as_uvicorn_writes_it(
     transport = _Transport()
     cycle = _cycle(transport, keep_alive)
     await cycle.send(_start(headers))
-    assert b"".join(transport.written) == await _uvicorns_head(headers, keep_alive)
+    uvicorns = _Transport()
+    theirs = _cycle(uvicorns, keep_alive)
+    await httptools_impl.RequestResponseCycle.send(theirs, _start(headers))
+    assert b"".join(transport.written) == b"".join(uvicorns.written)
     assert transport.written[0].startswith(b"HTTP/1.1 200 OK\r\nserver: uvicorn\r\n")
+    # The framing and the connection's fate are uvicorn's too.
+    for state in ("expected_content_length", "chunked_encoding", "keep_alive"):
+        assert getattr(cycle, state) == getattr(theirs, state), state
 
 
 @pytest.mark.parametrize(

@@ -348,3 +348,35 @@ async def test_count_tokens_keeps_to_the_allow_list(
     assert status == 403
     assert envelope(raw) == ("permission_error", "this key may not use the model 'claude-test'")
     assert upstream.received == []
+
+
+def test_only_keys_that_were_found_are_remembered_and_the_memory_is_bounded() -> None:
+    from messagegate.config import ApiKey, Secret
+    from messagegate.errors import AuthenticationFailed
+    from messagegate.server.auth import MAX_REMEMBERED, KeyChecker
+
+    checker = KeyChecker([ApiKey(key=Secret("mg-good"), name="good")])
+    for i in range(2 * MAX_REMEMBERED):
+        with pytest.raises(AuthenticationFailed):
+            checker.check({"x-api-key": f"mg-guess-{i}"})
+    assert checker._digests == {}
+    for _ in range(3):
+        found = checker.check({"authorization": "Bearer mg-good"})
+        assert found is not None
+        assert found.name == "good"
+    assert list(checker._digests) == ["mg-good"]
+
+
+async def test_a_remembered_key_is_refused_once_revoked(store: Store) -> None:
+    from messagegate.errors import AuthenticationFailed
+    from messagegate.server.auth import KeyChecker
+
+    admin = KeyAdmin(store)
+    secret, _ = await admin.create("frank", {})
+    checker = KeyChecker([])
+    checker.load((await store.keys())[1])
+    assert checker.check({"x-api-key": secret}) is not None
+    await admin.revoke("frank")
+    checker.load((await store.keys())[1])
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        checker.check({"x-api-key": secret})

@@ -66,8 +66,9 @@ def test_limiter_refuses_and_reserves_nothing_when_refused() -> None:
     # The refused request took no request from the requests bucket.
     first.settle(20, 0)  # used 20 of the 80 reserved: 60 come back
     second = limiter.admit(alice, 80, 0)
-    assert second.headers()["anthropic-ratelimit-requests-remaining"] == "8"
-    assert second.headers()["anthropic-ratelimit-tokens-remaining"] == "0"
+    headers = dict(second.headers())
+    assert headers[b"anthropic-ratelimit-requests-remaining"] == b"8"
+    assert headers[b"anthropic-ratelimit-tokens-remaining"] == b"0"
 
 
 def test_retry_after_is_at_most_60_seconds() -> None:

@@ -17,6 +17,8 @@ from messagegate.telemetry.span_record import (
     CLIENT_KIND,
     ERROR_TYPE,
     SERVER_KIND,
+    STABLE,
+    STABLE_ATTRIBUTES,
     AttributeGroup,
     SpanRecord,
     attributes,
@@ -26,12 +28,15 @@ RESOURCE = (("service.name", "gateway-7"), ("deployment.environment", "prod ü")
 ROUTE = AttributeGroup(
     (("gen_ai.operation.name", "chat"), ("server.port", 443), ("flag", True), ("ratio", 0.25))
 )
+MAX_TOKENS = 3 + STABLE_ATTRIBUTES.index("gen_ai.request.max_tokens")
+TEMPERATURE = 3 + STABLE_ATTRIBUTES.index("gen_ai.request.temperature")
 PATH = AttributeGroup((("http.request.method", "POST"), ("url.path", "/v1/messages")))
 
 
 def records(count: int) -> list[SpanRecord]:
     rng = random.Random(5)
     out = []
+    answer: tuple[Any, ...] | None = None
     for n in range(count):
         server = n % 2 == 1
         start = 1_700_000_000_000_000_000 + n
@@ -44,8 +49,8 @@ def records(count: int) -> list[SpanRecord]:
             "anthropic",
             "route/one",
             1 + n % 3,
-            rng.choice([1, 127, 128, 300, 1 << 31]),
-            0.7,
+            rng.choice([1, 127, 128, 300, 1 << 31, "64", None]),
+            rng.choice([0.7, 1, True, None]),
             None,
             -1 - n,
             0,
@@ -59,6 +64,18 @@ def records(count: int) -> list[SpanRecord]:
         content = None
         if n == 9:
             content = ("é" * 70_000, None, '[{"type":"text"}]')
+        # An attempt's span and its request's share their answer, as the tracer queues them.
+        if not server:
+            answer = None
+            if n % 6 != 4:
+                answer = (
+                    rng.choice([None, 3, 200, 20_000, 3_000_000]),
+                    n * 37,
+                    0,
+                    n * 1000,
+                    f"msg_{rng.getrandbits(64):x}" + ("y" * 120 if n == 2 else ""),
+                    ("end_turn",),
+                )
         out.append(
             (
                 rng.randbytes(16),
@@ -68,9 +85,7 @@ def records(count: int) -> list[SpanRecord]:
                 start,
                 start + rng.randrange(1 << 40),
                 stable,
-                rng.choice([None, 3, 200, 20_000, 3_000_000]),
-                n * 37,
-                f"msg_{rng.getrandbits(64):x}" + ("y" * 120 if n == 3 else ""),
+                answer,
                 content,
             )
         )
@@ -92,7 +107,7 @@ def test_protobuf_bytes_decode_to_every_span_field_and_attribute() -> None:
     assert (scope_spans.scope.name, scope_spans.scope.version) == ("messagegate", "1.2.3")
     assert len(scope_spans.spans) == len(spans)
     for record, span in zip(spans, scope_spans.spans, strict=True):
-        trace, span_id, parent, state, start, end, stable = record[:7]
+        trace, span_id, parent, state, start, end, stable = record[: STABLE + 1]
         assert (span.trace_id, span.span_id, span.parent_span_id) == (trace, span_id, parent)
         assert span.trace_state == state
         assert (span.kind, span.name) == stable[:2]
@@ -100,6 +115,29 @@ def test_protobuf_bytes_decode_to_every_span_field_and_attribute() -> None:
         assert span.status.code == (2 if stable[ERROR_TYPE] else 0)
         listed = [(kv.key, _value(kv.value)) for kv in span.attributes]
         assert listed == attributes(record)
+
+
+def test_request_parameters_are_typed_as_otlp_has_them() -> None:
+    (record,) = records(1)
+    stable = list(record[STABLE])
+    stable[MAX_TOKENS], stable[TEMPERATURE] = "64", 1
+    seen = dict(attributes((*record[:STABLE], tuple(stable), *record[STABLE + 1 :])))
+    assert "gen_ai.request.max_tokens" not in seen
+    assert seen["gen_ai.request.temperature"] == 1.0
+    assert type(seen["gen_ai.request.temperature"]) is float
+
+
+def test_a_parameter_no_schema_checked_is_left_out_not_a_lost_batch() -> None:
+    spans = records(4)
+    stable = list(spans[0][STABLE])
+    stable[MAX_TOKENS], stable[TEMPERATURE] = [64], {"t": 1}
+    spans[0] = (*spans[0][:STABLE], tuple(stable), *spans[0][STABLE + 1 :])
+    encoder = ProtobufEncoder(RESOURCE, "1")
+    for _ in range(2):
+        (resource_spans,) = decoded(encoder.encode(spans)).resource_spans
+        first = otlp.attributes(resource_spans.scope_spans[0].spans[0])
+        assert "gen_ai.request.max_tokens" not in first
+        assert "gen_ai.request.temperature" not in first
 
 
 def test_a_second_batch_reusing_kept_fragments_encodes_the_same() -> None:

@@ -13,20 +13,24 @@ class Bucket:
     is admitted when the bucket is full, and leaves it in debt, as a refill would.
     """
 
-    __slots__ = ("capacity", "interval", "limit_text", "tat")
+    __slots__ = ("capacity", "interval", "tat")
 
     WINDOW = 60.0
 
     def __init__(self, per_minute: int) -> None:
         self.capacity = per_minute
-        self.limit_text = str(per_minute)
         self.interval = self.WINDOW / per_minute
         self.tat = 0.0
 
     def take(self, amount: int, now: float) -> float:
         """Reserve `amount`; 0.0 when admitted, else the seconds until it would be."""
-        base = self.tat if self.tat > now else now
-        over = base + min(amount, self.capacity) * self.interval - now - self.WINDOW
+        # Conditional expressions, not min/max: those builtins parse keyword arguments per call.
+        tat = self.tat
+        base = tat if tat > now else now
+        capacity = self.capacity
+        over = (
+            base + (amount if amount < capacity else capacity) * self.interval - now - self.WINDOW
+        )
         if over > 1e-9:
             return over
         self.tat = base + amount * self.interval
@@ -34,14 +38,21 @@ class Bucket:
 
     def adjust(self, amount: int, now: float) -> None:
         """Correct a reservation: give back (negative) or charge more (positive, without check)."""
-        self.tat = max(self.tat, now) + amount * self.interval
-        if self.tat < now:
-            self.tat = now
+        tat = self.tat
+        tat = (tat if tat > now else now) + amount * self.interval
+        self.tat = tat if tat > now else now
 
     def remaining(self, now: float) -> int:
-        used = max(self.tat - now, 0.0) / self.interval
-        return max(self.capacity - math.ceil(used - 1e-6), 0)  # float dust is not a token
+        return self.report(now)[0]
 
     def full_at(self, now: float) -> float:
         """When the bucket is full again."""
-        return max(self.tat, now)
+        return self.report(now)[1]
+
+    def report(self, now: float) -> tuple[int, float]:
+        """What is left now, and when the bucket is full again (one call for both headers)."""
+        tat = self.tat
+        if tat <= now:
+            return self.capacity, now
+        left = self.capacity - math.ceil((tat - now) / self.interval - 1e-6)  # float dust
+        return (left if left > 0 else 0), tat

@@ -33,9 +33,11 @@ class KeyState:
         "name",
         "period_start",
         "requests",
+        "requests_limit",
         "reserved",
         "spent",
         "tokens",
+        "tokens_limit",
     )
 
     def __init__(self, name: str, limits: KeyLimits) -> None:
@@ -46,6 +48,8 @@ class KeyState:
         self.hard = limits.budget_mode == "hard"
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
+        self.requests_limit = (REQUESTS_LIMIT, b"%d" % (limits.rpm or 0))
+        self.tokens_limit = (TOKENS_LIMIT, b"%d" % (limits.tpm or 0))
         self.active = 0
         self.period_start = -math.inf
         # micro-USD: settled in the current period; reserved by requests still running.
@@ -58,7 +62,7 @@ class Reservation(Protocol):
 
     def settle(self, tokens: int, cost: int) -> None: ...
     def release(self) -> None: ...
-    def headers(self) -> dict[str, str]: ...
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
 
 
 class Ticket:
@@ -92,7 +96,7 @@ class Ticket:
         """The request ended without an answer: nothing used."""
         self.settle(0, 0)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> list[tuple[bytes, bytes]]:
         return self.limiter.headers(self.state, self.limiter.clock())
 
 
@@ -107,7 +111,9 @@ class Limiter:
     def admit(self, key: ApiKey, tokens: int, cost: int) -> Ticket:
         """Reserve one request, `tokens` tokens and `cost` micro-USD, or raise RateLimited or
         BudgetExhausted. `cost` is what hard mode must fit in the budget (its worst case)."""
-        state = self._state(key)
+        state = self._states.get(key.name)
+        if state is None or state.limits is not key.limits:
+            state = self._state(key)
         now = self.clock()
         limits = state.limits
         if limits.concurrency is not None and state.active >= limits.concurrency:
@@ -157,7 +163,7 @@ class Limiter:
         assert budget is not None
         period = state.limits.period
         if period is not None:
-            start, _ = self.periods.bounds(period, now)
+            start = self.periods.bounds(period, now)[0]
             if start != state.period_start:
                 state.period_start, state.spent = start, 0
         committed = state.spent + state.reserved
@@ -171,37 +177,45 @@ class Limiter:
         self, state: KeyState, now: float, wait: float, what: str, denial: str
     ) -> RateLimited:
         retry_after = min(max(math.ceil(wait), 1), MAX_RETRY_AFTER)
+        headers = {name.decode(): value.decode() for name, value in self.headers(state, now)}
         return RateLimited(
             f"rate limit of key {state.name!r} exceeded: {what}; retry after {retry_after} s",
             retry_after,
-            self.headers(state, now),
+            headers,
             denial,
         )
 
-    def headers(self, state: KeyState, now: float) -> dict[str, str]:
-        """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets."""
-        headers: dict[str, str] = {}
+    def headers(self, state: KeyState, now: float) -> list[tuple[bytes, bytes]]:
+        """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets, encoded: an
+        answer's head takes them as they are (names and limits are encoded once per key)."""
+        headers: list[tuple[bytes, bytes]] = []
         requests, tokens = state.requests, state.tokens
         if requests is not None:
-            headers[_REQUESTS_LIMIT] = requests.limit_text
-            headers[_REQUESTS_REMAINING] = str(requests.remaining(now))
-            headers[_REQUESTS_RESET] = _rfc3339(requests.full_at(now))
+            remaining, full_at = requests.report(now)
+            headers += (
+                state.requests_limit,
+                (REQUESTS_REMAINING, b"%d" % remaining),
+                (REQUESTS_RESET, _rfc3339(full_at)),
+            )
         if tokens is not None:
-            headers[_TOKENS_LIMIT] = tokens.limit_text
-            headers[_TOKENS_REMAINING] = str(tokens.remaining(now))
-            headers[_TOKENS_RESET] = _rfc3339(tokens.full_at(now))
+            remaining, full_at = tokens.report(now)
+            headers += (
+                state.tokens_limit,
+                (TOKENS_REMAINING, b"%d" % remaining),
+                (TOKENS_RESET, _rfc3339(full_at)),
+            )
         return headers
 
 
 (
-    _REQUESTS_LIMIT,
-    _REQUESTS_REMAINING,
-    _REQUESTS_RESET,
-    _TOKENS_LIMIT,
-    _TOKENS_REMAINING,
-    _TOKENS_RESET,
+    REQUESTS_LIMIT,
+    REQUESTS_REMAINING,
+    REQUESTS_RESET,
+    TOKENS_LIMIT,
+    TOKENS_REMAINING,
+    TOKENS_RESET,
 ) = (
-    f"anthropic-ratelimit-{kind}-{part}"
+    f"anthropic-ratelimit-{kind}-{part}".encode()
     for kind in ("requests", "tokens")
     for part in ("limit", "remaining", "reset")
 )
@@ -218,12 +232,12 @@ def budget_error(state: KeyState, budget: int, end: float) -> BudgetExhausted:
     )
 
 
-_MINUTES: dict[int, str] = {}
+_MINUTES: dict[int, bytes] = {}
 # The last second formatted, and its text: most answers of a busy second share their reset time.
-_last: tuple[int, str] = (0, "")
+_last: tuple[int, bytes] = (0, b"")
 
 
-def _rfc3339(epoch: float) -> str:
+def _rfc3339(epoch: float) -> bytes:
     """RFC 3339 to the second; each minute's prefix is formatted once (formatting a time per
     header cost more than the rest of the limits together)."""
     global _last
@@ -235,10 +249,9 @@ def _rfc3339(epoch: float) -> str:
     if prefix is None:
         if len(_MINUTES) >= 64:
             _MINUTES.clear()
-        t = time.gmtime(second - within)
-        prefix = _MINUTES[minute] = (
-            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
-        )
-    text = f"{prefix}{within:02d}Z"
+        prefix = _MINUTES[minute] = time.strftime(
+            "%Y-%m-%dT%H:%M:", time.gmtime(second - within)
+        ).encode()
+    text = b"%s%02dZ" % (prefix, within)
     _last = (second, text)
     return text

@@ -339,7 +339,7 @@ class SharedTicket:
     def release(self) -> None:
         self.settle(0, 0)
 
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> list[tuple[bytes, bytes]]:
         return self.limiter.local.headers(self.view, self.limiter.now())
 
 

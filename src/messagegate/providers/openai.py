@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,7 +19,13 @@ from messagegate.providers.http import (
     relayed_headers,
     upstream_errors,
 )
-from messagegate.providers.pool import ConnectionPool, Endpoint, RequestHead, UpstreamResponse
+from messagegate.providers.pool import (
+    ConnectionPool,
+    Endpoint,
+    RequestHead,
+    UpstreamResponse,
+    trace_lines,
+)
 from messagegate.providers.slots import ConnectionSlots
 from messagegate.providers.stream import open_event_stream
 from messagegate.translate.openai_errors import classify_openai_error
@@ -54,7 +60,7 @@ class OpenAIClient:
     async def complete(self, call: UpstreamCall) -> Completion:
         request = self._translate(call, stream=False)
         with upstream_errors(self.provider):
-            response = await self._post(request, trace=_trace_headers(call.headers))
+            response = await self._post(request, trace=trace_lines(call.headers))
             raw = await response.read()
         self._raise_for_status(response, raw)
         try:
@@ -85,7 +91,7 @@ class OpenAIClient:
 
         # The prompt is counted (for message_start) while the upstream works, not before sending.
         with upstream_errors(self.provider):
-            response = await self._post(request, count, _trace_headers(call.headers))
+            response = await self._post(request, count, trace_lines(call.headers))
             if response.status >= 300:
                 raw = await response.read()
                 self._raise_for_status(response, raw)
@@ -112,9 +118,9 @@ class OpenAIClient:
         self,
         request: OpenAIRequest,
         while_waiting: Callable[[], None] | None = None,
-        trace: Mapping[str, str] | None = None,
+        trace: bytes = b"",
     ) -> UpstreamResponse:
-        encoded = self.head.encode(orjson.dumps(request.payload), trace)
+        encoded = self.head.encode(orjson.dumps(request.payload), lines=trace)
         timeouts = self.provider.timeouts
         return await self.pool.post(self.head, encoded, timeouts, while_waiting, self.slots)
 
@@ -141,10 +147,3 @@ def translate_answer(
         raise UpstreamProtocolError(
             f"provider {provider!r} sent an answer the gateway cannot read ({kind})"
         ) from None
-
-
-def _trace_headers(headers: Mapping[str, str]) -> Mapping[str, str] | None:
-    """The W3C trace headers tracing put in the call (the client's API headers stay here)."""
-    if "traceparent" not in headers:
-        return None
-    return {k: headers[k] for k in ("traceparent", "tracestate") if k in headers}

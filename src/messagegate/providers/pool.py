@@ -91,10 +91,31 @@ class RequestHead:
                 fixed["proxy-authorization"] = dialer.proxy.authorization
         self.prefix = f"POST {target} HTTP/1.1\r\n".encode() + _header_lines(fixed)
 
-    def encode(self, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
-        extra = _header_lines(headers) if headers else b""
+    def encode(
+        self, body: bytes, headers: Mapping[str, str] | None = None, lines: bytes = b""
+    ) -> bytes:
+        """The request: `headers` to check and encode, `lines` already encoded (`trace_lines`)."""
+        extra = _header_lines(headers) + lines if headers else lines
         length = b"content-length: %d\r\n\r\n" % len(body)
         return b"".join((self.prefix, extra, length, body))
+
+
+def trace_lines(headers: Mapping[str, str]) -> bytes:
+    """The W3C trace headers tracing put in a call's headers, as header lines (b"" for none),
+    checked as `_header_lines` checks."""
+    parent = headers.get("traceparent")
+    if parent is None:
+        return b""
+    state = headers.get("tracestate")
+    if state is None:
+        text = f"traceparent: {parent}\r\n"
+        broken = "\n" in parent or "\r" in parent
+    else:
+        text = f"traceparent: {parent}\r\ntracestate: {state}\r\n"
+        broken = text.count("\n") != 2 or text.count("\r") != 2
+    if broken:
+        raise ValueError("a header name or value contains a line break")
+    return text.encode("latin-1")
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:

@@ -75,8 +75,11 @@ class Accounting:
         """Reserve the request on its key's limits (None: the key has none)."""
         if key is None or not key.limits.enabled:
             return None
-        tokens, cost = self._demand(key, model, body_size, max_tokens)
-        return self.limiter.admit(key, tokens, cost)
+        estimate = body_size // BYTES_PER_TOKEN
+        cost = (
+            0 if key.limits.budget is None else self._worst_cost(key, model, body_size, max_tokens)
+        )
+        return self.limiter.admit(key, estimate + max_tokens, cost)
 
     async def admit_shared(
         self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
@@ -85,24 +88,25 @@ class Accounting:
         if key is None or not key.limits.enabled:
             return None
         assert self.shared is not None
-        tokens, cost = self._demand(key, model, body_size, max_tokens)
-        return await self.shared.admit(key, tokens, cost)
-
-    def _demand(
-        self, key: ApiKey, model: Model, body_size: int, max_tokens: int
-    ) -> tuple[int, int]:
-        """The tokens and micro-USD a request reserves: input estimated from the body's size,
-        output at max_tokens, as Anthropic does (both settled at the end). `cost` is what hard
-        mode must fit in the budget: its worst case."""
         estimate = body_size // BYTES_PER_TOKEN
+        cost = (
+            0 if key.limits.budget is None else self._worst_cost(key, model, body_size, max_tokens)
+        )
+        return await self.shared.admit(key, estimate + max_tokens, cost)
+
+    def _worst_cost(self, key: ApiKey, model: Model, body_size: int, max_tokens: int) -> int:
+        """The micro-USD a request reserves on its key's budget: input estimated from the body's
+        size (hard mode: a token per byte, its bound), output at max_tokens, on the dearest of the
+        model's routes; settled at the end."""
+        hard = key.limits.budget_mode == "hard"
+        worst_input = body_size if hard else body_size // BYTES_PER_TOKEN
         cost = 0
-        if key.limits.budget is not None:
-            worst_input = body_size if key.limits.budget_mode == "hard" else estimate
-            for route in model.routes:
-                priced = self._fields(route).rates
-                if priced is not None:
-                    cost = max(cost, priced.worst_cost(worst_input, max_tokens))
-        return estimate + max_tokens, cost
+        for route in model.routes:
+            priced = self._fields(route).rates
+            if priced is not None:
+                worst = priced.worst_cost(worst_input, max_tokens)
+                cost = worst if worst > cost else cost
+        return cost
 
     def finish(
         self,

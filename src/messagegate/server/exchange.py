@@ -152,8 +152,17 @@ class Exchange:
         headers.append((_REQUEST_ID_BYTES, self.request_id.encode()))
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
-    async def respond(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        extra: dict[str, str] | None = None,
+        encoded: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """`encoded`: more headers, as the head takes them."""
         headers = [JSON_HEADER, (b"content-length", b"%d" % len(body)), *encode_headers(extra)]
+        if encoded:
+            headers += encoded
         await self.start(status, headers)
         await self.send({"type": "http.response.body", "body": body})
 

@@ -4,6 +4,8 @@ two regular expression searches per header (~2,700 instructions each for a rate-
 
 from __future__ import annotations
 
+from itertools import chain, repeat
+
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
@@ -37,28 +39,26 @@ class HeadCycle(RequestResponseCycle):
         """uvicorn's head, as its `send` writes it."""
         self.response_started = True
         self.waiting_for_100_continue = False
-        content = [STATUS_LINE[status]]
-        has_connection_close = False
+        names = [name for name, _ in headers]
+        values = [value for _, value in headers]
         # All names, then all values, checked at once: a Python-level step per header costs more
         # than the bytes' lookups.
-        if 0 in b"".join([name for name, _ in headers]).translate(_NAME_MARKS):
+        if 0 in b"".join(names).translate(_NAME_MARKS):
             raise RuntimeError("Invalid HTTP header name.")
-        if 0 in b"".join([value for _, value in headers]).translate(_VALUE_MARKS):
+        if 0 in b"".join(values).translate(_VALUE_MARKS):
             raise RuntimeError("Invalid HTTP header value.")
-        for name, value in headers:
-            name = name.lower()
-            if name == b"content-length" and self.chunked_encoding is None:
-                self.expected_content_length = int(value.decode())
-                self.chunked_encoding = False
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.expected_content_length = 0
-                self.chunked_encoding = True
-            elif name == b"connection" and b"close" in [
-                token.lower().strip() for token in value.split(b",")
-            ]:
-                self.keep_alive = False
-                has_connection_close = True
-            content.extend((name, b": ", value, b"\r\n"))
+        # Lowered at once (a name holds no newline: checked above).
+        names = b"\n".join(names).lower().split(b"\n")
+        has_connection_close = False
+        if b"transfer-encoding" in names or b"connection" in names:
+            has_connection_close = self._mind_headers(names, values)
+        elif b"content-length" in names and self.chunked_encoding is None:
+            # The first content-length counts, as in uvicorn's loop.
+            self.expected_content_length = int(values[names.index(b"content-length")].decode())
+            self.chunked_encoding = False
+        # The separators repeat without end: the names and values set the length.
+        lines = zip(names, _COLONS, values, _ENDS, strict=False)
+        content = [STATUS_LINE[status], *chain.from_iterable(lines)]
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")
         if (
@@ -70,3 +70,25 @@ class HeadCycle(RequestResponseCycle):
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
         self.transport.write(b"".join(content))
+
+    def _mind_headers(self, names: list[bytes], values: list[bytes]) -> bool:
+        """uvicorn's loop over the headers that set the body's framing and the connection's
+        end, in their order (rare: the gateway itself sends neither); whether one closes."""
+        has_connection_close = False
+        for name, value in zip(names, values, strict=True):
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection" and b"close" in [
+                token.lower().strip() for token in value.split(b",")
+            ]:
+                self.keep_alive = False
+                has_connection_close = True
+        return has_connection_close
+
+
+_COLONS = repeat(b": ")
+_ENDS = repeat(b"\r\n")

@@ -71,11 +71,10 @@ class MessagesEndpoint:
             usage = routed.value.usage
             self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
             headers = routed.value.headers | _route_headers(routed, exchange)
-            if ticket is not None:
-                headers |= ticket.headers()
+            limit_headers = ticket.headers() if ticket is not None else None
             if exchange.privacy is not None:
                 body = exchange.privacy.seal_answer(routed.value.body)
-                await exchange.respond(200, body, headers | PRIVATE_ANSWER)
+                await exchange.respond(200, body, headers | PRIVATE_ANSWER, limit_headers)
             else:
                 try:
                     body = orjson.dumps(routed.value.body)
@@ -83,7 +82,7 @@ class MessagesEndpoint:
                     raise UpstreamProtocolError(
                         "the upstream's answer is nested too deeply"
                     ) from None
-                await exchange.respond(200, body, headers)
+                await exchange.respond(200, body, headers, limit_headers)
             exchange.log_fields["tokens"] = _tokens(usage)
             if self.scenarios is not None:
                 self.scenarios.remember(data, usage)
@@ -120,8 +119,9 @@ class MessagesEndpoint:
         routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
-        limit_headers = ticket.headers() if ticket is not None else {}
-        headers = encode_headers(stream.headers | _route_headers(routed, exchange) | limit_headers)
+        headers = encode_headers(stream.headers | _route_headers(routed, exchange))
+        if ticket is not None:
+            headers += ticket.headers()
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)

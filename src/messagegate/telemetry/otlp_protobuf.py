@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from messagegate.telemetry.span_record import (
+    ANSWER_ID,
+    ANSWER_INPUT,
+    ANSWER_OUTPUT,
     CONTENT_ATTRIBUTES,
     ERROR_TYPE,
-    STABLE_ATTRIBUTES,
     AttributeValue,
     SpanRecord,
+    stable_attributes,
 )
 
 SCOPE_NAME = "messagegate"
@@ -102,6 +105,38 @@ _OUTPUT_TOKENS = _int_prefixes("gen_ai.usage.output_tokens")
 _RESPONSE_ID = _string_prefixes("gen_ai.response.id")
 
 
+def _answer(answer: tuple[Any, ...]) -> bytes:
+    """An answer's token counts and id (span_record.ANSWER_ATTRIBUTES)."""
+    inputs, outputs, answer_id = answer[ANSWER_INPUT], answer[ANSWER_OUTPUT], answer[ANSWER_ID]
+    parts = []
+    if inputs is not None:
+        encoded = varint(inputs)
+        parts.append(_INPUT_TOKENS[len(encoded)] + encoded)
+    if outputs is not None:
+        encoded = varint(outputs)
+        parts.append(_OUTPUT_TOKENS[len(encoded)] + encoded)
+    if answer_id is not None:
+        raw = answer_id.encode()
+        if len(raw) < 0x60:
+            parts.append(_RESPONSE_ID[len(raw)] + raw)
+        else:
+            parts.append(_attribute("gen_ai.response.id", answer_id))
+    return b"".join(parts)
+
+
+def _with_extras(
+    head: bytes, fragment: bytes, state: str, tail: bytes, content: tuple[str | None, ...] | None
+) -> bytes:
+    """A span with a tracestate or captured content (both rare)."""
+    parts = [head, fragment]
+    if state:
+        parts.append(field(0x1A, state.encode()))
+    parts.append(tail)
+    if content is not None:
+        parts.append(_content(content))
+    return b"".join(parts)
+
+
 class ProtobufEncoder:
     """Batches of span records as the request body of ``POST /v1/traces``."""
 
@@ -117,22 +152,11 @@ class ProtobufEncoder:
         # One loop, and no Python call per span on the usual path: on CPython a call costs
         # about what the rest of the span does.
         fragments, small, join = self._fragments, _SMALL, b"".join
-        input_key, output_key, id_key = _INPUT_TOKENS, _OUTPUT_TOKENS, _RESPONSE_ID
         with_parent, without_parent = _WITH_PARENT.pack, _WITHOUT_PARENT.pack
         spans = []
-        for (
-            trace,
-            span,
-            parent,
-            state,
-            start,
-            end,
-            stable,
-            inputs,
-            outputs,
-            answer,
-            content,
-        ) in records:
+        last: tuple[Any, ...] | None = None
+        tail = b""
+        for trace, span, parent, state, start, end, stable, answer, content in records:
             if parent:
                 head = with_parent(
                     b"\x0a\x10",
@@ -148,36 +172,19 @@ class ProtobufEncoder:
                 )
             else:
                 head = without_parent(b"\x0a\x10", trace, b"\x12\x08", span, 0x39, start, 0x41, end)
-            parts = [head, fragments.get(stable) or self._fragment(stable)]
-            if state:
-                parts.append(field(0x1A, state.encode()))
-            if inputs is not None:
-                encoded = (
-                    small[inputs]
-                    if inputs < 0x80
-                    else bytes(((inputs & 0x7F) | 0x80, inputs >> 7))
-                    if inputs < 0x4000
-                    else varint(inputs)
-                )
-                parts.append(input_key[len(encoded)] + encoded)
-            if outputs is not None:
-                encoded = (
-                    small[outputs]
-                    if outputs < 0x80
-                    else bytes(((outputs & 0x7F) | 0x80, outputs >> 7))
-                    if outputs < 0x4000
-                    else varint(outputs)
-                )
-                parts.append(output_key[len(encoded)] + encoded)
-            if answer is not None:
-                raw = answer.encode()
-                if len(raw) < 0x60:
-                    parts.append(id_key[len(raw)] + raw)
-                else:
-                    parts.append(_attribute("gen_ai.response.id", answer))
-            if content is not None:
-                parts.append(_content(content))
-            body = join(parts)
+            try:
+                fragment = fragments.get(stable) or self._fragment(stable)
+            except TypeError:  # a client's parameter of a type no schema checked (a list, say)
+                fragment = _stable_fragment(stable)
+            # A whole answer's attempt span and its request's span share its tuple, and are
+            # usually queued one after the other: its attributes are encoded once for both.
+            if answer is not last:
+                last = answer
+                tail = b"" if answer is None else _answer(answer)
+            if state or content:
+                body = _with_extras(head, fragment, state, tail, content)
+            else:
+                body = join((head, fragment, tail))
             size = len(body)
             # The span's tag and length, then its bytes: joined once, with the whole batch.
             spans.append(
@@ -196,16 +203,18 @@ class ProtobufEncoder:
         return join((b"\x0a", varint(size), resource, scope_head, scope, *spans))
 
     def _fragment(self, stable: tuple[Any, ...]) -> bytes:
-        kind, name, group = stable[:3]
-        pairs = [*group.pairs]
-        pairs.extend(
-            (k, v) for k, v in zip(STABLE_ATTRIBUTES, stable[3:], strict=True) if v is not None
-        )
-        encoded: bytes = field(0x2A, name.encode()) + b"\x30" + _SMALL[kind]
-        encoded += key_values(pairs, 0x4A)
-        if stable[ERROR_TYPE] is not None:
-            encoded += _ERROR_STATUS
+        encoded = _stable_fragment(stable)
         if len(self._fragments) >= _CACHE_MAX:
             self._fragments.clear()
         self._fragments[stable] = encoded
         return encoded
+
+
+def _stable_fragment(stable: tuple[Any, ...]) -> bytes:
+    """A span's name, kind, stable attributes and status."""
+    kind, name = stable[:2]
+    encoded: bytes = field(0x2A, name.encode()) + b"\x30" + _SMALL[kind]
+    encoded += key_values(stable_attributes(stable), 0x4A)
+    if stable[ERROR_TYPE] is not None:
+        encoded += _ERROR_STATUS
+    return encoded

@@ -4,8 +4,9 @@ A tuple because it is what CPython builds cheapest (one instruction from locals;
 ``__init__`` costs more than the rest of a span). Its layout, by index:
 
     TRACE_ID (16 bytes), SPAN_ID (8), PARENT_ID (8, or b"" for none), TRACE_STATE (str),
-    START, END (Unix nanoseconds), STABLE (below), INPUT_TOKENS, OUTPUT_TOKENS, RESPONSE_ID,
-    CONTENT (None, or the input messages, system instructions and output messages)
+    START, END (Unix nanoseconds), STABLE (below), ANSWER (None, or `answer_values`' tuple,
+    the same object in an answer's attempt span and request span), CONTENT (None, or the input
+    messages, system instructions and output messages)
 
 STABLE holds what takes few values across requests, so that an encoder encodes it once per
 distinct tuple: (kind, name, group, *values of `STABLE_ATTRIBUTES`), None for an attribute the
@@ -19,8 +20,9 @@ from typing import Any
 SERVER_KIND = 2
 CLIENT_KIND = 3
 
-TRACE_ID, SPAN_ID, PARENT_ID, TRACE_STATE, START, END, STABLE = range(7)
-INPUT_TOKENS, OUTPUT_TOKENS, RESPONSE_ID, CONTENT = range(7, 11)
+TRACE_ID, SPAN_ID, PARENT_ID, TRACE_STATE, START, END, STABLE, ANSWER, CONTENT = range(9)
+# In ANSWER: `answer_values`' order.
+ANSWER_INPUT, ANSWER_OUTPUT, ANSWER_READ, ANSWER_CREATED, ANSWER_ID, ANSWER_REASONS = range(6)
 
 AttributeValue = str | int | float | bool | tuple[str, ...]
 SpanRecord = tuple[Any, ...]
@@ -44,12 +46,15 @@ STABLE_ATTRIBUTES = (
     "error.type",
     "gen_ai.response.finish_reasons",
 )
+_DOUBLES = frozenset({"gen_ai.request.temperature", "gen_ai.request.top_p"})
+_INTS = frozenset({"gen_ai.request.max_tokens", "gen_ai.request.top_k"})
+_NUMBERS = (int, float)
 # Where error.type is in STABLE: a span that has one has the ERROR status.
 ERROR_TYPE = 3 + STABLE_ATTRIBUTES.index("error.type")
-UNIQUE_ATTRIBUTES = (
-    (INPUT_TOKENS, "gen_ai.usage.input_tokens"),
-    (OUTPUT_TOKENS, "gen_ai.usage.output_tokens"),
-    (RESPONSE_ID, "gen_ai.response.id"),
+ANSWER_ATTRIBUTES = (
+    (ANSWER_INPUT, "gen_ai.usage.input_tokens"),
+    (ANSWER_OUTPUT, "gen_ai.usage.output_tokens"),
+    (ANSWER_ID, "gen_ai.response.id"),
 )
 CONTENT_ATTRIBUTES = (
     "gen_ai.input.messages",
@@ -67,12 +72,30 @@ class AttributeGroup:
         self.pairs = pairs
 
 
+def stable_attributes(stable: tuple[Any, ...]) -> list[tuple[str, AttributeValue]]:
+    """The attributes of a record's STABLE tuple. The request parameters in it are the client's
+    JSON values, left to this (called once per distinct tuple) to type: a double, an int, or
+    left out (a value of another type, in a body no schema held to them)."""
+    out = list(stable[2].pairs)
+    for key, value in zip(STABLE_ATTRIBUTES, stable[3:], strict=True):
+        if value is None:
+            continue
+        if key in _DOUBLES:
+            if type(value) not in _NUMBERS:
+                continue
+            value = float(value)
+        elif key in _INTS and type(value) is not int:
+            continue
+        out.append((key, value))
+    return out
+
+
 def attributes(record: SpanRecord) -> list[tuple[str, AttributeValue]]:
     """Every attribute of a span, in the order the encoders write them."""
-    stable = record[STABLE]
-    out = list(stable[2].pairs)
-    out.extend((k, v) for k, v in zip(STABLE_ATTRIBUTES, stable[3:], strict=True) if v is not None)
-    out.extend((name, record[i]) for i, name in UNIQUE_ATTRIBUTES if record[i] is not None)
+    out = stable_attributes(record[STABLE])
+    answer = record[ANSWER]
+    if answer is not None:
+        out.extend((name, answer[i]) for i, name in ANSWER_ATTRIBUTES if answer[i] is not None)
     content = record[CONTENT]
     if content is not None:
         out.extend(

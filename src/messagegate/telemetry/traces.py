@@ -26,6 +26,9 @@ from messagegate.telemetry.otlp_export import Dropped, OtlpExporter, SpanQueue
 from messagegate.telemetry.otlp_json import JsonEncoder
 from messagegate.telemetry.otlp_protobuf import ProtobufEncoder
 from messagegate.telemetry.span_record import (
+    ANSWER_CREATED,
+    ANSWER_READ,
+    ANSWER_REASONS,
     CLIENT_KIND,
     SERVER_KIND,
     AttributeGroup,
@@ -34,11 +37,10 @@ from messagegate.telemetry.span_record import (
 from messagegate.telemetry.trace_context import Sampler, parse_traceparent
 
 _GROUPS_MAX = 4096
-_NUMBER = (int, float)
-_NO_ANSWER = (None, None, None, None, None, None)
 
 # The request being served: [trace id, its span's id, parent span id, tracestate, sampled,
-# trace id in hex, start, the answer's values as its attempt's span read them (or None)].
+# trace id in hex, start, the answer's values as its attempt's span read them (or None), the
+# ids drawn with it (or None once its first attempt took the last 8 bytes)].
 # The attempts' spans are its span's children.
 RequestTrace = list[Any]
 _ANSWER = 7
@@ -58,7 +60,7 @@ class Tracing:
         self.exporter = OtlpExporter(otlp, self.queue, encoder(otlp.resource, __version__))
         self._bits = random.Random().getrandbits
         self._paths: dict[tuple[str, str], AttributeGroup] = {}
-        self._routes: dict[str, tuple[str, AttributeGroup, str]] = {}
+        self._routes: dict[int, tuple[Route, str, AttributeGroup, str, str]] = {}
         self._names: dict[str, str] = {}
 
     def start(self) -> None:
@@ -76,20 +78,22 @@ class Tracing:
         header = request.headers.get("traceparent")
         parent = None if header is None else parse_traceparent(header, request.headers)
         if parent is None:
-            ids = self._bits(192).to_bytes(24, "big")
-            trace, span = ids[:16], ids[16:]
+            # One draw for the trace, its span and its first attempt's span.
+            ids = self._bits(256).to_bytes(32, "big")
+            trace = ids[:16]
             parent_id, state = b"", ""
             sampled = self.sampler.always or self.sampler.root(trace)
         else:
             trace, parent_id, state = parent.trace_id, parent.span_id, parent.trace_state
-            span = self._bits(64).to_bytes(8, "big")
+            ids = trace + self._bits(128).to_bytes(16, "big")
             sampled = self.sampler.child(trace, parent.sampled)
         trace_hex = trace.hex()
         request.log_fields["trace_id"] = trace_hex
-        return _ACTIVE.set([trace, span, parent_id, state, sampled, trace_hex, time_ns(), None])
+        active = [trace, ids[16:24], parent_id, state, sampled, trace_hex, time_ns(), None, ids]
+        return _ACTIVE.set(active)
 
     def finish_request(self, request: Any, token: Token[RequestTrace]) -> None:
-        trace, span, parent, state, sampled, _, start, answer = _ACTIVE.get()
+        trace, span, parent, state, sampled, _, start, answer, _ = _ACTIVE.get()
         _ACTIVE.reset(token)
         if not sampled:
             return
@@ -99,46 +103,35 @@ class Tracing:
         group = self._paths.get((method, path)) or self._path_group(method, path)
         model = fields.get("model") if path == MESSAGES_PATH else None
         served = None if model is None else request.served
-        if served is None:
-            answer = _NO_ANSWER
-        elif answer is None:  # a stream's: its attempt's span ended at its first event
+        stable: tuple[Any, ...]
+        if served is None or model is None:  # not routed: no attempt, no answer
+            if model is None:
+                name, operation = f"{method} {path}", None
+            else:
+                name, operation = self._names.get(model) or self._name(model), OPERATION
+            stable = (
+                SERVER_KIND, name, group, status, operation, None, None, None,
+                None, None, None, None, None, None, model, None, None, error, None,
+            )  # fmt: skip
+            self.queue.add((trace, span, parent, state, start, time_ns(), stable, None, None))
+            return
+        if answer is None:  # a stream's: its attempt's span ended at its first event
             answer = answer_values(served.value)
-        inputs, outputs, read, created, answer_id, reasons = answer
-        if served is None:
-            provider = route = attempts = response_model = fallback = None
-        else:
-            served_route = served.route
-            provider = (self._routes.get(served_route.label) or self._route(served_route))[0]
-            route, attempts = served_route.label, served.attempts
-            response_model = served_route.model
-            fallback = served.model.name if "fallback_model" in fields else None
+        route = served.route
+        known = self._routes.get(id(route)) or self._route(route)
+        fallback = served.model.name if "fallback_model" in fields else None
         # A model's spans share one name string: the encoder's cache hashes it once.
-        name = f"{method} {path}" if model is None else self._names.get(model) or self._name(model)
-        operation = None if model is None else OPERATION
+        name = self._names.get(model) or self._name(model)
         # Kind, name, group, then span_record.STABLE_ATTRIBUTES' values in their order.
         stable = (
-            SERVER_KIND, name, group, status, operation, provider, route, attempts,
-            None, None, None, None, read, created, model, response_model, fallback, error,
-            reasons,
+            SERVER_KIND, name, group, status, OPERATION, known[1], known[4], served.attempts,
+            None, None, None, None, answer[ANSWER_READ], answer[ANSWER_CREATED], model,
+            route.model, fallback, error, answer[ANSWER_REASONS],
         )  # fmt: skip
         content = None
-        if self.capture_content and served is not None:
+        if self.capture_content:
             content = (None, None, _output(served.value))
-        end = time_ns()
-        record = (
-            trace,
-            span,
-            parent,
-            state,
-            start,
-            end,
-            stable,
-            inputs,
-            outputs,
-            answer_id,
-            content,
-        )
-        self.queue.add(record)
+        self.queue.add((trace, span, parent, state, start, time_ns(), stable, answer, content))
 
     def _path_group(self, method: str, path: str) -> AttributeGroup:
         group = AttributeGroup((("http.request.method", method), ("url.path", path)))
@@ -161,34 +154,44 @@ class Tracing:
         active = _ACTIVE.get(None)
         if active is None:
             return TracedAttempt({}, None, call, number, active, b"")
-        trace_hex, state = active[5], active[3]
         if active[4]:
-            span, flags, tracing = self._bits(64).to_bytes(8, "big"), "01", self
+            ids = active[8]
+            if ids is None:
+                span = self._bits(64).to_bytes(8, "big")
+            else:
+                # The first attempt's id was drawn with the request's.
+                span, active[8] = ids[24:], None
+            headers = {"traceparent": f"00-{active[5]}-{span.hex()}-01"}
+            tracing: Tracing | None = self
         else:
             # Sampled out: no span of its own; the request's context goes upstream.
-            span, flags, tracing = active[1], "00", None
-        headers = {"traceparent": f"00-{trace_hex}-{span.hex()}-{flags}"}
-        if state:
-            headers["tracestate"] = state
+            span, tracing = active[1], None
+            headers = {"traceparent": f"00-{active[5]}-{span.hex()}-00"}
+        if active[3]:
+            headers["tracestate"] = active[3]
         return TracedAttempt(headers, tracing, call, number, active, span)
 
-    def _route(self, route: Route) -> tuple[str, AttributeGroup, str]:
-        """A route's provider name, its attempts' shared attributes and their span name."""
+    def _route(self, route: Route) -> tuple[Route, str, AttributeGroup, str, str]:
+        """A route (kept, so that its id is not reused while known), its provider name, its
+        attempts' shared attributes, their span name and its label."""
         provider = provider_name(route)
+        label = route.label
         url = urlsplit(route.provider.base_url)
         pairs: list[tuple[str, str | int]] = [
             ("gen_ai.operation.name", OPERATION),
             ("gen_ai.provider.name", provider),
             ("gen_ai.request.model", route.model),
-            ("messagegate.route", route.label),
+            ("messagegate.route", label),
             ("server.address", url.hostname or ""),
         ]
         if url.port is not None:
             pairs.append(("server.port", url.port))
-        known = (provider, AttributeGroup(tuple(pairs)), f"{OPERATION} {route.model}")
+        group = AttributeGroup(tuple(pairs))
+        known = (route, provider, group, f"{OPERATION} {route.model}", label)
         if len(self._routes) >= _GROUPS_MAX:
             self._routes.clear()
-        self._routes[route.label] = known
+        # By identity: a route's label is built afresh each time it is read.
+        self._routes[id(route)] = known
         return known
 
 
@@ -215,44 +218,39 @@ class TracedAttempt:
         self.start = time_ns()
 
     def end(self, error: GatewayError | None, value: object = None) -> None:
-        tracing, request = self.tracing, self.request
-        if tracing is None or request is None:
+        tracing = self.tracing
+        if tracing is None:
             return
-        call = self.call
+        request, call = self.request, self.call
         route = call.route
-        _, group, name = tracing._routes.get(route.label) or tracing._route(route)
-        if error is None:
+        known = tracing._routes.get(id(route)) or tracing._route(route)
+        if error is not None:
+            response_model, error_type, answer = None, error_type_of(error), None
+            read = created = reasons = None
+        else:
             response_model, error_type = route.model, None
             # A whole answer; a stream's usage and stop reason are known at its end only,
             # and the request's span has them.
-            if hasattr(value, "body"):
-                answer = request[_ANSWER] = answer_values(value)
+            if type(getattr(value, "body", None)) is dict:
+                answer = request[_ANSWER] = answer_values(value)  # type: ignore[index]
+                read, created = answer[ANSWER_READ], answer[ANSWER_CREATED]
+                reasons = answer[ANSWER_REASONS]
             else:
-                answer = _NO_ANSWER
-        else:
-            response_model, error_type, answer = None, error_type_of(error), _NO_ANSWER
-        inputs, outputs, read, created, answer_id, reasons = answer
+                answer = read = created = reasons = None
         body = call.body
-        max_tokens, top_k = body.get("max_tokens"), body.get("top_k")
-        temperature, top_p = body.get("temperature"), body.get("top_p")
-        # Kind, name, group, then span_record.STABLE_ATTRIBUTES' values in their order.
+        # The request parameters as validated (numbers or None): the encoder types them.
         stable = (
-            CLIENT_KIND, name, group, None, None, None, None, self.number,
-            max_tokens if type(max_tokens) is int else None,
-            float(temperature) if type(temperature) in _NUMBER else None,
-            float(top_p) if type(top_p) in _NUMBER else None,
-            top_k if type(top_k) is int else None,
+            CLIENT_KIND, known[3], known[2], None, None, None, None, self.number,
+            body.get("max_tokens"), body.get("temperature"), body.get("top_p"), body.get("top_k"),
             read, created, None, response_model, None, error_type, reasons,
         )  # fmt: skip
         content = None
         if tracing.capture_content:
             content = (*_input(body), None if error is not None else _output(value))
-        trace, parent, state = request[0], request[1], request[3]
-        record = (
-            trace, self.span, parent, state, self.start, time_ns(), stable, inputs, outputs,
-            answer_id, content,
-        )  # fmt: skip
-        tracing.queue.add(record)
+        trace, parent, state = request[0], request[1], request[3]  # type: ignore[index]
+        tracing.queue.add(
+            (trace, self.span, parent, state, self.start, time_ns(), stable, answer, content)
+        )
 
 
 def _input(body: Any) -> tuple[str | None, str | None]:

@@ -196,7 +196,7 @@ async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream
     upstream.script(script.reply(ANSWER), Reply(chunks=script.events(ANSWER)))
     upstream.default = script.error_reply(529, "overloaded_error", "Overloaded")
     body = {"model": "claude-test", "max_tokens": 10, "messages": HELLO}
-    began = int(time.time())
+    began = time.time()
     async with running_gateway(build_config(anthropic_config(upstream))) as (url, _):
         answers = [
             await post(url, "/v1/messages", body),
@@ -214,11 +214,12 @@ async def test_every_response_carries_a_unique_request_id(upstream: FakeUpstream
     ids = [headers["request-id"] for _, headers, _ in answers]
     assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
     assert len(set(ids)) == len(ids)
-    # The second each was made in comes first, so that ids sort by time (the ledger appends them).
-    seconds = [int(i[4:12], 16) for i in ids]
-    assert seconds == sorted(seconds)
-    assert began <= seconds[0]
-    assert seconds[-1] <= time.time()
+    # The microsecond each was made in comes first, so that ids sort by time (the ledger appends
+    # them).
+    made = [int(i[4:18], 16) / 1e6 for i in ids]
+    assert made == sorted(made)
+    assert began <= made[0]
+    assert made[-1] <= time.time()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])

@@ -66,9 +66,10 @@ class Exchange:
         self.receive = receive
         self.send = send
         # Unique, not secret: os.urandom (a syscall) per request would cost more than it buys.
-        # The second first: ids in time order are appended to the ledger's index, where random
-        # ones dirty a page each (shipping a row into a ledger of 200,000: 53 -> 21 us).
-        self.request_id = f"req_{int(time.time()):08x}{random.getrandbits(64):016x}"
+        # The microsecond first: ids in time order are appended to the ledger's index, where ids
+        # in random order split pages and dirty one each (shipping a row into a ledger of 200,000
+        # went 53 -> 21 us with the second first; the microsecond keeps a batch's rows in order).
+        self.request_id = f"req_{time.time_ns() // 1000:014x}{random.getrandbits(40):010x}"
         self.status = 0
         # The exchange's cipher when its request came encrypted (privacy mode).
         self.privacy: PrivateExchange | None = None

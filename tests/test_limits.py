@@ -37,13 +37,14 @@ def key(**limits: Any) -> ApiKey:
 def test_bucket_admits_a_minute_then_one_per_interval() -> None:
     bucket = Bucket(60)
     assert all(bucket.take(1, 100.0) == 0.0 for _ in range(60))
-    assert bucket.remaining(100.0) == 0
+    assert bucket.report(100.0)[0] == 0
     assert bucket.take(1, 100.0) == pytest.approx(1.0)
     assert bucket.take(1, 100.5) == pytest.approx(0.5)
     assert bucket.take(1, 101.0) == 0.0
     bucket.adjust(-30, 101.0)  # a correction gives tokens back
-    assert bucket.remaining(101.0) == 30
-    assert bucket.full_at(101.0) == pytest.approx(131.0)
+    remaining, full_at = bucket.report(101.0)
+    assert remaining == 30
+    assert full_at == pytest.approx(131.0)
 
 
 def test_bucket_admits_more_than_it_holds_only_when_full() -> None:

@@ -42,13 +42,6 @@ class Bucket:
         tat = (tat if tat > now else now) + amount * self.interval
         self.tat = tat if tat > now else now
 
-    def remaining(self, now: float) -> int:
-        return self.report(now)[0]
-
-    def full_at(self, now: float) -> float:
-        """When the bucket is full again."""
-        return self.report(now)[1]
-
     def report(self, now: float) -> tuple[int, float]:
         """What is left now, and when the bucket is full again (one call for both headers)."""
         tat = self.tat

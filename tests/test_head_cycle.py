@@ -4,12 +4,13 @@ head the app builds wrongly is refused as uvicorn refuses it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from uvicorn.protocols.http import httptools_impl
 
-from messagegate.server.head_cycle import NAME_REFUSED, VALUE_REFUSED, HeadCycle
+from messagegate.server.head_cycle import HEAD_LINES, NAME_REFUSED, VALUE_REFUSED, HeadCycle
 
 
 def test_the_refused_bytes_are_uvicorns() -> None:
@@ -34,14 +35,21 @@ class _Flow:
     write_paused = False
 
 
-def _cycle(transport: _Transport, keep_alive: bool = True) -> HeadCycle:
+def _cycle(transport: _Transport, keep_alive: bool = True, access_log: bool = False) -> HeadCycle:
     return HeadCycle(
-        scope={"method": "POST", "http_version": "1.1"},  # type: ignore[typeddict-item]
+        scope={  # type: ignore[typeddict-item]
+            "method": "POST",
+            "http_version": "1.1",
+            # What uvicorn's access log line reads.
+            "client": ("127.0.0.1", 50000),
+            "raw_path": b"/v1/messages",
+            "query_string": b"",
+        },
         transport=transport,  # type: ignore[arg-type]
         flow=_Flow(),  # type: ignore[arg-type]
         logger=None,  # type: ignore[arg-type]
-        access_logger=None,  # type: ignore[arg-type]
-        access_log=False,
+        access_logger=logging.getLogger("test.access"),
+        access_log=access_log,
         default_headers=[(b"server", b"uvicorn")],
         message_event=asyncio.Event(),
         expect_100_continue=False,
@@ -100,3 +108,34 @@ async def test_a_forbidden_byte_is_refused_as_uvicorn_refuses_it(
     with pytest.raises(RuntimeError, match=error):
         await _cycle(transport).send(_start([header]))
     assert transport.written == []
+
+
+LIMIT_LINES = (
+    b"anthropic-ratelimit-requests-limit: 2\r\n"
+    b"anthropic-ratelimit-requests-remaining: 1\r\n"
+    b"anthropic-ratelimit-requests-reset: 2026-12-03T11:40:00Z\r\n"
+)
+LIMIT_PAIRS = [
+    (b"anthropic-ratelimit-requests-limit", b"2"),
+    (b"anthropic-ratelimit-requests-remaining", b"1"),
+    (b"anthropic-ratelimit-requests-reset", b"2026-12-03T11:40:00Z"),
+]
+
+
+@pytest.mark.parametrize("access_log", [False, True], ids=["head-cycle", "uvicorn-head"])
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_head_lines_are_written_as_uvicorn_writes_them_as_headers(
+    access_log: bool, keep_alive: bool
+) -> None:
+    """With an access log, uvicorn writes the head: the lines reach it as headers."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"12")]
+    transport = _Transport()
+    start = _start(list(headers))
+    start[HEAD_LINES] = LIMIT_LINES
+    await _cycle(transport, keep_alive, access_log).send(start)
+    uvicorns = _Transport()
+    await httptools_impl.RequestResponseCycle.send(
+        _cycle(uvicorns, keep_alive), _start([*headers, *LIMIT_PAIRS])
+    )
+    assert b"".join(transport.written) == b"".join(uvicorns.written)
+    assert LIMIT_LINES in b"".join(transport.written)

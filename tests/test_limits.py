@@ -15,12 +15,13 @@ from fakes.clock import FakeClock
 from fakes.gateway import build_config, running_gateway
 from fakes.upstream import FakeUpstream, Received, Reply
 from helpers import anthropic_config
-from messagegate.config import ApiKey, Secret
+from messagegate.config import ApiKey, Model, Secret
 from messagegate.config.keyspec import KeyLimits
 from messagegate.errors import BudgetExhausted, RateLimited
 from messagegate.limits.gcra import Bucket
-from messagegate.limits.limiter import Limiter, Ticket
+from messagegate.limits.limiter import Limiter, Ticket, header_pairs
 from messagegate.limits.periods import Periods
+from messagegate.server.accounting import Accounting
 
 HELLO = [{"role": "user", "content": "Hello"}]
 KEY = "mg-limited-key-0123456789"
@@ -67,9 +68,59 @@ def test_limiter_refuses_and_reserves_nothing_when_refused() -> None:
     # The refused request took no request from the requests bucket.
     first.settle(20, 0)  # used 20 of the 80 reserved: 60 come back
     second = limiter.admit(alice, 80, 0)
-    headers = dict(second.headers())
+    headers = dict(header_pairs(second.head_lines()))
     assert headers[b"anthropic-ratelimit-requests-remaining"] == b"8"
     assert headers[b"anthropic-ratelimit-tokens-remaining"] == b"0"
+
+
+def test_a_keys_rate_limit_lines_follow_its_limits_when_they_change() -> None:
+    limiter = Limiter(FakeClock(datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp()))
+    lines = limiter.admit(key(rpm=10, tpm=100), 30, 0).head_lines()
+    assert header_pairs(lines) == [
+        (b"anthropic-ratelimit-requests-limit", b"10"),
+        (b"anthropic-ratelimit-requests-remaining", b"9"),
+        (b"anthropic-ratelimit-requests-reset", b"2026-12-03T12:00:06Z"),
+        (b"anthropic-ratelimit-tokens-limit", b"100"),
+        (b"anthropic-ratelimit-tokens-remaining", b"70"),
+        (b"anthropic-ratelimit-tokens-reset", b"2026-12-03T12:00:18Z"),
+    ]
+    # Reloaded with other limits: new buckets, and lines naming the new limits only.
+    assert dict(header_pairs(limiter.admit(key(tpm=50), 10, 0).head_lines())) == {
+        b"anthropic-ratelimit-tokens-limit": b"50",
+        b"anthropic-ratelimit-tokens-remaining": b"40",
+        b"anthropic-ratelimit-tokens-reset": b"2026-12-03T12:00:12Z",
+    }
+    assert limiter.admit(key(concurrency=3), 10, 0).head_lines() == b""
+
+
+def test_a_budget_reserves_the_dearest_route_of_the_model_as_loaded() -> None:
+    def model(*prices: tuple[float, float]) -> Model:
+        routes = [
+            {"provider": "anth", "model": f"up-{n}", "price": {"input": i, "output": o}}
+            for n, (i, o) in enumerate(prices)
+        ]
+        config = build_config(
+            {
+                "providers": {"anth": {"kind": "anthropic", "base_url": "http://127.0.0.1:9"}},
+                "models": {"claude-test": {"routes": routes}},
+            }
+        )
+        return config.models["claude-test"]
+
+    accounting = Accounting(Limiter(FakeClock()))
+    alice = key(budget=1.0, budget_mode="hard")  # hard: the body's 400 bytes are 400 tokens
+    two = model((1, 10), (5, 2), (1, 2))  # (1, 2) is cheaper than both on both
+    assert reserved(accounting.admit(alice, two, 400, 100)) == 400 * 5 + 100 * 2
+    assert reserved(accounting.admit(alice, two, 400, 1000)) == 400 * 1 + 1000 * 10
+    # A reloaded model with other prices reserves by those.
+    assert reserved(accounting.admit(alice, model((3, 3)), 400, 100)) == 400 * 3 + 100 * 3
+    soft = key(budget=1.0)  # soft: 4 bytes a token
+    assert reserved(accounting.admit(soft, model((3, 3)), 400, 100)) == 100 * 3 + 100 * 3
+
+
+def reserved(ticket: Ticket | None) -> int:
+    assert ticket is not None
+    return ticket.cost
 
 
 def test_retry_after_is_at_most_60_seconds() -> None:

@@ -39,10 +39,6 @@ class Rates:
         )
         return round(total)
 
-    def worst_cost(self, input_tokens: int, output_tokens: int) -> int:
-        """A request's cost before its answer: no cache reads or writes assumed."""
-        return round(input_tokens * self.input + output_tokens * self.output)
-
 
 @lru_cache(maxsize=256)
 def rates(price: Price) -> Rates:

@@ -30,14 +30,14 @@ class KeyState:
         "budget",
         "hard",
         "limits",
+        "lines",
         "name",
+        "period_end",
         "period_start",
         "requests",
-        "requests_limit",
         "reserved",
         "spent",
         "tokens",
-        "tokens_limit",
     )
 
     def __init__(self, name: str, limits: KeyLimits) -> None:
@@ -48,10 +48,10 @@ class KeyState:
         self.hard = limits.budget_mode == "hard"
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
-        self.requests_limit = (REQUESTS_LIMIT, b"%d" % (limits.rpm or 0))
-        self.tokens_limit = (TOKENS_LIMIT, b"%d" % (limits.tpm or 0))
+        self.lines = lines_template(limits)
         self.active = 0
-        self.period_start = -math.inf
+        # The budget's current period, [start, end); none yet (the first request finds it).
+        self.period_start = self.period_end = -math.inf
         # micro-USD: settled in the current period; reserved by requests still running.
         self.spent = 0
         self.reserved = 0
@@ -62,7 +62,7 @@ class Reservation(Protocol):
 
     def settle(self, tokens: int, cost: int) -> None: ...
     def release(self) -> None: ...
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    def head_lines(self) -> bytes: ...
 
 
 class Ticket:
@@ -96,8 +96,8 @@ class Ticket:
         """The request ended without an answer: nothing used."""
         self.settle(0, 0)
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return self.limiter.headers(self.state, self.limiter.clock())
+    def head_lines(self) -> bytes:
+        return self.limiter.head_lines(self.state, self.limiter.clock())
 
 
 class Limiter:
@@ -120,8 +120,15 @@ class Limiter:
             raise self.limited(
                 state, now, 1.0, f"{limits.concurrency} requests at once", "concurrency"
             )
-        if state.budget is not None:
-            self._check_budget(state, now, cost)
+        budget = state.budget
+        if budget is not None:
+            if not state.period_start <= now < state.period_end:
+                self._enter_period(state, now)
+            committed = state.spent + state.reserved
+            # soft: admitted while anything is left (overshoot <= one request's cost);
+            # hard: only when its worst case fits.
+            if committed + cost > budget if state.hard else committed >= budget:
+                raise budget_error(state, budget, state.period_end)
         if state.requests is not None:
             wait = state.requests.take(1, now)
             if wait:
@@ -139,16 +146,16 @@ class Limiter:
     def seed(self, key: ApiKey, spent: int) -> None:
         """Start the key's current period with `spent` micro-USD (what the ledger holds)."""
         state = self._state(key)
-        start, _ = self.periods.bounds(key.limits.period, self.clock())
-        state.period_start, state.spent = start, spent
+        state.period_start, state.period_end = self.periods.bounds(key.limits.period, self.clock())
+        state.spent = spent
 
     def spend(self, key: ApiKey, cost: int) -> None:
         """Count `cost` micro-USD settled on the shared store, for when this process falls back
         to its own limits."""
         state = self._state(key)
-        start, _ = self.periods.bounds(key.limits.period, self.clock())
-        if start != state.period_start:
-            state.period_start, state.spent = start, 0
+        now = self.clock()
+        if not state.period_start <= now < state.period_end:
+            self._enter_period(state, now)
         state.spent += cost
 
     def _state(self, key: ApiKey) -> KeyState:
@@ -158,26 +165,22 @@ class Limiter:
         state.limits = key.limits  # equal: the same object next time, for the cheap test above
         return state
 
-    def _check_budget(self, state: KeyState, now: float, cost: int) -> None:
-        budget = state.budget
-        assert budget is not None
-        period = state.limits.period
-        if period is not None:
-            start = self.periods.bounds(period, now)[0]
-            if start != state.period_start:
-                state.period_start, state.spent = start, 0
-        committed = state.spent + state.reserved
-        # soft: admitted while anything is left (overshoot <= one request's cost);
-        # hard: only when its worst case fits.
-        if committed + cost > budget if state.hard else committed >= budget:
-            _, end = self.periods.bounds(period, now)
-            raise budget_error(state, budget, end)
+    def _enter_period(self, state: KeyState, now: float) -> None:
+        """`now` is outside the period the key's budget counted last: find its own (the same one
+        again after the clock stepped back within it); a new one starts with nothing spent."""
+        start, end = self.periods.bounds(state.limits.period, now)
+        if start != state.period_start:
+            state.spent = 0
+        state.period_start, state.period_end = start, end
 
     def limited(
         self, state: KeyState, now: float, wait: float, what: str, denial: str
     ) -> RateLimited:
         retry_after = min(max(math.ceil(wait), 1), MAX_RETRY_AFTER)
-        headers = {name.decode(): value.decode() for name, value in self.headers(state, now)}
+        headers = {
+            name.decode(): value.decode()
+            for name, value in header_pairs(self.head_lines(state, now))
+        }
         return RateLimited(
             f"rate limit of key {state.name!r} exceeded: {what}; retry after {retry_after} s",
             retry_after,
@@ -185,40 +188,54 @@ class Limiter:
             denial,
         )
 
-    def headers(self, state: KeyState, now: float) -> list[tuple[bytes, bytes]]:
-        """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets, encoded: an
-        answer's head takes them as they are (names and limits are encoded once per key)."""
-        headers: list[tuple[bytes, bytes]] = []
-        requests, tokens = state.requests, state.tokens
+    def head_lines(self, state: KeyState, now: float) -> bytes:
+        """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets, as the lines of
+        an answer's head: per answer, only what is left and when it is full are formatted, and
+        joined between the key's pieces (its names and limits)."""
+        requests, tokens, pieces = state.requests, state.tokens, state.lines
         if requests is not None:
-            remaining, full_at = requests.report(now)
-            headers += (
-                state.requests_limit,
-                (REQUESTS_REMAINING, b"%d" % remaining),
-                (REQUESTS_RESET, _rfc3339(full_at)),
+            left, full_at = requests.report(now)
+            if tokens is None:
+                return b"".join((pieces[0], b"%d" % left, pieces[1], _rfc3339(full_at), pieces[2]))
+            tokens_left, tokens_full_at = tokens.report(now)
+            return b"".join(
+                (
+                    pieces[0],
+                    b"%d" % left,
+                    pieces[1],
+                    _rfc3339(full_at),
+                    pieces[2],
+                    b"%d" % tokens_left,
+                    pieces[3],
+                    _rfc3339(tokens_full_at),
+                    pieces[4],
+                )
             )
         if tokens is not None:
-            remaining, full_at = tokens.report(now)
-            headers += (
-                state.tokens_limit,
-                (TOKENS_REMAINING, b"%d" % remaining),
-                (TOKENS_RESET, _rfc3339(full_at)),
+            left, full_at = tokens.report(now)
+            return b"".join((pieces[0], b"%d" % left, pieces[1], _rfc3339(full_at), pieces[2]))
+        return b""
+
+
+def lines_template(limits: KeyLimits) -> tuple[bytes, ...]:
+    """A key's rate-limit header lines, its limits filled in, in pieces: what is left and when
+    the bucket is full again go between them (per bucket, in that order)."""
+    pieces = [b""]
+    for kind, limit in ((b"requests", limits.rpm), (b"tokens", limits.tpm)):
+        if limit:
+            pieces[-1] += (
+                b"anthropic-ratelimit-%s-limit: %d\r\nanthropic-ratelimit-%s-remaining: "
+                % (kind, limit, kind)
             )
-        return headers
+            pieces += (b"\r\nanthropic-ratelimit-%s-reset: " % kind, b"\r\n")
+    return tuple(pieces)
 
 
-(
-    REQUESTS_LIMIT,
-    REQUESTS_REMAINING,
-    REQUESTS_RESET,
-    TOKENS_LIMIT,
-    TOKENS_REMAINING,
-    TOKENS_RESET,
-) = (
-    f"anthropic-ratelimit-{kind}-{part}".encode()
-    for kind in ("requests", "tokens")
-    for part in ("limit", "remaining", "reset")
-)
+def header_pairs(lines: bytes) -> list[tuple[bytes, bytes]]:
+    """Head lines as (name, value) pairs, for the answers and servers that take pairs."""
+    return [
+        (name, value) for name, _, value in (line.partition(b": ") for line in lines.splitlines())
+    ]
 
 
 def budget_error(state: KeyState, budget: int, end: float) -> BudgetExhausted:

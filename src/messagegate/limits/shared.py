@@ -339,8 +339,8 @@ class SharedTicket:
     def release(self) -> None:
         self.settle(0, 0)
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return self.limiter.local.headers(self.view, self.limiter.now())
+    def head_lines(self) -> bytes:
+        return self.limiter.local.head_lines(self.view, self.limiter.now())
 
 
 def _ttl_ms(end: float, now: float) -> int:

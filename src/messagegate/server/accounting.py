@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,8 +31,8 @@ error_log = logging.getLogger("messagegate.error")
 # Input tokens are estimated from the body's length: about 4 bytes a token for text, and never
 # more tokens than bytes (the bound hard budgets reserve).
 BYTES_PER_TOKEN = 4
-# Routes whose ledger fields are remembered; past it the memory starts over (routes made for
-# `provider/model` names come and go).
+# Routes whose ledger fields are remembered, and models whose worst prices are; past it a memory
+# starts over (routes and models made for `provider/model` names come and go).
 MAX_ROUTES = 1024
 
 
@@ -49,6 +49,24 @@ class RouteFields:
         self.rates: Rates | None = None if route.price is None else rates(route.price)
         # The price's JSON as the ledger row's journal line holds it (an object, copied as is).
         self.price = None if self.rates is None else orjson.Fragment(self.rates.json)
+
+
+class WorstPrices:
+    """What a model's requests reserve on a budget, worked out once per model: each priced
+    route's (input, output) micro-USD a token, without the routes another is dearer than on both
+    (one pair for most models: the reservation is one multiply-add)."""
+
+    __slots__ = ("model", "prices")
+
+    def __init__(self, model: Model, routes: Iterable[Rates | None]) -> None:
+        # Held: the memory is keyed by the model's id, which it keeps from being reused.
+        self.model = model
+        priced = {(r.input, r.output) for r in routes if r is not None}
+        self.prices = tuple(
+            (i, o)
+            for i, o in priced
+            if not any(p != (i, o) and p[0] >= i and p[1] >= o for p in priced)
+        )
 
 
 class Accounting:
@@ -68,6 +86,7 @@ class Accounting:
         # The clock of Routed.started and .answered (the router's health board's).
         self.monotonic = monotonic
         self._routes: dict[int, RouteFields] = {}
+        self._models: dict[int, WorstPrices] = {}
 
     def admit(
         self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
@@ -98,15 +117,21 @@ class Accounting:
         """The micro-USD a request reserves on its key's budget: input estimated from the body's
         size (hard mode: a token per byte, its bound), output at max_tokens, on the dearest of the
         model's routes; settled at the end."""
-        hard = key.limits.budget_mode == "hard"
-        worst_input = body_size if hard else body_size // BYTES_PER_TOKEN
-        cost = 0
-        for route in model.routes:
-            priced = self._fields(route).rates
-            if priced is not None:
-                worst = priced.worst_cost(worst_input, max_tokens)
-                cost = worst if worst > cost else cost
-        return cost
+        worst_input = (
+            body_size if key.limits.budget_mode == "hard" else body_size // BYTES_PER_TOKEN
+        )
+        worst = self._models.get(id(model))
+        if worst is None or worst.model is not model:
+            if len(self._models) >= MAX_ROUTES:
+                self._models.clear()
+            routes = (self._fields(route).rates for route in model.routes)
+            worst = self._models[id(model)] = WorstPrices(model, routes)
+        cost = 0.0
+        for input_price, output_price in worst.prices:
+            priced = worst_input * input_price + max_tokens * output_price
+            cost = priced if priced > cost else cost
+        # round() of the dearest is the dearest of the round()s: it never decreases.
+        return round(cost)
 
     def finish(
         self,

@@ -14,8 +14,10 @@ import orjson
 from messagegate.api.envelope import error_body
 from messagegate.api.headers import REQUEST_ID
 from messagegate.errors import GatewayError, RequestTooLarge
+from messagegate.limits.limiter import header_pairs
 from messagegate.privacy.gateway import PrivateExchange
 from messagegate.server.client_limits import BodyBudget
+from messagegate.server.head_cycle import HEAD_LINES
 from messagegate.server.http_protocol import BODY_WRITER, BodyWriter
 
 Scope = MutableMapping[str, Any]
@@ -148,23 +150,25 @@ class Exchange:
             raise GatewayError("streaming needs messagegate's HTTP protocol (messagegate serve)")
         return writer  # type: ignore[no-any-return]
 
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    async def start(
+        self, status: int, headers: list[tuple[bytes, bytes]], lines: bytes = b""
+    ) -> None:
+        """`lines`: more headers, as the head's lines (the rate limits' own)."""
         self.status = status
         headers.append((_REQUEST_ID_BYTES, self.request_id.encode()))
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        message: Message = {"type": "http.response.start", "status": status, "headers": headers}
+        if lines:
+            if HEAD_LINES in self.extensions:
+                message[HEAD_LINES] = lines
+            else:  # another ASGI server: pairs
+                headers += header_pairs(lines)
+        await self.send(message)
 
     async def respond(
-        self,
-        status: int,
-        body: bytes,
-        extra: dict[str, str] | None = None,
-        encoded: list[tuple[bytes, bytes]] | None = None,
+        self, status: int, body: bytes, extra: dict[str, str] | None = None, lines: bytes = b""
     ) -> None:
-        """`encoded`: more headers, as the head takes them."""
         headers = [JSON_HEADER, (b"content-length", b"%d" % len(body)), *encode_headers(extra)]
-        if encoded:
-            headers += encoded
-        await self.start(status, headers)
+        await self.start(status, headers, lines)
         await self.send({"type": "http.response.body", "body": body})
 
     async def respond_json(self, payload: Any, extra: dict[str, str] | None = None) -> None:

@@ -1,13 +1,25 @@
 """uvicorn's request-response cycle with its response head checked by byte tables: uvicorn runs
 two regular expression searches per header (~2,700 instructions each for a rate-limit header); a
-`bytes.translate` marking the same forbidden bytes refuses what they refuse at a fraction of it."""
+`bytes.translate` marking the same forbidden bytes refuses what they refuse at a fraction of it.
+
+A response start may also carry ``HEAD_LINES``: header lines the gateway built itself (its
+rate-limit headers), written as they are, after the checked ones; a server advertises that it
+takes them in the scope's ``extensions``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import chain, repeat
+from typing import Any, cast
 
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+
+from messagegate.limits.limiter import header_pairs
+
+# The response start's key (and the scope extension) of lines "name: value\r\n" that are valid
+# as they are and neither frame the body nor close the connection.
+HEAD_LINES = "messagegate.head_lines"
 
 # The bytes uvicorn's HEADER_RE and HEADER_VALUE_RE refuse in a header's name and value.
 NAME_REFUSED = bytes([*range(0x20), 0x7F, *b'()<>@,;:[]={} \t\\"'])
@@ -24,6 +36,8 @@ class HeadCycle(RequestResponseCycle):
     uvicorn's own."""
 
     async def send(self, message: ASGISendEvent) -> None:
+        fields = cast(Mapping[str, Any], message)  # no TypedDict of uvicorn's names HEAD_LINES
+        lines: bytes = fields.get(HEAD_LINES, b"")
         if (
             self.response_started
             or self.disconnected
@@ -31,12 +45,16 @@ class HeadCycle(RequestResponseCycle):
             or self.access_log
             or message["type"] != "http.response.start"
         ):
+            if lines:  # uvicorn's own head takes pairs
+                headers = [*fields.get("headers", ()), *header_pairs(lines)]
+                message = cast(ASGISendEvent, {**fields, "headers": headers})
             await super().send(message)
             return
-        self._write_head(message["status"], [*self.default_headers, *message.get("headers", ())])
+        headers = [*self.default_headers, *message.get("headers", ())]
+        self._write_head(message["status"], headers, lines)
 
-    def _write_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """uvicorn's head, as its `send` writes it."""
+    def _write_head(self, status: int, headers: list[tuple[bytes, bytes]], lines: bytes) -> None:
+        """uvicorn's head, as its `send` writes it, and `lines` as they are."""
         self.response_started = True
         self.waiting_for_100_continue = False
         names = [name for name, _ in headers]
@@ -57,8 +75,11 @@ class HeadCycle(RequestResponseCycle):
             self.expected_content_length = int(values[names.index(b"content-length")].decode())
             self.chunked_encoding = False
         # The separators repeat without end: the names and values set the length.
-        lines = zip(names, _COLONS, values, _ENDS, strict=False)
-        content = [STATUS_LINE[status], *chain.from_iterable(lines)]
+        content = [
+            STATUS_LINE[status],
+            *chain.from_iterable(zip(names, _COLONS, values, _ENDS, strict=False)),
+            lines,
+        ]
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")
         if (

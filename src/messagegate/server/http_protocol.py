@@ -27,7 +27,7 @@ from messagegate.api.envelope import error_body
 from messagegate.config import Limits
 from messagegate.server.client_limits import CLIENT_POLICY, Phase, Sweep, sweep_for
 from messagegate.server.coalescing import CoalescingTransport, turn_flusher
-from messagegate.server.head_cycle import HeadCycle
+from messagegate.server.head_cycle import HEAD_LINES, HeadCycle
 
 BODY_WRITER = "messagegate.body_writer"
 
@@ -219,7 +219,10 @@ class HttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         # The request's task is created but has not run: its scope can still be completed.
         if cycle is not None and cycle.scope is self.scope:
-            self.scope["extensions"] = {BODY_WRITER: {"writer": BodyWriter(self, cycle)}}
+            self.scope["extensions"] = {
+                BODY_WRITER: {"writer": BodyWriter(self, cycle)},
+                HEAD_LINES: {},
+            }
 
     def _begin_cycle(self) -> None:
         """uvicorn's `on_headers_complete`, building a `HeadCycle` where it builds its own."""

@@ -71,10 +71,10 @@ class MessagesEndpoint:
             usage = routed.value.usage
             self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
             headers = routed.value.headers | _route_headers(routed, exchange)
-            limit_headers = ticket.headers() if ticket is not None else None
+            limit_lines = ticket.head_lines() if ticket is not None else b""
             if exchange.privacy is not None:
                 body = exchange.privacy.seal_answer(routed.value.body)
-                await exchange.respond(200, body, headers | PRIVATE_ANSWER, limit_headers)
+                await exchange.respond(200, body, headers | PRIVATE_ANSWER, limit_lines)
             else:
                 try:
                     body = orjson.dumps(routed.value.body)
@@ -82,7 +82,7 @@ class MessagesEndpoint:
                     raise UpstreamProtocolError(
                         "the upstream's answer is nested too deeply"
                     ) from None
-                await exchange.respond(200, body, headers, limit_headers)
+                await exchange.respond(200, body, headers, limit_lines)
             exchange.log_fields["tokens"] = _tokens(usage)
             if self.scenarios is not None:
                 self.scenarios.remember(data, usage)
@@ -120,8 +120,7 @@ class MessagesEndpoint:
         self._log_route(exchange, routed)
         stream = routed.value
         headers = encode_headers(stream.headers | _route_headers(routed, exchange))
-        if ticket is not None:
-            headers += ticket.headers()
+        limit_lines = ticket.head_lines() if ticket is not None else b""
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)
@@ -138,7 +137,9 @@ class MessagesEndpoint:
             ended = _OUTCOMES[outcome]
             self.accounting.finish(exchange, key, ticket, routed, billed, ended, True)
 
-        outcome = await relay(exchange, writer, stream, headers, self.config.ping_interval, finish)
+        outcome = await relay(
+            exchange, writer, stream, headers, limit_lines, self.config.ping_interval, finish
+        )
         if outcome is StreamOutcome.COMPLETED:
             self.router.record_stream(routed, stream.usage)
             if self.scenarios is not None:

@@ -101,6 +101,7 @@ async def relay(
     writer: BodyWriter,
     stream: EventStream,
     headers: list[tuple[bytes, bytes]],
+    lines: bytes,
     ping: float,
     ending: Callable[[StreamOutcome], None],
 ) -> StreamOutcome:
@@ -108,7 +109,7 @@ async def relay(
     before the last byte leaves (or once the client is gone)."""
     if not writer.framed:
         writer.begin()
-    await exchange.start(200, [*SSE_HEADERS, *headers])
+    await exchange.start(200, [*SSE_HEADERS, *headers], lines)
     if stream.ended:
         # The whole stream is here: head, events and the body's end leave in one write.
         ending(StreamOutcome.COMPLETED)

@@ -359,12 +359,12 @@ def test_only_keys_that_were_found_are_remembered_and_the_memory_is_bounded() ->
     for i in range(2 * MAX_REMEMBERED):
         with pytest.raises(AuthenticationFailed):
             checker.check({"x-api-key": f"mg-guess-{i}"})
-    assert checker._digests == {}
+    assert checker._found == {}
     for _ in range(3):
         found = checker.check({"authorization": "Bearer mg-good"})
         assert found is not None
         assert found.name == "good"
-    assert list(checker._digests) == ["mg-good"]
+    assert list(checker._found) == ["mg-good"]
 
 
 async def test_a_remembered_key_is_refused_once_revoked(store: Store) -> None:
@@ -379,4 +379,29 @@ async def test_a_remembered_key_is_refused_once_revoked(store: Store) -> None:
     await admin.revoke("frank")
     checker.load((await store.keys())[1])
     with pytest.raises(AuthenticationFailed, match="revoked"):
+        checker.check({"x-api-key": secret})
+
+
+async def test_a_remembered_key_is_seen_as_loaded_again(store: Store) -> None:
+    from messagegate.errors import AuthenticationFailed, ServiceUnavailable
+    from messagegate.server.auth import KeyChecker
+
+    admin = KeyAdmin(store)
+    secret, _ = await admin.create("grace", {"rpm": 10})
+    checker = KeyChecker([])
+    checker.load((await store.keys())[1])
+    remembered = checker.check({"x-api-key": secret})
+    assert remembered is not None
+    assert remembered.limits.rpm == 10
+    await admin.update("grace", {"rpm": 20})
+    checker.load((await store.keys())[1])
+    updated = checker.check({"x-api-key": secret})
+    assert updated is not None
+    assert updated.limits.rpm == 20
+    checker.withhold_stored("the keys cannot be read")
+    with pytest.raises(ServiceUnavailable):
+        checker.check({"x-api-key": secret})
+    await admin.rotate("grace", 0)
+    checker.load((await store.keys())[1])
+    with pytest.raises(AuthenticationFailed, match="rotated"):
         checker.check({"x-api-key": secret})

@@ -28,16 +28,19 @@ REFRESH_TIMEOUT = 2.0
 KEYS_STALE_LIMIT = 10.0
 # (key, the time it stops working or inf, the error refusing it or None)
 _Entry = tuple[ApiKey, float, Callable[[], GatewayError] | None]
-# Digests remembered for keys presented lately (only keys that were found): a dict lookup costs a
-# tenth of a SHA-256. Past this many, the memory starts over.
+# The entries of keys presented lately (only keys that were found), by the key's text, until the
+# keys are loaded again: a dict lookup costs a tenth of a SHA-256. Past this many, the memory
+# starts over.
 MAX_REMEMBERED = 1024
+# A deadline of a key that has none.
+NEVER = math.inf
 
 
 class KeyChecker:
     """Looking a key up by its digest is constant-time in what matters: a timing difference
-    tells an attacker about a SHA-256 of their guess, not about any key. The digests of keys
+    tells an attacker about a SHA-256 of their guess, not about any key. The entries of keys
     that were found are remembered by the key's text (str hashes are keyed per process: a lookup
-    there tells nothing either)."""
+    there tells nothing either), until the entries change."""
 
     def __init__(self, keys: Sequence[ApiKey], clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -46,8 +49,8 @@ class KeyChecker:
         }
         self.entries = self._static
         self._stored: dict[bytes, _Entry] = {}
-        # A presented key's digest (a function of the key alone: right whatever keys are loaded).
-        self._digests: dict[str, bytes] = {}
+        # A presented key's entry in `entries` (emptied with each new `entries`).
+        self._found: dict[str, _Entry] = {}
 
     @property
     def enabled(self) -> bool:
@@ -58,36 +61,34 @@ class KeyChecker:
         self._stored = {}
         for key in stored:
             self._stored.update(_entries(key))
-        self.entries = {**self._static, **self._stored}
+        self.entries, self._found = {**self._static, **self._stored}, {}
 
     def withhold_stored(self, message: str) -> None:
         """Refuse every stored key with a retryable 503 (until the next `load`)."""
         refusal = partial(ServiceUnavailable, message)
-        withheld = {d: (key, math.inf, refusal) for d, (key, _, _) in self._stored.items()}
-        self.entries = {**self._static, **withheld}
+        withheld = {d: (key, NEVER, refusal) for d, (key, _, _) in self._stored.items()}
+        self.entries, self._found = {**self._static, **withheld}, {}
 
     def check(self, headers: Mapping[str, str]) -> ApiKey | None:
         """The matching key; None when the gateway has no keys; AuthenticationFailed otherwise."""
         entries = self.entries
         if not entries:
             return None
-        presented = _presented(headers)
+        presented = headers.get("x-api-key") or _presented(headers)
         if presented is None:
             raise AuthenticationFailed("x-api-key header is required")
-        hashed = self._digests.get(presented)
-        if hashed is None:
-            hashed = digest(presented)
-            if hashed in entries:
-                if len(self._digests) >= MAX_REMEMBERED:
-                    self._digests.clear()
-                self._digests[presented] = hashed
-        entry = entries.get(hashed)
+        entry = self._found.get(presented)
         if entry is None:
-            raise AuthenticationFailed("invalid x-api-key")
+            entry = entries.get(digest(presented))
+            if entry is None:
+                raise AuthenticationFailed("invalid x-api-key")
+            if len(self._found) >= MAX_REMEMBERED:
+                self._found.clear()
+            self._found[presented] = entry
         key, deadline, refusal = entry
         if refusal is not None:
             raise refusal()
-        if deadline != math.inf and self.clock() >= deadline:
+        if deadline != NEVER and self.clock() >= deadline:
             raise AuthenticationFailed(_expired(key, deadline))
         return key
 
@@ -203,7 +204,7 @@ def _entries(stored: StoredKey) -> Iterable[tuple[bytes, _Entry]]:
 
 def _deadline(key: ApiKey, valid_until: float | None) -> float:
     times = [t for t in (key.expires_at, valid_until) if t is not None]
-    return min(times, default=math.inf)
+    return min(times, default=NEVER)
 
 
 def _expired(key: ApiKey, deadline: float) -> str:

@@ -28,6 +28,7 @@ class KeyState:
     __slots__ = (
         "active",
         "budget",
+        "full_lines",
         "hard",
         "limits",
         "lines",
@@ -49,6 +50,8 @@ class KeyState:
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
         self.lines = lines_template(limits)
+        # The second its buckets were last seen full in, and its head lines then.
+        self.full_lines = (0, b"")
         self.active = 0
         # The budget's current period, [start, end); none yet (the first request finds it).
         self.period_start = self.period_end = -math.inf
@@ -93,8 +96,9 @@ class Ticket:
             state.spent += cost
 
     def release(self) -> None:
-        """The request ended without an answer: nothing used."""
-        self.settle(0, 0)
+        """The request ended without an answer: nothing used (else a no-op)."""
+        if not self.settled:
+            self.settle(0, 0)
 
     def head_lines(self) -> bytes:
         return self.limiter.head_lines(self.state, self.limiter.clock())
@@ -190,8 +194,21 @@ class Limiter:
 
     def head_lines(self, state: KeyState, now: float) -> bytes:
         """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets, as the lines of
-        an answer's head: per answer, only what is left and when it is full are formatted, and
-        joined between the key's pieces (its names and limits)."""
+        an answer's head. Full buckets (a key well within its limits) give the same lines for a
+        whole second: they are formatted once."""
+        requests, tokens = state.requests, state.tokens
+        if (requests is None or requests.tat <= now) and (tokens is None or tokens.tat <= now):
+            second = math.ceil(now)
+            seen, lines = state.full_lines
+            if seen != second:
+                lines = self._lines(state, now)
+                state.full_lines = (second, lines)
+            return lines
+        return self._lines(state, now)
+
+    def _lines(self, state: KeyState, now: float) -> bytes:
+        """Per answer, only what is left and when it is full are formatted, and joined between
+        the key's pieces (its names and limits)."""
         requests, tokens, pieces = state.requests, state.tokens, state.lines
         if requests is not None:
             left, full_at = requests.report(now)

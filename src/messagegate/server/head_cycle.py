@@ -36,7 +36,7 @@ class HeadCycle(RequestResponseCycle):
     uvicorn's own."""
 
     async def send(self, message: ASGISendEvent) -> None:
-        fields = cast(Mapping[str, Any], message)  # no TypedDict of uvicorn's names HEAD_LINES
+        fields: Mapping[str, Any] = message  # no TypedDict of uvicorn's names HEAD_LINES
         lines: bytes = fields.get(HEAD_LINES, b"")
         if (
             self.response_started

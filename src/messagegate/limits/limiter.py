@@ -28,7 +28,6 @@ class KeyState:
     __slots__ = (
         "active",
         "budget",
-        "full_lines",
         "hard",
         "limits",
         "lines",
@@ -50,8 +49,6 @@ class KeyState:
         self.requests = Bucket(limits.rpm) if limits.rpm else None
         self.tokens = Bucket(limits.tpm) if limits.tpm else None
         self.lines = lines_template(limits)
-        # The second its buckets were last seen full in, and its head lines then.
-        self.full_lines = (0, b"")
         self.active = 0
         # The budget's current period, [start, end); none yet (the first request finds it).
         self.period_start = self.period_end = -math.inf
@@ -194,21 +191,8 @@ class Limiter:
 
     def head_lines(self, state: KeyState, now: float) -> bytes:
         """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets, as the lines of
-        an answer's head. Full buckets (a key well within its limits) give the same lines for a
-        whole second: they are formatted once."""
-        requests, tokens = state.requests, state.tokens
-        if (requests is None or requests.tat <= now) and (tokens is None or tokens.tat <= now):
-            second = math.ceil(now)
-            seen, lines = state.full_lines
-            if seen != second:
-                lines = self._lines(state, now)
-                state.full_lines = (second, lines)
-            return lines
-        return self._lines(state, now)
-
-    def _lines(self, state: KeyState, now: float) -> bytes:
-        """Per answer, only what is left and when it is full are formatted, and joined between
-        the key's pieces (its names and limits)."""
+        an answer's head: per answer, only what is left and when it is full are formatted, and
+        joined between the key's pieces (its names and limits)."""
         requests, tokens, pieces = state.requests, state.tokens, state.lines
         if requests is not None:
             left, full_at = requests.report(now)

@@ -263,6 +263,21 @@ async def test_rpm_gives_429_with_the_key_s_headers(
     assert len(upstream.received) == 3
 
 
+async def test_the_key_s_headers_reach_an_answer_under_uvicorns_own_protocol(
+    upstream: FakeUpstream, sdk: Any
+) -> None:
+    """Without messagegate's protocol, the head lines are handed to the server as headers."""
+    answering(upstream)
+    clock = FakeClock(datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp())
+    config = build_config(limited_config(upstream, rpm=2, tpm=10_000))
+    async with running_gateway(config, http="httptools", wall_clock=clock) as (url, _):
+        response = await ask(sdk, url, False)
+    assert response.headers["anthropic-ratelimit-requests-limit"] == "2"
+    assert response.headers["anthropic-ratelimit-requests-remaining"] == "1"
+    assert response.headers["anthropic-ratelimit-requests-reset"] == "2026-12-03T12:00:30Z"
+    assert response.headers["anthropic-ratelimit-tokens-limit"] == "10000"
+
+
 async def test_tpm_reserves_max_tokens_and_corrects_at_the_end(
     upstream: FakeUpstream, sdk: Any
 ) -> None:

@@ -19,7 +19,7 @@ from messagegate.config import ApiKey, Model, Secret
 from messagegate.config.keyspec import KeyLimits
 from messagegate.errors import BudgetExhausted, RateLimited
 from messagegate.limits.gcra import Bucket
-from messagegate.limits.limiter import Limiter, Ticket, header_pairs
+from messagegate.limits.limiter import _RESETS, Limiter, Ticket, header_pairs
 from messagegate.limits.periods import Periods
 from messagegate.server.accounting import Accounting
 
@@ -91,6 +91,14 @@ def test_a_keys_rate_limit_lines_follow_its_limits_when_they_change() -> None:
         b"anthropic-ratelimit-tokens-reset": b"2026-12-03T12:00:12Z",
     }
     assert limiter.admit(key(concurrency=3), 10, 0).head_lines() == b""
+
+
+def test_reset_times_are_rfc3339_seconds_and_their_memory_is_bounded() -> None:
+    start = int(datetime(2026, 12, 31, 23, 58, tzinfo=UTC).timestamp())
+    for second in range(start, start + 200):  # across a minute, an hour and a year
+        expected = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert _RESETS[second] == _RESETS[second] == expected.encode()
+        assert len(_RESETS) <= 64
 
 
 def test_a_budget_reserves_the_dearest_route_of_the_model_as_loaded() -> None:

@@ -197,24 +197,28 @@ class Limiter:
         if requests is not None:
             left, full_at = requests.report(now)
             if tokens is None:
-                return b"".join((pieces[0], b"%d" % left, pieces[1], _rfc3339(full_at), pieces[2]))
+                return b"".join(
+                    (pieces[0], b"%d" % left, pieces[1], _RESETS[math.ceil(full_at)], pieces[2])
+                )
             tokens_left, tokens_full_at = tokens.report(now)
             return b"".join(
                 (
                     pieces[0],
                     b"%d" % left,
                     pieces[1],
-                    _rfc3339(full_at),
+                    _RESETS[math.ceil(full_at)],
                     pieces[2],
                     b"%d" % tokens_left,
                     pieces[3],
-                    _rfc3339(tokens_full_at),
+                    _RESETS[math.ceil(tokens_full_at)],
                     pieces[4],
                 )
             )
         if tokens is not None:
             left, full_at = tokens.report(now)
-            return b"".join((pieces[0], b"%d" % left, pieces[1], _rfc3339(full_at), pieces[2]))
+            return b"".join(
+                (pieces[0], b"%d" % left, pieces[1], _RESETS[math.ceil(full_at)], pieces[2])
+            )
         return b""
 
 
@@ -250,26 +254,15 @@ def budget_error(state: KeyState, budget: int, end: float) -> BudgetExhausted:
     )
 
 
-_MINUTES: dict[int, bytes] = {}
-# The last second formatted, and its text: most answers of a busy second share their reset time.
-_last: tuple[int, bytes] = (0, b"")
+class _ResetTimes(dict[int, bytes]):
+    """RFC 3339 text by second, formatted once: most answers of a busy second share their reset
+    times, and a dict lookup costs a fraction of a Python call."""
+
+    def __missing__(self, second: int) -> bytes:
+        if len(self) >= 64:
+            self.clear()
+        text = self[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
+        return text
 
 
-def _rfc3339(epoch: float) -> bytes:
-    """RFC 3339 to the second; each minute's prefix is formatted once (formatting a time per
-    header cost more than the rest of the limits together)."""
-    global _last
-    second = math.ceil(epoch)
-    if second == _last[0]:
-        return _last[1]
-    minute, within = divmod(second, 60)
-    prefix = _MINUTES.get(minute)
-    if prefix is None:
-        if len(_MINUTES) >= 64:
-            _MINUTES.clear()
-        prefix = _MINUTES[minute] = time.strftime(
-            "%Y-%m-%dT%H:%M:", time.gmtime(second - within)
-        ).encode()
-    text = b"%s%02dZ" % (prefix, within)
-    _last = (second, text)
-    return text
+_RESETS = _ResetTimes()

@@ -35,7 +35,7 @@ NEWLINE = ord("\n")
 
 
 class Journal:
-    """This process's journal file; `append` is one memory copy. `size` is how far it is written:
+    """This process's journal file; `append` is a memory copy. `size` is how far it is written:
     a reader in another thread must not read past it (a copy may be under way).
 
     Each row appended is also kept in memory (the row and its line, up to `held_rows` of them,

@@ -2,11 +2,16 @@
 under ``valgrind --tool=callgrind`` (the run with N requests less the run with none, over N).
 
 The hooks are `Tracing`'s, called as the server and routing call them for a JSON answer of the
-OpenAI route (`start_request`, `attempt`, the attempt's `end`, `finish_request`); the encoder
-encodes batches of those requests' two spans. Where `bench.instructions --otel` gives the whole
-cost, this says which part it is in.
+OpenAI route (`start_request`, `attempt`, `attempt_ended`, `finish_request`); the encoder
+encodes batches of those requests' two spans; "both" is the hooks with each batch of 99
+requests encoded as it fills (fresh records, as a gateway encodes them). Where
+`bench.instructions --otel` gives the whole cost, this says which part it is in.
 
-    python -m bench.trace_hooks [--requests 2000] [--batches 100]
+`--usage fixed` answers every request with the same usage (as the bench's fake upstream does);
+`--usage claude-code` with what Claude Code's turns get: cache reads and writes that differ from
+one request to the next.
+
+    python -m bench.trace_hooks [--requests 2000] [--batches 100] [--usage fixed|claude-code]
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ _ANSWER = {
 }
 
 
-def _workload(part: str, count: int) -> None:
-    """`count` requests with the hooks ("hooks") or without ("plain"), or `count` encodings of a
-    batch ("encode")."""
+def _workload(part: str, count: int, varied: bool) -> None:
+    """`count` requests with the hooks ("hooks"), without ("plain"), or with the hooks and their
+    batches encoded ("both"), or `count` encodings of a batch ("encode")."""
     from messagegate.api.usage import Usage
     from messagegate.config import parse_config
     from messagegate.providers.base import Completion, UpstreamCall
@@ -59,29 +64,43 @@ def _workload(part: str, count: int) -> None:
     scope: dict[str, Any] = {"method": "POST", "path": "/v1/messages", "headers": headers}
     body = {"model": "bench-openai", "max_tokens": 64, "messages": []}
 
+    served = iter(range(1 << 62))
+
+    def usage() -> Usage:
+        if not varied:
+            return Usage(20, 5)
+        n = next(served)
+        return Usage(20 + n % 500, 5 + n % 300, 30_000 + 17 * n, n % 2000)
+
     def request(traced: bool) -> None:
         exchange = Exchange(scope, _never, _never)
         token = tracing.start_request(exchange) if traced else None
-        call = UpstreamCall(route, body, "bench-openai", dict(exchange.headers))
-        span = tracing.attempt(call, 1) if traced else None
-        value = Completion(_ANSWER, {}, Usage(20, 5))
-        if span is not None:
-            span.end(None, value)
+        sent = dict(exchange.headers)
+        call = UpstreamCall(route, body, "bench-openai", sent)
+        if traced:
+            trace = tracing.attempt(call, 1)
+            if trace is not None:
+                sent.update(trace)
+        value = Completion(_ANSWER, {}, usage())
+        if traced:
+            tracing.attempt_ended(call, 1, None, value)
         exchange.log_fields["model"] = "bench-openai"
         exchange.status = 200
         exchange.served = Routed(value, model, route, 1, [], 0.0)
         if token is not None:
             tracing.finish_request(exchange, token)
-        if len(tracing.queue.records) > 2 * _BATCH_REQUESTS:
-            tracing.queue.records.clear()
+        if part != "encode" and len(tracing.queue.records) >= _BATCH_REQUESTS:
+            batch, _ = tracing.queue.take()
+            if part == "both":
+                tracing.exporter.encoder.encode(batch)
 
     if part != "encode":
         for _ in range(count):
-            request(part == "hooks")
+            request(part != "plain")
         return
     for _ in range(_BATCH_REQUESTS):
         request(True)
-    batch = tracing.queue.take()
+    batch, _ = tracing.queue.take()
     for _ in range(count):
         tracing.exporter.encoder.encode(batch)
 
@@ -90,7 +109,7 @@ async def _never(*_: Any) -> Any:
     raise AssertionError("the hooks neither read nor send")
 
 
-def _instructions(part: str, count: int, work: Path) -> int:
+def _instructions(part: str, count: int, work: Path, usage: str) -> int:
     out = work / f"callgrind-{part}-{count}.out"
     command = [
         "valgrind",
@@ -102,8 +121,10 @@ def _instructions(part: str, count: int, work: Path) -> int:
         "--run",
         part,
         str(count),
+        usage,
     ]
-    environment = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
+    # A fixed hash seed: the same dict layouts in every run.
+    environment = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}", PYTHONHASHSEED="0")
     subprocess.run(command, env=environment, check=True, capture_output=True, timeout=1800)
     found = _TOTALS.search(out.read_text())
     if found is None:
@@ -115,23 +136,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trace_hooks", description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--run", nargs=2, metavar=("PART", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--usage", choices=["fixed", "claude-code"], default="fixed")
+    parser.add_argument(
+        "--run", nargs=3, metavar=("PART", "COUNT", "USAGE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.run is not None:
-        part, count = args.run
-        _workload(part, int(count))
+        part, count, usage = args.run
+        _workload(part, int(count), usage == "claude-code")
         return 0
+    # Whole batches: the requests' spans are all encoded.
+    requests = args.requests - args.requests % _BATCH_REQUESTS
     with tempfile.TemporaryDirectory(prefix="mg-hooks-") as tmp:
         work = Path(tmp)
+
+        def count(part: str, times: int) -> int:
+            return _instructions(part, times, work, args.usage)
+
         # The same requests made without the hooks: what is not theirs.
-        hooks = _instructions("hooks", args.requests, work) - _instructions(
-            "plain", args.requests, work
-        )
-        encode = _instructions("encode", args.batches, work) - _instructions("encode", 0, work)
-    per_request = hooks / args.requests
-    per_batch_request = encode / (args.batches * _BATCH_REQUESTS)
-    print(f"hooks   {per_request:>10,.0f} instructions/request")
-    print(f"encode  {per_batch_request:>10,.0f} instructions/request (two spans)")
+        plain = count("plain", requests)
+        hooks = count("hooks", requests) - plain
+        both = count("both", requests) - plain
+        encode = count("encode", args.batches) - count("encode", 0)
+    print(f"hooks   {hooks / requests:>10,.0f} instructions/request")
+    per_encoded = encode / (args.batches * _BATCH_REQUESTS)
+    print(f"encode  {per_encoded:>10,.0f} instructions/request (two spans)")
+    print(f"both    {both / requests:>10,.0f} instructions/request (fresh batches encoded)")
     return 0
 
 

@@ -454,6 +454,51 @@ def ledger_row(request_id: str) -> LedgerRow:
     )
 
 
+async def test_a_replayed_batch_inserts_and_rolls_up_only_its_new_rows(tmp_path: Path) -> None:
+    """Batches long enough to be inserted many rows a statement, one replaying rows shipped."""
+    store = await SQLiteStore.open(str(tmp_path / "mg.db"))
+    try:
+        first = [ledger_row(f"req_{n:03}") for n in range(45)]
+        assert await store.ship(batch_of(first)) == 45
+        again = [ledger_row(f"req_{n:03}") for n in range(30, 95)]
+        assert await store.ship(batch_of(again)) == 50
+        assert await store.usage("key", "2001-01-01") == [
+            dict(zip(("key", *USAGE_SUMS), ("k", 95, 95, 190, 0, 0, 0, 475), strict=True))
+        ]
+    finally:
+        await store.close()
+    assert sorted(r["request_id"] for r in rows(tmp_path / "mg.db")) == [
+        f"req_{n:03}" for n in range(95)
+    ]
+
+
+async def test_rows_kept_past_the_journals_bound_are_read_back(tmp_path: Path) -> None:
+    """The journal keeps at most `held_rows` rows in memory for its shipper: the rest are read
+    back from its file, in order, and rows are kept again once the shipper has caught up."""
+    store = await SQLiteStore.open(str(tmp_path / "mg.db"))
+    journal = Journal(journal_directory(str(tmp_path / "mg.db")), held_rows=3)
+    shipper = Shipper(journal, store)
+    try:
+        for n in range(7):
+            journal.append(ledger_row(f"req_{n}"))
+        assert await shipper.ship_once() == 7
+        caught_up = journal.size
+        for n in range(7, 9):
+            journal.append(ledger_row(f"req_{n}"))
+        # Kept again: shipped from memory, whatever the file now says after them.
+        with journal.path.open("r+b") as file:
+            file.seek(caught_up)
+            file.write(b"\0" * (journal.size - caught_up))
+        assert await shipper.ship_once() == 2
+        assert await shipper.ship_once() == 0
+    finally:
+        journal.close()
+        await store.close()
+    assert sorted(r["request_id"] for r in rows(tmp_path / "mg.db")) == [
+        f"req_{n}" for n in range(9)
+    ]
+
+
 OLD_ROWS = [
     # As the ledger table before migration 4 held them (a stream, and a row without a price).
     (

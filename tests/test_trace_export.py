@@ -100,8 +100,8 @@ def test_an_invalid_variable_is_a_config_error_only_with_otel_on(upstream: FakeU
 
 
 def test_samplers_decide_as_the_specification_says() -> None:
-    low = bytes(8) + (5).to_bytes(8, "big")
-    high = bytes(8) + b"\xff" * 8
+    low = "0" * 16 + f"{5:016x}"
+    high = "0" * 16 + "f" * 16
     ratio = Sampler("traceidratio", 0.5)
     assert (ratio.root(low), ratio.root(high), ratio.child(low, False)) == (True, False, True)
     based = Sampler("parentbased_traceidratio", 0.5)
@@ -135,7 +135,7 @@ def test_a_malformed_traceparent_is_ignored(header: str) -> None:
 def test_a_later_traceparent_version_and_tracestate_are_read() -> None:
     parent = parse_traceparent(f"01-{TRACE}-00f067aa0ba902b7-00-future", {"tracestate": "a=1"})
     assert parent is not None
-    assert (parent.trace_id.hex(), parent.span_id.hex()) == (TRACE, "00f067aa0ba902b7")
+    assert (parent.trace_id, parent.span_id) == (TRACE, "00f067aa0ba902b7")
     assert (parent.sampled, parent.trace_state) == (False, "a=1")
 
 
@@ -216,11 +216,27 @@ def test_a_full_queue_drops_and_counts_rather_than_grows() -> None:
     dropped: list[tuple[str, int]] = []
     queue = SpanQueue(3, 2, lambda reason, count: dropped.append((reason, count)))
     for n in range(5):
-        queue.add((n,))
-    assert queue.records == [(0,), (1,), (2,)]
+        queue.add([n], 1)
+    assert queue.records == [[0], [1], [2]]
     assert dropped == [("queue_full", 1), ("queue_full", 1)]
-    assert queue.take() == [(0,), (1,)]
-    assert queue.records == [(2,)]
+    assert queue.take() == ([[0], [1]], 2)
+    assert (queue.records, queue.spans) == ([[2]], 1)
+
+
+def test_a_requests_spans_are_queued_taken_and_dropped_together() -> None:
+    dropped: list[tuple[str, int]] = []
+    queue = SpanQueue(6, 4, lambda reason, count: dropped.append((reason, count)))
+    for n, spans in enumerate((2, 3, 2, 1)):
+        queue.add([n], spans)
+    # 2 + 3 spans queued; 2 more would pass the limit of 6, 1 more does not.
+    assert (queue.records, queue.spans, dropped) == ([[0], [1], [3]], 6, [("queue_full", 2)])
+    # A batch holds at most 4 spans: the first request's 2, not the second's 3 too.
+    assert queue.take() == ([[0]], 2)
+    assert queue.take() == ([[1], [3]], 4)
+    queue.add([4], 5)
+    # A request with more spans than a batch holds is a batch of its own.
+    assert queue.take() == ([[4]], 5)
+    assert (queue.records, queue.spans) == ([], 0)
 
 
 async def test_http_json_is_sent_as_json(receiver: Receiver, upstream: FakeUpstream) -> None:

@@ -16,7 +16,7 @@ import mmap
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -29,24 +29,38 @@ SUFFIX = ".journal"
 # Bytes read at a time by a shipper: a batch's rows (2,000 of ~300 bytes) with room to spare, not
 # much more, since what follows the batch is copied too.
 READ_BYTES = 1024 * 1024
+# Rows kept in memory until shipped, at most (~1 KB each, row and line).
+HELD_ROWS = 20_000
+NEWLINE = ord("\n")
 
 
 class Journal:
-    """This process's journal file; `append` is one memory copy. `size` is how far it is written:
-    a reader in another thread must not read past it (a copy may be under way)."""
+    """This process's journal file; `append` is a memory copy. `size` is how far it is written:
+    a reader in another thread must not read past it (a copy may be under way).
 
-    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+    Each row appended is also kept in memory (the row and its line, up to `held_rows` of them,
+    until shipped), so the shipper of this file has them as they were built instead of reading
+    its own lines back and decoding them. The file stays what a row's safety rests on: a held row
+    is one the file holds, and it is forgotten only once shipped. Past the bound (the database
+    away a while), rows are read back from the file again until the shipper has caught up."""
+
+    def __init__(
+        self, directory: Path, segment_bytes: int = SEGMENT_BYTES, held_rows: int = HELD_ROWS
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.held_rows = held_rows
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "none"
         self._fd = -1
         self._map: mmap.mmap | None = None
         self.size = 0
+        self._held = Held()
         self.open_segment()
 
     def open_segment(self) -> None:
-        """Start a new file; the one before stays for the shipper (unlocked: anyone may ship it)."""
+        """Start a new file; the one before stays for the shipper (unlocked: anyone may ship it,
+        from the file)."""
         self.close()
         self.path = self.directory / f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -54,23 +68,51 @@ class Journal:
         os.ftruncate(self._fd, self.segment_bytes)
         self._map = mmap.mmap(self._fd, self.segment_bytes)
         self.size = 0
+        self._held = Held()
 
     def append(self, row: LedgerRow) -> None:
         """Journal a row: one JSON array a line (ledger/row.py's HEAD, then TAIL nested)."""
-        line = orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
-        end = self.size + len(line)
+        line = orjson.dumps(row)
+        start = self.size
+        end = start + len(line) + 1
         if end > self.segment_bytes:
             self.open_segment()
-            end = len(line)
+            start, end = 0, len(line) + 1
         assert self._map is not None
-        self._map[self.size : end] = line
+        self._map[start : end - 1] = line
+        self._map[end - 1] = NEWLINE  # last: a line without it was torn, never a whole row
         self.size = end
+        held = self._held
+        if held.end == start and len(held.lines) < self.held_rows:
+            held.rows.append(row)
+            held.lines.append(line)
+            held.end = end
 
     def rows_from(self, offset: int, limit: int) -> tuple[Batch, int]:
-        """This file's rows from `offset`, at most `limit`, read from its map: no system call, and
-        nothing past what is written (the caller's thread is the writer's)."""
+        """This file's rows from `offset`, at most `limit`: those held in memory, else read from
+        its map (no system call, nothing past what is written: the caller's thread is the
+        writer's) up to the held ones."""
+        held = self._held
+        if not held.lines:
+            stop = self.size
+        elif offset == held.start:
+            lines = held.lines[:limit]
+            return Batch(lines, held.rows[:limit]), offset + sum(map(len, lines)) + len(lines)
+        else:
+            stop = held.start
         assert self._map is not None
-        return parse_rows(self._map[offset : min(self.size, offset + READ_BYTES)], offset, limit)
+        return parse_rows(self._map[offset : min(stop, offset + READ_BYTES)], offset, limit)
+
+    def shipped(self, offset: int, end: int, rows: int) -> None:
+        """The `rows` from `offset` to `end` are in the database: forget them if held."""
+        held = self._held
+        if held.lines and offset == held.start:
+            del held.rows[:rows]
+            del held.lines[:rows]
+            held.start = end
+        if not held.lines:
+            # Rows are held again once the shipper has caught up with the file's end.
+            held.start = held.end = end
 
     def close(self) -> None:
         if self._map is not None:
@@ -79,6 +121,16 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+@dataclass(slots=True)
+class Held:
+    """The rows of the file's bytes from `start` to `end`, in memory: each row and its line."""
+
+    rows: list[LedgerRow] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    start: int = 0
+    end: int = 0
 
 
 @dataclass(slots=True)
@@ -120,11 +172,9 @@ def parse_rows(data: bytes, offset: int, limit: int) -> tuple[Batch, int]:
     # What follows the last row is zeros; a line torn by a kill mid-copy has zeros and no newline.
     zeros = data.find(b"\0")
     whole = data.rfind(b"\n", 0, len(data) if zeros < 0 else zeros) + 1
-    # One decode and one split per batch (a slice of all of `data` is `data`, not a copy).
-    text = data[:whole].decode()
-    lines = text.split("\n", limit)
+    # One split per batch (a slice of all of `data` is `data`, not a copy).
+    lines = data[:whole].split(b"\n", limit)
     rest = lines.pop()  # the lines past the limit (or the empty end): the next batch's
-    whole -= len(rest) if text.isascii() else len(rest.encode())
     if not lines:
         return Batch([], []), offset
-    return decode_batch(lines), offset + whole
+    return decode_batch(lines), offset + whole - len(rest)

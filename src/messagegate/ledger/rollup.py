@@ -9,7 +9,7 @@ from itertools import groupby, repeat
 from operator import floordiv
 from typing import Any
 
-from messagegate.ledger.row import HEAD, SUMMED_COLUMNS, Head
+from messagegate.ledger.row import HEAD, SUMMED_COLUMNS, RowHead
 
 DAY_SECONDS = 86_400
 _TIME, _KEY, _MODEL, _PROVIDER = (HEAD.index(c) for c in ("time", "key", "model", "provider"))
@@ -21,7 +21,7 @@ Rollup = list[str | int]
 Group = tuple[float, str, str, str]
 
 
-def rollups(heads: Sequence[Head]) -> list[Rollup]:
+def rollups(heads: Sequence[RowHead]) -> list[Rollup]:
     """The batch's rollups, iterated in C (zip, count, min, sum, sorted): a Python loop per row
     would cost about as much as inserting the row."""
     if not heads:

@@ -71,8 +71,12 @@ LedgerRow = tuple[
     int,  # cost_micro_usd
     Tail,
 ]
-# A row as the shipper reads it: the HEAD's values, then its tail undecoded.
+# A row as the shipper reads it back from a journal file: the HEAD's values, then its tail
+# undecoded.
 Head = tuple[str, float, str, str, str, int, int, int, int, int, int, msgspec.Raw]
+# What the store reads of a row (its first len(HEAD) values): a Head, or the row itself when the
+# journal kept it in memory.
+RowHead = Head | LedgerRow
 # The columns the daily rollups sum (besides counting requests).
 SUMMED_COLUMNS = HEAD[5:]
 _HEADS = msgspec.json.Decoder(list[Head])
@@ -81,11 +85,11 @@ _PRICE = TAIL.index("price")
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Rows read from a journal: each one's line as written (without its newline), which the
-    SQLite ledger stores as is, and its head."""
+    """Rows from a journal: each one's line as written (without its newline), which the SQLite
+    ledger stores as is, and its head."""
 
-    lines: list[str]
-    heads: list[Head]
+    lines: list[bytes]
+    heads: Sequence[RowHead]
 
     def columns(self) -> list[tuple[Any, ...]]:
         """Every value of every row, by column in COLUMNS order (a store that stores columns)."""
@@ -100,10 +104,10 @@ class Batch:
 
 def batch_of(rows: Sequence[LedgerRow]) -> Batch:
     """A batch as the journal would give these rows back."""
-    return decode_batch([orjson.dumps(row).decode() for row in rows])
+    return decode_batch([orjson.dumps(row) for row in rows])
 
 
-def decode_batch(lines: list[str]) -> Batch:
+def decode_batch(lines: list[bytes]) -> Batch:
     """Journal lines' heads, parsed as one JSON array (one parse per batch, not per row)."""
     try:
         return Batch(lines, _HEADS.decode(_array(lines)))
@@ -114,7 +118,7 @@ def decode_batch(lines: list[str]) -> Batch:
         return Batch(lines, _HEADS.decode(_array(lines)))
 
 
-def _relaid(line: str) -> str:
+def _relaid(line: bytes) -> bytes:
     """A line of releases before the head (a flat array of the columns in their table's order,
     the price a JSON string) in today's layout; any other line as it is."""
     values = orjson.loads(line)
@@ -123,12 +127,12 @@ def _relaid(line: str) -> str:
     request_id, time, key, asked, model, route, provider, stream, status, *rest = values
     latency, ttft, *summed, price, outcome = rest
     tail = (asked, route, stream, status, latency, ttft, _object(price), outcome)
-    return orjson.dumps((request_id, time, key, model, provider, *summed, tail)).decode()
+    return orjson.dumps((request_id, time, key, model, provider, *summed, tail))
 
 
 def _object(price: str | None) -> orjson.Fragment | None:
     return None if price is None else orjson.Fragment(price)
 
 
-def _array(lines: list[str]) -> str:
-    return "[" + ",".join(lines) + "]"
+def _array(lines: list[bytes]) -> bytes:
+    return b"[" + b",".join(lines) + b"]"

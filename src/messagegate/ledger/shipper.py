@@ -16,7 +16,8 @@ error_log = logging.getLogger("messagegate.error")
 
 SHIP_INTERVAL = 1.0
 # Rows per batch: each costs a transaction and a trip to the store's thread (~800,000 instructions,
-# 400 a row at 2,000), and a decode on the loop (~16 million instructions, some ms, at 2,000).
+# 400 a row at 2,000), and, for rows read back from a file, a decode on the loop (~16 million
+# instructions, some ms, at 2,000).
 BATCH_ROWS = 2000
 
 
@@ -66,9 +67,10 @@ class Shipper:
         offset = self.offset if own_file else 0
         shipped = 0
         while True:
+            start = offset
             if own_file and self.journal.path == own:
-                # Still being written: read from its map on the loop, not past what is written
-                # (decoding holds the GIL: a thread would not spare the loop the time).
+                # Still being written: its rows as the journal holds them, or read from its map
+                # on the loop (decoding holds the GIL: a thread would not spare the loop the time).
                 if offset >= self.journal.size:
                     break
                 batch, offset = self.journal.rows_from(offset, BATCH_ROWS)
@@ -79,6 +81,8 @@ class Shipper:
             shipped += await self.store.ship(batch)
             if own_file:
                 self.offset = offset
+                if self.journal.path == own:
+                    self.journal.shipped(start, offset, len(batch.lines))
         if not own_file:
             await asyncio.to_thread(segment.path.unlink, True)
         return shipped

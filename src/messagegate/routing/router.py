@@ -51,16 +51,13 @@ class _Unobserved:
         pass
 
 
-class AttemptSpan(Protocol):
-    """One traced attempt: `headers` are its trace headers (``traceparent``, ``tracestate``)."""
-
-    headers: Mapping[str, str]
-
-    def end(self, error: GatewayError | None, value: object = None) -> None: ...
-
-
 class AttemptTracer(Protocol):
-    def attempt(self, call: UpstreamCall, number: int) -> AttemptSpan: ...
+    def attempt(self, call: UpstreamCall, number: int) -> Mapping[str, str] | None:
+        """An attempt starts: its trace headers (``traceparent``, ``tracestate``), if any."""
+
+    def attempt_ended(
+        self, call: UpstreamCall, number: int, error: GatewayError | None, value: object = None
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,21 +383,23 @@ class Router:
         """One upstream attempt, reported to the observer (and the tracer)."""
         plan.attempts += 1
         started = self.board.clock()
-        span = None if self.tracer is None else self.tracer.attempt(call, plan.attempts)
-        if span is not None:
-            # The request's own copy (see `_run`): attempts are made one after the other.
-            headers = call.headers
-            assert isinstance(headers, dict)
-            headers.update(span.headers)
+        tracer = self.tracer
+        if tracer is not None:
+            trace = tracer.attempt(call, plan.attempts)
+            if trace is not None:
+                # The request's own copy (see `_run`): attempts are made one after the other.
+                headers = call.headers
+                assert isinstance(headers, dict)
+                headers.update(trace)
         try:
             value = await operation(client, call)
         except UpstreamError as error:
             self.observer.attempt_failed(call.route, self.board.clock() - started, error)
-            if span is not None:
-                span.end(error)
+            if tracer is not None:
+                tracer.attempt_ended(call, plan.attempts, error)
             raise
-        if span is not None:
-            span.end(None, value)
+        if tracer is not None:
+            tracer.attempt_ended(call, plan.attempts, None, value)
         return value
 
     def _backoff(self, error: Exception) -> bool | float:

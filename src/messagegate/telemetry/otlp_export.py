@@ -1,5 +1,5 @@
-"""Finished spans queued (bounded: when full, spans are dropped and counted) and sent in batches
-to the OTLP/HTTP endpoint, with the specification's retries, between requests.
+"""Finished requests' spans queued (bounded: when full, spans are dropped and counted) and sent
+in batches to the OTLP/HTTP endpoint, with the specification's retries, between requests.
 
 The event loop takes a batch when it is full or ``OTEL_BSP_SCHEDULE_DELAY`` has passed and
 encodes it; one thread of its own POSTs it (blocking I/O, off the loop). A batch the endpoint
@@ -17,14 +17,16 @@ import logging
 import random
 import ssl
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
+from itertools import accumulate
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from messagegate.config.otel_env import OtlpSettings
-from messagegate.telemetry.span_record import SpanRecord
+from messagegate.telemetry.span_record import RequestRecord
 
 log = logging.getLogger("messagegate.error")
 
@@ -43,7 +45,7 @@ Dropped = Callable[[str, int], None]
 class Encoder(Protocol):
     content_type: str
 
-    def encode(self, records: Sequence[SpanRecord]) -> bytes: ...
+    def encode(self, records: Sequence[RequestRecord]) -> bytes: ...
 
 
 class Phase(enum.Enum):
@@ -59,30 +61,53 @@ _NEXT = {NEW: {RUNNING, CLOSED}, RUNNING: {CLOSED}, CLOSED: set()}
 
 
 class SpanQueue:
-    """Finished spans waiting for their batch; at most `limit`, the rest dropped and counted."""
+    """Finished requests' spans waiting for their batch: at most `limit` spans, the rest dropped
+    and counted. A request's spans (its own and its attempts') are queued and taken together."""
 
-    __slots__ = ("batch_size", "dropped", "limit", "ready", "records")
+    __slots__ = ("batch_size", "counts", "dropped", "limit", "ready", "records", "spans")
 
     def __init__(self, limit: int, batch_size: int, dropped: Dropped) -> None:
-        self.records: list[SpanRecord] = []
+        self.records: list[RequestRecord] = []
+        # Each record's spans, and their sum.
+        self.counts: list[int] = []
+        self.spans = 0
         self.limit = limit
         self.batch_size = batch_size
         self.dropped = dropped
         self.ready: asyncio.Event | None = None
 
-    def add(self, record: SpanRecord) -> None:
-        records = self.records
-        if len(records) >= self.limit:
-            self.dropped(QUEUE_FULL, 1)
+    def add(self, record: RequestRecord, spans: int) -> None:
+        queued = self.spans + spans
+        if queued > self.limit:
+            self.dropped(QUEUE_FULL, spans)
             return
-        records.append(record)
-        if len(records) == self.batch_size and self.ready is not None:
+        self.records.append(record)
+        self.counts.append(spans)
+        self.spans = queued
+        if queued >= self.batch_size and self.ready is not None:
             self.ready.set()
 
-    def take(self) -> list[SpanRecord]:
-        batch = self.records[: self.batch_size]
-        del self.records[: self.batch_size]
-        return batch
+    def take(self) -> tuple[list[RequestRecord], int]:
+        """The oldest records whose spans fit in a batch (one at least), and their spans."""
+        counts = self.counts
+        if self.spans <= self.batch_size:
+            taken, spans = len(counts), self.spans
+        else:
+            ends = list(accumulate(counts))
+            taken = bisect_right(ends, self.batch_size) or 1
+            spans = ends[taken - 1]
+        batch = self.records[:taken]
+        del self.records[:taken], counts[:taken]
+        self.spans -= spans
+        return batch, spans
+
+    def clear(self) -> int:
+        """Drop what is queued; the spans dropped."""
+        spans = self.spans
+        self.records.clear()
+        self.counts.clear()
+        self.spans = 0
+        return spans
 
 
 class OtlpExporter:
@@ -123,14 +148,14 @@ class OtlpExporter:
             ready.clear()
             while self.queue.records:
                 await self._export(time.monotonic() + self._timeout())
-                if len(self.queue.records) < self.queue.batch_size:
+                if self.queue.spans < self.queue.batch_size:
                     break
 
     def _timeout(self) -> float:
         return min(self.settings.timeout, self.settings.export_timeout)
 
     async def _export(self, deadline: float) -> None:
-        batch = self.queue.take()
+        batch, spans = self.queue.take()
         loop = asyncio.get_running_loop()
         try:
             body = self.encoder.encode(batch)
@@ -140,7 +165,7 @@ class OtlpExporter:
             log.exception("OTLP export failed; spans dropped")
             sent = False
         if not sent:
-            self.queue.dropped(EXPORT_FAILED, len(batch))
+            self.queue.dropped(EXPORT_FAILED, spans)
 
     async def close(self) -> None:
         """Send what is queued, for at most the export timeout; what is left then is dropped."""
@@ -154,8 +179,7 @@ class OtlpExporter:
         while self.queue.records and time.monotonic() < deadline:
             await self._export(deadline)
         if self.queue.records:
-            self.queue.dropped(EXPORT_FAILED, len(self.queue.records))
-            self.queue.records.clear()
+            self.queue.dropped(EXPORT_FAILED, self.queue.clear())
         self._thread.shutdown(wait=False)
         self.sender.close()
 

@@ -1,4 +1,4 @@
-"""Span records as an OTLP ``ExportTraceServiceRequest`` in its JSON form (``http/json``).
+"""Request records as an OTLP ``ExportTraceServiceRequest`` in its JSON form (``http/json``).
 
 OTLP's JSON is protobuf's JSON mapping with two exceptions: ids are hex, not base64, and
 enums are numbers. 64-bit integers are strings, as that mapping writes them.
@@ -13,17 +13,19 @@ import orjson
 
 from messagegate.telemetry.otlp_protobuf import SCOPE_NAME
 from messagegate.telemetry.span_record import (
-    END,
     ERROR_TYPE,
     PARENT_ID,
+    SPAN_END,
     SPAN_ID,
+    SPAN_START,
     STABLE,
-    START,
     TRACE_ID,
     TRACE_STATE,
     AttributeValue,
+    RequestRecord,
     SpanRecord,
     attributes,
+    spans,
 )
 
 _ERROR_STATUS = {"code": 2}
@@ -52,9 +54,9 @@ class JsonEncoder:
         self._resource = {"attributes": _key_values(resource)}
         self._scope = {"name": SCOPE_NAME, "version": version}
 
-    def encode(self, records: Sequence[SpanRecord]) -> bytes:
-        spans = [_span(record) for record in records]
-        scope_spans = {"scope": self._scope, "spans": spans}
+    def encode(self, records: Sequence[RequestRecord]) -> bytes:
+        encoded = [_span(span) for record in records for span in spans(record)]
+        scope_spans = {"scope": self._scope, "spans": encoded}
         request = {"resourceSpans": [{"resource": self._resource, "scopeSpans": [scope_spans]}]}
         return orjson.dumps(request)
 
@@ -66,8 +68,8 @@ def _span(record: SpanRecord) -> dict[str, Any]:
         "spanId": record[SPAN_ID].hex(),
         "name": stable[1],
         "kind": stable[0],
-        "startTimeUnixNano": str(record[START]),
-        "endTimeUnixNano": str(record[END]),
+        "startTimeUnixNano": str(record[SPAN_START]),
+        "endTimeUnixNano": str(record[SPAN_END]),
         "attributes": _key_values(attributes(record)),
     }
     if record[PARENT_ID]:

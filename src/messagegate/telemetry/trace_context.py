@@ -15,10 +15,10 @@ _LOW_64 = (1 << 64) - 1
 
 @dataclass(frozen=True, slots=True)
 class TraceParent:
-    """A client's well-formed trace context."""
+    """A client's well-formed trace context (ids in lowercase hex, as the header has them)."""
 
-    trace_id: bytes
-    span_id: bytes
+    trace_id: str
+    span_id: str
     sampled: bool
     trace_state: str
 
@@ -37,13 +37,12 @@ def parse_traceparent(header: str, headers: Mapping[str, str]) -> TraceParent | 
     trace_hex, span_hex, flags_hex = header[3:35], header[36:52], header[53:55]
     if not _HEX.issuperset(trace_hex + span_hex + flags_hex):
         return None
-    trace_id, span_id = bytes.fromhex(trace_hex), bytes.fromhex(span_hex)
-    if not any(trace_id) or not any(span_id):
+    if not trace_hex.strip("0") or not span_hex.strip("0"):
         return None
     state = headers.get("tracestate", "").strip()
     if len(state) > _TRACESTATE_MAX:
         state = ""
-    return TraceParent(trace_id, span_id, bool(int(flags_hex, 16) & 1), state)
+    return TraceParent(trace_hex, span_hex, bool(int(flags_hex, 16) & 1), state)
 
 
 class Sampler:
@@ -63,11 +62,11 @@ class Sampler:
         # Every request without a parent is sampled: no need to ask.
         self.always = self.bound > _LOW_64
 
-    def root(self, trace_id: bytes) -> bool:
-        """A request without a parent: the root sampler decides."""
-        return int.from_bytes(trace_id[8:], "big") < self.bound
+    def root(self, trace_id: str) -> bool:
+        """A request without a parent (its trace id in hex): the root sampler decides."""
+        return int(trace_id[16:32], 16) < self.bound
 
-    def child(self, trace_id: bytes, parent_sampled: bool) -> bool:
+    def child(self, trace_id: str, parent_sampled: bool) -> bool:
         """A request whose client sent its trace context."""
         if self.parent_based:
             return parent_sampled

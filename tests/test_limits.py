@@ -271,6 +271,34 @@ async def test_rpm_gives_429_with_the_key_s_headers(
     assert len(upstream.received) == 3
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_the_key_s_headers_replace_the_upstream_s_of_the_same_name(
+    upstream: FakeUpstream, sdk: Any, stream: bool
+) -> None:
+    upstream_limits = {
+        "anthropic-ratelimit-requests-limit": "4000",
+        "anthropic-ratelimit-requests-remaining": "3999",
+        "anthropic-ratelimit-output-tokens-limit": "80000",
+    }
+
+    def respond(received: Received) -> Reply:
+        if received.json.get("stream"):
+            return script.stream_reply(ANSWER, headers=upstream_limits)
+        return script.reply(ANSWER, headers=upstream_limits)
+
+    upstream.responder = respond
+    async with running_gateway(build_config(limited_config(upstream, rpm=2, tpm=10_000))) as (
+        url,
+        _,
+    ):
+        response = await ask(sdk, url, stream)
+    sent = response.headers
+    assert sent.get_list("anthropic-ratelimit-requests-limit") == ["2"]
+    assert sent.get_list("anthropic-ratelimit-requests-remaining") == ["1"]
+    # A limit the key does not set is the upstream's, relayed.
+    assert sent.get_list("anthropic-ratelimit-output-tokens-limit") == ["80000"]
+
+
 async def test_the_key_s_headers_reach_an_answer_under_uvicorns_own_protocol(
     upstream: FakeUpstream, sdk: Any
 ) -> None:

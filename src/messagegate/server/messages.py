@@ -13,7 +13,7 @@ from messagegate.config import ApiKey, Config
 from messagegate.config.routing_fields import ROUTING_FIELDS
 from messagegate.errors import InvalidRequest, PermissionDenied, UpstreamProtocolError
 from messagegate.ledger.row import Outcome
-from messagegate.limits.limiter import Limiter, Reservation
+from messagegate.limits.limiter import Limiter, Reservation, header_pairs
 from messagegate.privacy.gateway import ANSWER_HEADERS as PRIVATE_ANSWER
 from messagegate.routing.policy import RoutingSettings
 from messagegate.routing.router import Routed, Router, RouteRequest
@@ -70,8 +70,8 @@ class MessagesEndpoint:
             self._log_route(exchange, routed)
             usage = routed.value.usage
             self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
-            headers = routed.value.headers | _route_headers(routed, exchange)
             limit_lines = ticket.head_lines() if ticket is not None else b""
+            headers = _relayed(routed.value.headers, limit_lines) | _route_headers(routed, exchange)
             if exchange.privacy is not None:
                 body = exchange.privacy.seal_answer(routed.value.body)
                 await exchange.respond(200, body, headers | PRIVATE_ANSWER, limit_lines)
@@ -119,8 +119,10 @@ class MessagesEndpoint:
         routed = await exchange.unless_client_leaves(self.router.open_stream(route_request))
         self._log_route(exchange, routed)
         stream = routed.value
-        headers = encode_headers(stream.headers | _route_headers(routed, exchange))
         limit_lines = ticket.head_lines() if ticket is not None else b""
+        headers = encode_headers(
+            _relayed(stream.headers, limit_lines) | _route_headers(routed, exchange)
+        )
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)
@@ -240,6 +242,15 @@ _OUTCOMES = {
     StreamOutcome.DISCONNECTED: Outcome.CLIENT_ABORTED,
     StreamOutcome.FAILED: Outcome.UPSTREAM_FAILED,
 }
+
+
+def _relayed(upstream: dict[str, str], limit_lines: bytes) -> dict[str, str]:
+    """The upstream's relayed headers, less those the key's own limit lines replace: the client
+    gets one `anthropic-ratelimit-*` header of a name, its key's."""
+    if not upstream or not limit_lines:
+        return upstream
+    names = {name.decode("latin-1") for name, _ in header_pairs(limit_lines)}
+    return {name: value for name, value in upstream.items() if name not in names}
 
 
 def _route_headers(routed: Routed[Any], exchange: Exchange) -> dict[str, str]:

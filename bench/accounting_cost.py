@@ -11,13 +11,11 @@ all its threads: the ledger's shipping included).
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.instructions import GATEWAY_KEY, ROOT, free_port, gateway_config, stored_key
-from bench.pinned_round import Load, add_load_arguments, alternate, load_of, load_round
+from bench.pinned_round import Load, compare, load_round
 
 SETUPS = ("config-key", "stored-key")
 
@@ -35,17 +33,14 @@ def round_trip(work: Path, setup: str, load: Load) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.accounting_cost", description=__doc__)
-    add_load_arguments(parser, "anthropic-json")
-    args = parser.parse_args(argv)
-    load = load_of(args)
-    with tempfile.TemporaryDirectory(prefix="mg-accounting-") as work:
-        alternate(
-            args.rounds,
-            SETUPS,
-            lambda n, setup: round_trip(Path(work) / f"{setup}-{n}", setup, load),
-        )
-    return 0
+    return compare(
+        argv,
+        "python -m bench.accounting_cost",
+        __doc__,
+        "anthropic-json",
+        SETUPS,
+        lambda work, n, setup, load: round_trip(work / f"{setup}-{n}", setup, load),
+    )
 
 
 if __name__ == "__main__":

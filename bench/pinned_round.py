@@ -8,6 +8,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,17 +79,27 @@ def load_round(
         upstream.stop()
 
 
-def add_load_arguments(parser: argparse.ArgumentParser, scenario: str) -> None:
-    """The options of a bench that alternates two gateways' rounds."""
+def compare(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str | None,
+    scenario: str,
+    labels: tuple[str, str],
+    run: Callable[[Path, int, str, Load], tuple[float, float]],
+) -> int:
+    """A bench's command line: rounds of two gateways in turn (`run(work, round, label, load)`,
+    `work` a temporary directory of the whole run), then their medians (`alternate`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scenario", choices=["openai-json", "anthropic-json"], default=scenario)
-
-
-def load_of(args: argparse.Namespace) -> Load:
-    return Load(args.scenario, args.concurrency, args.duration, args.warmup)
+    args = parser.parse_args(argv)
+    load = Load(args.scenario, args.concurrency, args.duration, args.warmup)
+    with tempfile.TemporaryDirectory(prefix="mg-compare-") as work:
+        alternate(args.rounds, labels, lambda n, label: run(Path(work), n, label, load))
+    return 0
 
 
 def alternate(

@@ -11,20 +11,11 @@ two when other work shares the machine.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.instructions import GATEWAY_KEY, ROOT, free_port, gateway_config
-from bench.pinned_round import (
-    Load,
-    add_load_arguments,
-    alternate,
-    load_of,
-    load_round,
-    start_helper,
-)
+from bench.pinned_round import Load, compare, load_round, start_helper
 
 
 def round_trip(work: Path, otel: bool, load: Load) -> tuple[float, float]:
@@ -55,17 +46,14 @@ def round_trip(work: Path, otel: bool, load: Load) -> tuple[float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.trace_cost", description=__doc__)
-    add_load_arguments(parser, "openai-json")
-    args = parser.parse_args(argv)
-    load = load_of(args)
-    with tempfile.TemporaryDirectory(prefix="mg-trace-") as work:
-        alternate(
-            args.rounds,
-            ("traces off", "traces on"),
-            lambda n, label: round_trip(Path(work), label == "traces on", load),
-        )
-    return 0
+    return compare(
+        argv,
+        "python -m bench.trace_cost",
+        __doc__,
+        "openai-json",
+        ("traces off", "traces on"),
+        lambda work, _, label, load: round_trip(work, label == "traces on", load),
+    )
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ async def test_a_failed_over_request_is_one_server_and_two_client_spans(
     assert seen["messagegate.attempt"] == 2
     assert "error.type" not in seen
     first, second = clients
+    # The first attempt's id was drawn with the request's, the second's on its own: all differ.
+    assert len({request.span_id, first.span_id, second.span_id}) == 3
     assert [c.name for c in clients] == ["chat claude-upstream-1", "chat spare-1"]
     for attempt in clients:
         assert attempt.trace_id.hex() == CLIENT_TRACE

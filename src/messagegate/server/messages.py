@@ -71,7 +71,10 @@ class MessagesEndpoint:
             usage = routed.value.usage
             self.accounting.finish(exchange, key, ticket, routed, usage, Outcome.COMPLETE, False)
             limit_lines = ticket.head_lines() if ticket is not None else b""
-            headers = _relayed(routed.value.headers, limit_lines) | _route_headers(routed, exchange)
+            headers = routed.value.headers
+            if headers and limit_lines:
+                headers = _relayed(headers, limit_lines)
+            headers = headers | _route_headers(routed, exchange)
             if exchange.privacy is not None:
                 body = exchange.privacy.seal_answer(routed.value.body)
                 await exchange.respond(200, body, headers | PRIVATE_ANSWER, limit_lines)
@@ -120,9 +123,10 @@ class MessagesEndpoint:
         self._log_route(exchange, routed)
         stream = routed.value
         limit_lines = ticket.head_lines() if ticket is not None else b""
-        headers = encode_headers(
-            _relayed(stream.headers, limit_lines) | _route_headers(routed, exchange)
-        )
+        relayed = stream.headers
+        if relayed and limit_lines:
+            relayed = _relayed(relayed, limit_lines)
+        headers = encode_headers(relayed | _route_headers(routed, exchange))
         if exchange.privacy is not None:
             stream = exchange.privacy.seal_stream(stream)
             headers += encode_headers(PRIVATE_ANSWER)
@@ -247,8 +251,6 @@ _OUTCOMES = {
 def _relayed(upstream: dict[str, str], limit_lines: bytes) -> dict[str, str]:
     """The upstream's relayed headers, less those the key's own limit lines replace: the client
     gets one `anthropic-ratelimit-*` header of a name, its key's."""
-    if not upstream or not limit_lines:
-        return upstream
     names = {name.decode("latin-1") for name, _ in header_pairs(limit_lines)}
     return {name: value for name, value in upstream.items() if name not in names}
 

@@ -18,7 +18,6 @@ from helpers import anthropic_config
 from messagegate.config import ApiKey, Model, Secret
 from messagegate.config.keyspec import KeyLimits
 from messagegate.errors import BudgetExhausted, RateLimited
-from messagegate.limits.gcra import Bucket
 from messagegate.limits.limiter import _RESETS, Limiter, Ticket, header_pairs
 from messagegate.limits.periods import Periods
 from messagegate.server.accounting import Accounting
@@ -35,25 +34,57 @@ def key(**limits: Any) -> ApiKey:
     return ApiKey(key=Secret("k"), name="alice", limits=KeyLimits(**limits))
 
 
-def test_bucket_admits_a_minute_then_one_per_interval() -> None:
-    bucket = Bucket(60)
-    assert all(bucket.take(1, 100.0) == 0.0 for _ in range(60))
-    assert bucket.report(100.0)[0] == 0
-    assert bucket.take(1, 100.0) == pytest.approx(1.0)
-    assert bucket.take(1, 100.5) == pytest.approx(0.5)
-    assert bucket.take(1, 101.0) == 0.0
-    bucket.adjust(-30, 101.0)  # a correction gives tokens back
-    remaining, full_at = bucket.report(101.0)
-    assert remaining == 30
-    assert full_at == pytest.approx(131.0)
+def retry_after(limiter: Limiter, alice: ApiKey, tokens: int) -> str | None:
+    """None when admitted (and held), else the refusal's retry-after."""
+    try:
+        limiter.admit(alice, tokens, 0)
+    except RateLimited as refused:
+        return refused.headers["retry-after"]
+    return None
 
 
-def test_bucket_admits_more_than_it_holds_only_when_full() -> None:
-    bucket = Bucket(100)
-    assert bucket.take(150, 0.0) == 0.0
-    assert bucket.take(1, 0.0) > 0
-    assert bucket.take(150, 89.0) > 0
-    assert bucket.take(150, 90.0) == 0.0
+def test_a_bucket_admits_a_minute_then_one_per_interval() -> None:
+    clock = FakeClock(100.0)
+    limiter = Limiter(clock)
+    alice = key(rpm=60)
+    assert all(retry_after(limiter, alice, 0) is None for _ in range(60))
+    lines = dict(header_pairs(limiter.head_lines(limiter._states["alice"], 100.0)))
+    assert lines[b"anthropic-ratelimit-requests-remaining"] == b"0"
+    assert retry_after(limiter, alice, 0) == "1"
+    clock.now = 100.5
+    assert retry_after(limiter, alice, 0) == "1"
+    clock.now = 101.0
+    assert retry_after(limiter, alice, 0) is None
+
+
+def test_a_bucket_waits_its_interval_a_unit_and_takes_corrections() -> None:
+    clock = FakeClock(100.0)
+    limiter = Limiter(clock)
+    alice = key(tpm=60)  # a token a second
+    ticket = limiter.admit(alice, 60, 0)
+    assert retry_after(limiter, alice, 1) == "1"
+    assert retry_after(limiter, alice, 10) == "10"
+    clock.now = 105.0
+    assert retry_after(limiter, alice, 10) == "5"
+    ticket.settle(25, 0)  # 35 of the 60 reserved come back
+    lines = dict(header_pairs(ticket.head_lines()))
+    assert lines[b"anthropic-ratelimit-tokens-remaining"] == b"40"
+    assert lines[b"anthropic-ratelimit-tokens-reset"] == b"1970-01-01T00:02:05Z"  # 100 + 25 used
+    # A refused request takes nothing from any bucket.
+    assert retry_after(limiter, alice, 50) == "10"
+    assert dict(header_pairs(ticket.head_lines())) == lines
+
+
+def test_a_bucket_admits_more_than_it_holds_only_when_full() -> None:
+    clock = FakeClock(0.0)
+    limiter = Limiter(clock)
+    alice = key(tpm=100)
+    assert retry_after(limiter, alice, 150) is None
+    assert retry_after(limiter, alice, 1) is not None
+    clock.now = 89.0
+    assert retry_after(limiter, alice, 150) is not None
+    clock.now = 90.0
+    assert retry_after(limiter, alice, 150) is None
 
 
 def test_limiter_refuses_and_reserves_nothing_when_refused() -> None:

@@ -3,6 +3,13 @@ reserved in one step at admission and settled when the answer ends.
 
 Nothing is reserved by a refused request. Per process: with several workers (and no shared
 store) each enforces the limits on its own.
+
+A rate bucket (`rpm` requests or `tpm` tokens, refilled continuously; full, it holds one minute's
+worth) is a GCRA: one number, its theoretical arrival time (`tat`), instead of a refill loop.
+Taking `amount` moves it by amount * interval; it is admitted when that stays within one minute
+of now. An amount larger than the whole bucket is admitted when the bucket is full, and leaves it
+in debt, as a refill would. Its arithmetic is written out where it is used: a Python call per
+step would cost more than the step.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from typing import Protocol
 from messagegate.config import ApiKey
 from messagegate.config.keyspec import KeyLimits, iso_time
 from messagegate.errors import BudgetExhausted, RateLimited
-from messagegate.limits.gcra import Bucket
 from messagegate.limits.periods import Periods
 
 # Clients such as Claude Code give up on a retry-after above 60 s.
 MAX_RETRY_AFTER = 60
+# Seconds a full bucket's worth of units takes to refill. A module constant: a class attribute
+# read through an instance is a slower lookup than a global, per request.
+WINDOW = 60.0
 
 
 class KeyState:
@@ -34,10 +43,14 @@ class KeyState:
         "name",
         "period_end",
         "period_start",
-        "requests",
+        "requests_interval",
+        "requests_tat",
         "reserved",
+        "rpm",
         "spent",
-        "tokens",
+        "tokens_interval",
+        "tokens_tat",
+        "tpm",
     )
 
     def __init__(self, name: str, limits: KeyLimits) -> None:
@@ -46,8 +59,12 @@ class KeyState:
         # micro-USD (None: no budget); hard: a request is admitted only when its worst case fits.
         self.budget = None if limits.budget is None else round(limits.budget * 1_000_000)
         self.hard = limits.budget_mode == "hard"
-        self.requests = Bucket(limits.rpm) if limits.rpm else None
-        self.tokens = Bucket(limits.tpm) if limits.tpm else None
+        # The rate buckets (0: none): their size, seconds a unit, theoretical arrival time.
+        self.rpm = limits.rpm or 0
+        self.tpm = limits.tpm or 0
+        self.requests_interval = WINDOW / self.rpm if self.rpm else 0.0
+        self.tokens_interval = WINDOW / self.tpm if self.tpm else 0.0
+        self.requests_tat = self.tokens_tat = 0.0
         self.lines = lines_template(limits)
         self.active = 0
         # The budget's current period, [start, end); none yet (the first request finds it).
@@ -85,8 +102,12 @@ class Ticket:
         self.settled = True
         state = self.state
         state.active -= 1
-        if state.tokens is not None:
-            state.tokens.adjust(tokens - self.tokens, self.limiter.clock())
+        if state.tpm:
+            # The tokens bucket corrected by what was used: given back, or charged unchecked.
+            now = self.limiter.clock()
+            tat = state.tokens_tat
+            tat = (tat if tat > now else now) + (tokens - self.tokens) * state.tokens_interval
+            state.tokens_tat = tat if tat > now else now
         state.reserved -= self.cost
         # Spend of a period that has ended no longer counts against the budget.
         if self.period_start == state.period_start:
@@ -130,16 +151,29 @@ class Limiter:
             # hard: only when its worst case fits.
             if committed + cost > budget if state.hard else committed >= budget:
                 raise budget_error(state, budget, state.period_end)
-        if state.requests is not None:
-            wait = state.requests.take(1, now)
-            if wait:
-                raise self.limited(state, now, wait, f"{limits.rpm} requests per minute", "rpm")
-        if state.tokens is not None:
-            wait = state.tokens.take(tokens, now)
-            if wait:
-                if state.requests is not None:
-                    state.requests.adjust(-1, now)
-                raise self.limited(state, now, wait, f"{limits.tpm} tokens per minute", "tpm")
+        # Each bucket: admitted when its tat, moved by the amount (at most a full bucket's), stays
+        # within a window of now; `over` is the wait. (Conditional expressions, not min/max:
+        # those builtins parse keyword arguments per call.)
+        rpm = state.rpm
+        if rpm:
+            tat = state.requests_tat
+            base = tat if tat > now else now
+            interval = state.requests_interval
+            over = base + interval - now - WINDOW
+            if over > 1e-9:
+                raise self.limited(state, now, over, f"{rpm} requests per minute", "rpm")
+            state.requests_tat = base + interval
+        tpm = state.tpm
+        if tpm:
+            tat = state.tokens_tat
+            base = tat if tat > now else now
+            interval = state.tokens_interval
+            over = base + (tokens if tokens < tpm else tpm) * interval - now - WINDOW
+            if over > 1e-9:
+                if rpm:
+                    state.requests_tat = adjusted(state.requests_tat, -state.requests_interval, now)
+                raise self.limited(state, now, over, f"{tpm} tokens per minute", "tpm")
+            state.tokens_tat = base + tokens * interval
         state.active += 1
         state.reserved += cost
         return Ticket(self, state, tokens, cost)
@@ -191,49 +225,48 @@ class Limiter:
 
     def head_lines(self, state: KeyState, now: float) -> bytes:
         """Anthropic's `anthropic-ratelimit-*` headers for the key's own buckets, as the lines of
-        an answer's head: per answer, only what is left and when it is full are formatted, and
-        joined between the key's pieces (its names and limits)."""
-        requests, tokens, pieces = state.requests, state.tokens, state.lines
-        if requests is not None:
-            left, full_at = requests.report(now)
-            if tokens is None:
-                return b"".join(
-                    (pieces[0], b"%d" % left, pieces[1], _RESETS[math.ceil(full_at)], pieces[2])
-                )
-            tokens_left, tokens_full_at = tokens.report(now)
-            return b"".join(
-                (
-                    pieces[0],
-                    b"%d" % left,
-                    pieces[1],
-                    _RESETS[math.ceil(full_at)],
-                    pieces[2],
-                    b"%d" % tokens_left,
-                    pieces[3],
-                    _RESETS[math.ceil(tokens_full_at)],
-                    pieces[4],
-                )
-            )
-        if tokens is not None:
-            left, full_at = tokens.report(now)
-            return b"".join(
-                (pieces[0], b"%d" % left, pieces[1], _RESETS[math.ceil(full_at)], pieces[2])
-            )
+        an answer's head: per answer, only what is left and when it is full are formatted into
+        the key's template (its names and limits). A bucket is full again at its tat (at now when
+        it is full); what is left rounds down, less float dust."""
+        rpm, tpm = state.rpm, state.tpm
+        if rpm:
+            tat = state.requests_tat
+            if tat > now:
+                left = rpm - math.ceil((tat - now) / state.requests_interval - 1e-6)
+                requests = (left if left > 0 else 0, _RESETS[math.ceil(tat)])
+            else:
+                requests = (rpm, _RESETS[math.ceil(now)])
+            if not tpm:
+                return state.lines % requests
+        if tpm:
+            tat = state.tokens_tat
+            if tat > now:
+                left = tpm - math.ceil((tat - now) / state.tokens_interval - 1e-6)
+                tokens = (left if left > 0 else 0, _RESETS[math.ceil(tat)])
+            else:
+                tokens = (tpm, _RESETS[math.ceil(now)])
+            return state.lines % (requests + tokens if rpm else tokens)
         return b""
 
 
-def lines_template(limits: KeyLimits) -> tuple[bytes, ...]:
-    """A key's rate-limit header lines, its limits filled in, in pieces: what is left and when
-    the bucket is full again go between them (per bucket, in that order)."""
-    pieces = [b""]
+def adjusted(tat: float, change: float, now: float) -> float:
+    """A bucket's tat corrected by `change` seconds (units * interval): given back (negative) or
+    charged more (positive, without check); never before now."""
+    tat = (tat if tat > now else now) + change
+    return tat if tat > now else now
+
+
+def lines_template(limits: KeyLimits) -> bytes:
+    """A key's rate-limit header lines, its limits filled in: a bytes template taking, per bucket
+    (requests, then tokens), what is left (%d) and when it is full again (%b)."""
+    lines = b""
     for kind, limit in ((b"requests", limits.rpm), (b"tokens", limits.tpm)):
         if limit:
-            pieces[-1] += (
-                b"anthropic-ratelimit-%s-limit: %d\r\nanthropic-ratelimit-%s-remaining: "
-                % (kind, limit, kind)
+            lines += (
+                b"anthropic-ratelimit-%s-limit: %d\r\nanthropic-ratelimit-%s-remaining: %%d\r\n"
+                b"anthropic-ratelimit-%s-reset: %%b\r\n" % (kind, limit, kind, kind)
             )
-            pieces += (b"\r\nanthropic-ratelimit-%s-reset: " % kind, b"\r\n")
-    return tuple(pieces)
+    return lines
 
 
 def header_pairs(lines: bytes) -> list[tuple[bytes, bytes]]:

@@ -11,7 +11,7 @@ A key's Redis keys (`P` the prefix, `K` the gateway key's name):
 
 from __future__ import annotations
 
-# Shared by the scripts: the number formats and the GCRA arithmetic of limits/gcra.py.
+# Shared by the scripts: the number formats and the GCRA arithmetic of limits/limiter.py.
 _COMMON = """
 local function num(text) return string.format('%.6f', text) end
 local function tat_of(key)

@@ -23,7 +23,14 @@ from messagegate.config import ApiKey
 from messagegate.config.redis import OutagePolicy, RedisSettings
 from messagegate.errors import LimitsUnavailable
 from messagegate.limits.circuit import Circuit
-from messagegate.limits.limiter import MAX_RETRY_AFTER, KeyState, Limiter, Reservation, budget_error
+from messagegate.limits.limiter import (
+    MAX_RETRY_AFTER,
+    KeyState,
+    Limiter,
+    Reservation,
+    adjusted,
+    budget_error,
+)
 from messagegate.limits.scripts import ADMIT, SEED, SETTLE
 
 error_log = logging.getLogger("messagegate.error")
@@ -145,10 +152,10 @@ class SharedLimiter:
         result = await self.admit_script(keys, args)
         self._succeeded()
         status, wait, spent, reserved = int(result[0]), float(result[1]), result[2], result[3]
-        if view.requests is not None:
-            view.requests.tat = float(result[4])
-        if view.tokens is not None:
-            view.tokens.tat = float(result[5])
+        if view.rpm:
+            view.requests_tat = float(result[4])
+        if view.tpm:
+            view.tokens_tat = float(result[5])
         view.spent, view.reserved = int(spent), int(reserved)
         if status == 2:
             raise budget_error(view, budget, end)
@@ -196,8 +203,9 @@ class SharedLimiter:
         limits = ticket.key.limits
         delta = tokens - ticket.tokens
         now = self.now()
-        if ticket.view.tokens is not None:
-            ticket.view.tokens.adjust(delta, now)
+        view = ticket.view
+        if view.tpm:
+            view.tokens_tat = adjusted(view.tokens_tat, delta * view.tokens_interval, now)
         if cost and limits.budget is not None:
             self.local.spend(ticket.key, cost)
         leased = limits.concurrency is not None or limits.budget is not None

@@ -74,14 +74,15 @@ class Journal:
         """Journal a row: one JSON array a line (ledger/row.py's HEAD, then TAIL nested)."""
         line = orjson.dumps(row)
         start = self.size
-        end = start + len(line) + 1
-        if end > self.segment_bytes:
+        stop = start + len(line)
+        if stop >= self.segment_bytes:
             self.open_segment()
-            start, end = 0, len(line) + 1
-        assert self._map is not None
-        self._map[start : end - 1] = line
-        self._map[end - 1] = NEWLINE  # last: a line without it was torn, never a whole row
-        self.size = end
+            start, stop = 0, len(line)
+        written = self._map
+        assert written is not None
+        written[start:stop] = line
+        written[stop] = NEWLINE  # last: a line without it was torn, never a whole row
+        end = self.size = stop + 1
         held = self._held
         if held.end == start and len(held.lines) < self.held_rows:
             held.rows.append(row)

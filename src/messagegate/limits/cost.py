@@ -8,7 +8,6 @@ from functools import lru_cache
 
 import orjson
 
-from messagegate.api.usage import Usage
 from messagegate.config import Price
 
 # Anthropic's cache prices as multiples of the input price, for routes that set none.
@@ -19,7 +18,8 @@ CACHE_WRITE_1H = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Every price of a route, the defaults filled in, and the JSON a ledger row records."""
+    """Every price of a route, the defaults filled in, and the JSON a ledger row records (an
+    answer's cost is worked out where it is settled: server/accounting.py)."""
 
     input: float
     output: float
@@ -27,17 +27,6 @@ class Rates:
     cache_write: float
     cache_write_1h: float
     json: str
-
-    def cost(self, usage: Usage) -> int:
-        hour = usage.cache_creation_1h_input_tokens
-        total = (
-            usage.input_tokens * self.input
-            + usage.output_tokens * self.output
-            + usage.cache_read_input_tokens * self.cache_read
-            + (usage.cache_creation_input_tokens - hour) * self.cache_write
-            + hour * self.cache_write_1h
-        )
-        return round(total)
 
 
 @lru_cache(maxsize=256)

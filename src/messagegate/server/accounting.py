@@ -144,16 +144,34 @@ class Accounting:
         stream: bool,
     ) -> None:
         """An answer ended (or was cut): settle its reservation, journal its row."""
-        fields = self._fields(routed.route)
+        route = routed.route
+        fields = self._routes.get(id(route))
+        if fields is None or fields.route is not route:
+            fields = self._fields(route)
+        # The counts read once, for the cost, the settlement and the row.
+        read = usage.cache_read_input_tokens
+        hour = usage.cache_creation_1h_input_tokens
+        written = usage.cache_creation_input_tokens
+        five = written - hour
+        tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
         priced = fields.rates
-        cost = 0 if priced is None else priced.cost(usage)
+        cost = (
+            0
+            if priced is None
+            else round(
+                tokens_in * priced.input
+                + tokens_out * priced.output
+                + read * priced.cache_read
+                + five * priced.cache_write
+                + hour * priced.cache_write_1h
+            )
+        )
         if ticket is not None:
-            used = usage.input_tokens + usage.output_tokens + usage.cache_creation_input_tokens
-            ticket.settle(used, cost)
-        if self.journal is None:
+            ticket.settle(tokens_in + tokens_out + written, cost)
+        journal = self.journal
+        if journal is None:
             return
         started = routed.started
-        hour = usage.cache_creation_1h_input_tokens
         # A plain tuple: HEAD's values, then TAIL's (ledger/row.py). Times in ms to the
         # microsecond: round() to an integer, then a division (round(x, 3) formats the float).
         row: LedgerRow = (
@@ -162,10 +180,10 @@ class Accounting:
             key.name if key is not None else "",
             routed.model.name,
             fields.provider,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.cache_read_input_tokens,
-            usage.cache_creation_input_tokens - hour,  # cache_write_5m_tokens
+            tokens_in,
+            tokens_out,
+            read,
+            five,  # cache_write_5m_tokens
             hour,  # cache_write_1h_tokens
             cost,
             (
@@ -180,7 +198,7 @@ class Accounting:
             ),
         )
         try:
-            self.journal.append(row)
+            journal.append(row)
         except OSError as exc:
             error_log.error("cannot journal ledger row %s: %s", exchange.request_id, exc)
 

@@ -168,12 +168,13 @@ class Limiter:
             tat = state.tokens_tat
             base = tat if tat > now else now
             interval = state.tokens_interval
-            over = base + (tokens if tokens < tpm else tpm) * interval - now - WINDOW
+            moved = tokens * interval
+            over = base + (moved if tokens < tpm else tpm * interval) - now - WINDOW
             if over > 1e-9:
                 if rpm:
                     state.requests_tat = adjusted(state.requests_tat, -state.requests_interval, now)
                 raise self.limited(state, now, over, f"{tpm} tokens per minute", "tpm")
-            state.tokens_tat = base + tokens * interval
+            state.tokens_tat = base + moved
         state.active += 1
         state.reserved += cost
         return Ticket(self, state, tokens, cost)

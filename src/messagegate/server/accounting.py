@@ -14,6 +14,7 @@ import orjson
 
 from messagegate.api.usage import Usage
 from messagegate.config import ApiKey, Model, Route
+from messagegate.config.keyspec import KeyLimits
 from messagegate.ledger.journal import Journal
 from messagegate.ledger.row import LedgerRow, Outcome
 from messagegate.limits.cost import Rates, rates
@@ -92,34 +93,36 @@ class Accounting:
         self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
     ) -> Ticket | None:
         """Reserve the request on its key's limits (None: the key has none)."""
-        if key is None or not key.limits.enabled:
+        if key is None:
             return None
-        estimate = body_size // BYTES_PER_TOKEN
+        limits = key.limits
+        if not limits.enabled:
+            return None
         cost = (
-            0 if key.limits.budget is None else self._worst_cost(key, model, body_size, max_tokens)
+            0 if limits.budget is None else self._worst_cost(limits, model, body_size, max_tokens)
         )
-        return self.limiter.admit(key, estimate + max_tokens, cost)
+        return self.limiter.admit(key, body_size // BYTES_PER_TOKEN + max_tokens, cost)
 
     async def admit_shared(
         self, key: ApiKey | None, model: Model, body_size: int, max_tokens: int
     ) -> Reservation | None:
         """`admit` on the limits every replica shares."""
-        if key is None or not key.limits.enabled:
+        if key is None:
+            return None
+        limits = key.limits
+        if not limits.enabled:
             return None
         assert self.shared is not None
-        estimate = body_size // BYTES_PER_TOKEN
         cost = (
-            0 if key.limits.budget is None else self._worst_cost(key, model, body_size, max_tokens)
+            0 if limits.budget is None else self._worst_cost(limits, model, body_size, max_tokens)
         )
-        return await self.shared.admit(key, estimate + max_tokens, cost)
+        return await self.shared.admit(key, body_size // BYTES_PER_TOKEN + max_tokens, cost)
 
-    def _worst_cost(self, key: ApiKey, model: Model, body_size: int, max_tokens: int) -> int:
+    def _worst_cost(self, limits: KeyLimits, model: Model, body_size: int, max_tokens: int) -> int:
         """The micro-USD a request reserves on its key's budget: input estimated from the body's
         size (hard mode: a token per byte, its bound), output at max_tokens, on the dearest of the
         model's routes; settled at the end."""
-        worst_input = (
-            body_size if key.limits.budget_mode == "hard" else body_size // BYTES_PER_TOKEN
-        )
+        worst_input = body_size if limits.budget_mode == "hard" else body_size // BYTES_PER_TOKEN
         worst = self._models.get(id(model))
         if worst is None or worst.model is not model:
             if len(self._models) >= MAX_ROUTES:

@@ -26,6 +26,8 @@ _CACHE_MAX = 4096
 _INT64_MASK = (1 << 64) - 1
 _SMALL = [bytes((n,)) for n in range(0x80)]
 _CONTINUED = [bytes((n | 0x80,)) for n in range(0x80)]
+# A span's tag and its length's first byte, for a length of two bytes, by its low 7 bits.
+_LONG_SPAN_TAGS = [b"\x12" + first for first in _CONTINUED]
 # trace_id (1), span_id (2), [parent_span_id (4)], start_time_unix_nano (7), end_time_unix_nano (8)
 _WITH_PARENT = struct.Struct("<2s16s2s8s2s8sBQBQ")
 _WITHOUT_PARENT = struct.Struct("<2s16s2s8sBQBQ")
@@ -244,8 +246,9 @@ class ProtobufEncoder:
                     pieces.append((head, key, attempt_tail, state, content))
                 else:
                     pieces.append((head, key, tail, state, content))
-        fragments, small = self._fragments, _SMALL
-        spans = []
+        fragments, small, long_tags = self._fragments, _SMALL, _LONG_SPAN_TAGS
+        # Each span's tag and length, then its bytes: joined once, with the whole batch.
+        spans: list[bytes] = []
         for head, key, tail, state, content in pieces:
             try:
                 fragment = fragments.get(key) or self._fragment(key)
@@ -253,18 +256,15 @@ class ProtobufEncoder:
                 fragment = _stable_fragment(stable(key))
             if state or content is not None:
                 body = _with_extras(head, fragment, state, tail, content)
+                spans += (b"\x12" + varint(len(body)), body)
+                continue
+            size = len(head) + len(fragment) + len(tail)
+            if size < 0x80:
+                spans += (b"\x12" + small[size], head, fragment, tail)
+            elif size < 0x4000:
+                spans += (long_tags[size & 0x7F], small[size >> 7], head, fragment, tail)
             else:
-                body = join((head, fragment, tail))
-            size = len(body)
-            # The span's tag and length, then its bytes: joined once, with the whole batch.
-            spans.append(
-                b"\x12" + small[size]
-                if size < 0x80
-                else bytes((0x12, (size & 0x7F) | 0x80, size >> 7))
-                if size < 0x4000
-                else b"\x12" + varint(size)
-            )
-            spans.append(body)
+                spans += (b"\x12" + varint(size), head, fragment, tail)
         scope = self._scope
         scope_size = len(scope) + sum(map(len, spans))
         scope_head = b"\x12" + varint(scope_size)

@@ -16,6 +16,7 @@ costs more than the rest of a span). By index:
               IDS; start; end; key; answer; content)
     OUTPUT    None, or the answer's text (``capture_content``)
     ATTEMPT_SPAN, ATTEMPT_START   the attempt under way: its span id (as in ATTEMPTS) and start
+    ROUTE_SPANS   None, or the `RouteSpans` of the last attempt's route (its request's, mostly)
 
 A key holds what takes few values across requests, so that an encoder encodes each distinct key
 once; `stable` turns it into the span's kind, name, attribute group and `STABLE_ATTRIBUTES`'
@@ -41,7 +42,7 @@ CLIENT_KIND = 3
 
 # A request's record, by index.
 IDS, PARENT, STATE, SAMPLED, START, END, SERVER, ANSWER, ATTEMPTS, OUTPUT = range(10)
-ATTEMPT_SPAN, ATTEMPT_START = 10, 11
+ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS = 10, 11, 12
 RequestRecord = list[Any]
 # An attempt's record (in ATTEMPTS), by index.
 A_SPAN, A_START, A_END, A_KEY, A_ANSWER, A_CONTENT = range(6)
@@ -209,9 +210,9 @@ def spans(record: RequestRecord) -> list[SpanRecord]:
     return out
 
 
-def answer_values(value: Any) -> tuple[Any, ...]:
+def answer_values(value: Any, body: object) -> tuple[Any, ...]:
     """(input, output, cache read, cache creation tokens, answer id, finish reasons) of an
-    answer: its usage, and its body's id and stop reason when it came whole."""
+    answer: its usage, and its `body`'s id and stop reason when it came whole (a dict)."""
     usage = getattr(value, "usage", None)
     if usage is None:
         read = created = total_input = output = None
@@ -221,7 +222,6 @@ def answer_values(value: Any) -> tuple[Any, ...]:
         total_input = usage.input_tokens + read + created
         output = usage.output_tokens
     answer_id = reasons = None
-    body = getattr(value, "body", None)
     if type(body) is dict:
         answer_id = body.get("id")
         if type(answer_id) is not str:

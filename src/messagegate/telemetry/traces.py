@@ -35,6 +35,7 @@ from messagegate.telemetry.span_record import (
     END,
     IDS,
     OUTPUT,
+    ROUTE_SPANS,
     SAMPLED,
     SERVER,
     STATE,
@@ -105,8 +106,10 @@ class Tracing:
             sampled = self.sampler.child(parent.trace_id, parent.sampled)
         request.log_fields["trace_id"] = ids[:32]
         # span_record's layout: IDS, PARENT, STATE, SAMPLED, START, END, SERVER, ANSWER,
-        # ATTEMPTS, OUTPUT, ATTEMPT_SPAN, ATTEMPT_START.
-        record = [ids, parent_id, state, sampled, time_ns(), 0, None, None, None, None, None, 0]
+        # ATTEMPTS, OUTPUT, ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS.
+        record = [
+            ids, parent_id, state, sampled, time_ns(), 0, None, None, None, None, None, 0, None,
+        ]  # fmt: skip
         return _ACTIVE.set(record)
 
     def finish_request(self, request: Any, token: Token[RequestRecord]) -> None:
@@ -127,9 +130,12 @@ class Tracing:
         else:
             answer = record[ANSWER]
             if answer is None:  # a stream's: its attempt's span ended at its first event
-                answer = record[ANSWER] = answer_values(served.value)
+                value = served.value
+                answer = record[ANSWER] = answer_values(value, getattr(value, "body", None))
             route = served.route
-            known = self._routes.get(id(route)) or self._route(route)
+            known = record[ROUTE_SPANS]  # its last attempt's, found by `attempt_ended`
+            if known is None or known.route is not route:
+                known = self._routes.get(id(route)) or self._route(route)
             fallback = served.model.name if "fallback_model" in fields else None
             record[SERVER] = (
                 known, model, request.status, served.attempts, fallback, error,
@@ -179,15 +185,17 @@ class Tracing:
         if record is None or not record[SAMPLED]:
             return
         route = call.route
-        known = self._routes.get(id(route)) or self._route(route)
+        known = record[ROUTE_SPANS] = self._routes.get(id(route)) or self._route(route)
         answer = reasons = error_type = None
         if error is not None:
             error_type = error_type_of(error)
-        elif type(getattr(value, "body", None)) is dict:
-            # A whole answer; a stream's usage and stop reason are known at its end only,
-            # and the request's span has them.
-            answer = record[ANSWER] = answer_values(value)
-            reasons = answer[ANSWER_REASONS]
+        else:
+            whole = getattr(value, "body", None)
+            if type(whole) is dict:
+                # A whole answer; a stream's usage and stop reason are known at its end only,
+                # and the request's span has them.
+                answer = record[ANSWER] = answer_values(value, whole)
+                reasons = answer[ANSWER_REASONS]
         body = call.body
         # The request parameters as validated (numbers or None): the encoder types them.
         key = (

@@ -133,57 +133,55 @@ def _long_count(prefixes: list[bytes], n: int) -> bytes:
 
 
 def _answer(answer: tuple[Any, ...]) -> bytes:
-    """An answer's token counts and id (span_record.ANSWER_ATTRIBUTES). Unrolled, and no call
-    for a count below 2**21: a loop, or a call a count, cost ~1,000 instructions a request."""
-    parts = []
+    """An answer's token counts and id (span_record.ANSWER_ATTRIBUTES). Unrolled, without a
+    call for a count below 2**21 nor a list: a loop, or a call a count, cost ~1,000
+    instructions a request."""
     n = answer[0]
-    if n is not None:
-        starts = _INPUT_STARTS
-        parts.append(
-            starts[n] if n < 0x80
-            else starts[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
-            else starts[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
-            if n < 0x200000
-            else _long_count(_INPUT_TOKENS, n)
-        )  # fmt: skip
+    input_tokens = (
+        b"" if n is None
+        else _INPUT_STARTS[n] if n < 0x80
+        else _INPUT_STARTS[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
+        else _INPUT_STARTS[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
+        if n < 0x200000
+        else _long_count(_INPUT_TOKENS, n)
+    )  # fmt: skip
     n = answer[1]
-    if n is not None:
-        starts = _OUTPUT_STARTS
-        parts.append(
-            starts[n] if n < 0x80
-            else starts[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
-            else starts[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
-            if n < 0x200000
-            else _long_count(_OUTPUT_TOKENS, n)
-        )  # fmt: skip
+    output_tokens = (
+        b"" if n is None
+        else _OUTPUT_STARTS[n] if n < 0x80
+        else _OUTPUT_STARTS[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
+        else _OUTPUT_STARTS[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
+        if n < 0x200000
+        else _long_count(_OUTPUT_TOKENS, n)
+    )  # fmt: skip
     n = answer[2]
-    if n is not None:
-        starts = _READ_STARTS
-        parts.append(
-            starts[n] if n < 0x80
-            else starts[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
-            else starts[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
-            if n < 0x200000
-            else _long_count(_READ_TOKENS, n)
-        )  # fmt: skip
+    read_tokens = (
+        b"" if n is None
+        else _READ_STARTS[n] if n < 0x80
+        else _READ_STARTS[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
+        else _READ_STARTS[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
+        if n < 0x200000
+        else _long_count(_READ_TOKENS, n)
+    )  # fmt: skip
     n = answer[3]
-    if n is not None:
-        starts = _CREATED_STARTS
-        parts.append(
-            starts[n] if n < 0x80
-            else starts[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
-            else starts[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
-            if n < 0x200000
-            else _long_count(_CREATED_TOKENS, n)
-        )  # fmt: skip
+    created_tokens = (
+        b"" if n is None
+        else _CREATED_STARTS[n] if n < 0x80
+        else _CREATED_STARTS[0x80 | n & 0x7F] + _SMALL[n >> 7] if n < 0x4000
+        else _CREATED_STARTS[0x100 | n & 0x7F] + _CONTINUED[n >> 7 & 0x7F] + _SMALL[n >> 14]
+        if n < 0x200000
+        else _long_count(_CREATED_TOKENS, n)
+    )  # fmt: skip
     answer_id = answer[4]
-    if answer_id is not None:
+    if answer_id is None:
+        response_id = b""
+    else:
         raw = answer_id.encode()
         if len(raw) < 0x60:
-            parts.append(_RESPONSE_ID[len(raw)] + raw)
+            response_id = _RESPONSE_ID[len(raw)] + raw
         else:
-            parts.append(_attribute("gen_ai.response.id", answer_id))
-    return b"".join(parts)
+            response_id = _attribute("gen_ai.response.id", answer_id)
+    return b"".join((input_tokens, output_tokens, read_tokens, created_tokens, response_id))
 
 
 def _framed(

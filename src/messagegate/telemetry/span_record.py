@@ -22,9 +22,9 @@ A key holds what takes few values across requests, so that an encoder encodes ea
 once; `stable` turns it into the span's kind, name, attribute group and `STABLE_ATTRIBUTES`'
 values:
 
-    a routed request:   (RouteSpans, model asked, status, attempts, fallback model, error, reasons)
+    a routed request:   (RouteSpans, model asked, status, attempts, fallback model, error, reason)
     any other request:  (AttributeGroup of its method and path, model or None, status, error)
-    an attempt:         (RouteSpans, number, max_tokens, temperature, top_p, top_k, error, reasons)
+    an attempt:         (RouteSpans, number, max_tokens, temperature, top_p, top_k, error, reason)
 
 What differs from request to request (token counts, the answer's id) is the ANSWER's, encoded
 each time. `spans` lays a record out as `SpanRecord`s, one per span, for the JSON encoder and the
@@ -52,7 +52,7 @@ TRACE_ID, SPAN_ID, PARENT_ID, TRACE_STATE, SPAN_START, SPAN_END, STABLE, SPAN_AN
     range(9)
 )
 # In ANSWER: `answer_values`' order.
-ANSWER_INPUT, ANSWER_OUTPUT, ANSWER_READ, ANSWER_CREATED, ANSWER_ID, ANSWER_REASONS = range(6)
+ANSWER_INPUT, ANSWER_OUTPUT, ANSWER_READ, ANSWER_CREATED, ANSWER_ID, ANSWER_REASON = range(6)
 
 AttributeValue = str | int | float | bool | tuple[str, ...]
 SpanRecord = tuple[Any, ...]
@@ -129,18 +129,19 @@ def stable(key: tuple[Any, ...]) -> tuple[Any, ...]:
     not."""
     first = key[0]
     if len(key) == 8:  # an attempt
-        _, number, max_tokens, temperature, top_p, top_k, error, reasons = key
+        _, number, max_tokens, temperature, top_p, top_k, error, reason = key
         return (
             CLIENT_KIND, first.name, first.group, None, None, None, None, number,
             max_tokens, temperature, top_p, top_k, None,
-            None if error is not None else first.model, None, error, reasons,
+            None if error is not None else first.model, None, error,
+            None if reason is None else (reason,),
         )  # fmt: skip
     if len(key) == 7:  # a routed request
-        _, model, status, attempts, fallback, error, reasons = key
+        _, model, status, attempts, fallback, error, reason = key
         return (
             SERVER_KIND, f"{OPERATION} {model}", ROUTED, status, OPERATION, first.provider,
             first.label, attempts, None, None, None, None, model, first.model, fallback, error,
-            reasons,
+            None if reason is None else (reason,),
         )  # fmt: skip
     _, model, status, error = key
     if model is None:
@@ -211,7 +212,7 @@ def spans(record: RequestRecord) -> list[SpanRecord]:
 
 
 def answer_values(value: Any, body: object) -> tuple[Any, ...]:
-    """(input, output, cache read, cache creation tokens, answer id, finish reasons) of an
+    """(input, output, cache read, cache creation tokens, answer id, stop reason) of an
     answer: its usage, and its `body`'s id and stop reason when it came whole (a dict)."""
     usage = getattr(value, "usage", None)
     if usage is None:
@@ -221,12 +222,12 @@ def answer_values(value: Any, body: object) -> tuple[Any, ...]:
         created = usage.cache_creation_input_tokens
         total_input = usage.input_tokens + read + created
         output = usage.output_tokens
-    answer_id = reasons = None
+    answer_id = reason = None
     if type(body) is dict:
         answer_id = body.get("id")
         if type(answer_id) is not str:
             answer_id = None
         reason = body.get("stop_reason")
-        if type(reason) is str:
-            reasons = (reason,)
-    return total_input, output, read, created, answer_id, reasons
+        if type(reason) is not str:
+            reason = None
+    return total_input, output, read, created, answer_id, reason

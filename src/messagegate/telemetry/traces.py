@@ -28,7 +28,7 @@ from messagegate.telemetry.otlp_json import JsonEncoder
 from messagegate.telemetry.otlp_protobuf import ProtobufEncoder
 from messagegate.telemetry.span_record import (
     ANSWER,
-    ANSWER_REASONS,
+    ANSWER_REASON,
     ATTEMPT_SPAN,
     ATTEMPT_START,
     ATTEMPTS,
@@ -139,7 +139,7 @@ class Tracing:
             fallback = served.model.name if "fallback_model" in fields else None
             record[SERVER] = (
                 known, model, request.status, served.attempts, fallback, error,
-                answer[ANSWER_REASONS],
+                answer[ANSWER_REASON],
             )  # fmt: skip
             if self.capture_content:
                 record[OUTPUT] = _output(served.value)
@@ -186,7 +186,7 @@ class Tracing:
             return
         route = call.route
         known = record[ROUTE_SPANS] = self._routes.get(id(route)) or self._route(route)
-        answer = reasons = error_type = None
+        answer = reason = error_type = None
         if error is not None:
             error_type = error_type_of(error)
         else:
@@ -195,12 +195,12 @@ class Tracing:
                 # A whole answer; a stream's usage and stop reason are known at its end only,
                 # and the request's span has them.
                 answer = record[ANSWER] = answer_values(value, whole)
-                reasons = answer[ANSWER_REASONS]
+                reason = answer[ANSWER_REASON]
         body = call.body
         # The request parameters as validated (numbers or None): the encoder types them.
         key = (
             known, number, body.get("max_tokens"), body.get("temperature"), body.get("top_p"),
-            body.get("top_k"), error_type, reasons,
+            body.get("top_k"), error_type, reason,
         )  # fmt: skip
         content = None
         if self.capture_content:

@@ -166,8 +166,7 @@ class Tracing:
             # No span of its own: the request's context goes upstream.
             headers = {"traceparent": f"00-{ids[:32]}-{ids[32:48]}-00"}
         elif record[ATTEMPT_START] == 0:
-            # The request's first: its id was drawn with the request's.
-            record[ATTEMPT_SPAN] = None
+            # The request's first: its id was drawn with the request's (ATTEMPT_SPAN is None).
             headers = {"traceparent": f"00-{ids[:32]}-{ids[48:]}-01"}
         else:
             span = record[ATTEMPT_SPAN] = self._draw()[:16]

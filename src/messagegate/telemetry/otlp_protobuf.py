@@ -244,7 +244,9 @@ class ProtobufEncoder:
             # are encoded once for both.
             tail = b"" if answer is None else _answer(answer)
             try:
-                fragment = fragments.get(key) or self._fragment(key)
+                fragment = fragments[key]
+            except KeyError:
+                fragment = self._fragment(key)
             except TypeError:  # a client's parameter of a type no schema checked (a list, say)
                 fragment = _stable_fragment(stable(key))
             size = len(head) + len(fragment) + len(tail)
@@ -264,7 +266,9 @@ class ProtobufEncoder:
                 if attempt_answer is not answer:
                     own = b"" if attempt_answer is None else _answer(attempt_answer)
                 try:
-                    fragment = fragments.get(key) or self._fragment(key)
+                    fragment = fragments[key]
+                except KeyError:
+                    fragment = self._fragment(key)
                 except TypeError:
                     fragment = _stable_fragment(stable(key))
                 size = len(head) + len(fragment) + len(own)

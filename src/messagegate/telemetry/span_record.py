@@ -17,6 +17,7 @@ costs more than the rest of a span). By index:
     OUTPUT    None, or the answer's text (``capture_content``)
     ATTEMPT_SPAN, ATTEMPT_START   the attempt under way: its span id (as in ATTEMPTS) and start
     ROUTE_SPANS   None, or the `RouteSpans` of the last attempt's route (its request's, mostly)
+    TRACE_HEX     the trace id's 32 hex digits (IDS' first), for each attempt's ``traceparent``
 
 A key holds what takes few values across requests, so that an encoder encodes each distinct key
 once; `stable` turns it into the span's kind, name, attribute group and `STABLE_ATTRIBUTES`'
@@ -42,7 +43,7 @@ CLIENT_KIND = 3
 
 # A request's record, by index.
 IDS, PARENT, STATE, SAMPLED, START, END, SERVER, ANSWER, ATTEMPTS, OUTPUT = range(10)
-ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS = 10, 11, 12
+ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS, TRACE_HEX = 10, 11, 12, 13
 RequestRecord = list[Any]
 # An attempt's record (in ATTEMPTS), by index.
 A_SPAN, A_START, A_END, A_KEY, A_ANSWER, A_CONTENT = range(6)

@@ -39,6 +39,7 @@ from messagegate.telemetry.span_record import (
     SAMPLED,
     SERVER,
     STATE,
+    TRACE_HEX,
     AttributeGroup,
     RequestRecord,
     RouteSpans,
@@ -104,11 +105,12 @@ class Tracing:
             ids = parent.trace_id + ids[32:]
             parent_id, state = parent.span_id, parent.trace_state
             sampled = self.sampler.child(parent.trace_id, parent.sampled)
-        request.log_fields["trace_id"] = ids[:32]
+        request.log_fields["trace_id"] = trace = ids[:32]
         # span_record's layout: IDS, PARENT, STATE, SAMPLED, START, END, SERVER, ANSWER,
-        # ATTEMPTS, OUTPUT, ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS.
+        # ATTEMPTS, OUTPUT, ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS, TRACE_HEX.
         record = [
             ids, parent_id, state, sampled, time_ns(), 0, None, None, None, None, None, 0, None,
+            trace,
         ]  # fmt: skip
         return _ACTIVE.set(record)
 
@@ -161,16 +163,16 @@ class Tracing:
         record = _ACTIVE.get(None)
         if record is None:
             return None
-        ids = record[IDS]
+        ids, trace = record[IDS], record[TRACE_HEX]
         if not record[SAMPLED]:
             # No span of its own: the request's context goes upstream.
-            headers = {"traceparent": f"00-{ids[:32]}-{ids[32:48]}-00"}
+            headers = {"traceparent": f"00-{trace}-{ids[32:48]}-00"}
         elif record[ATTEMPT_START] == 0:
             # The request's first: its id was drawn with the request's (ATTEMPT_SPAN is None).
-            headers = {"traceparent": f"00-{ids[:32]}-{ids[48:]}-01"}
+            headers = {"traceparent": f"00-{trace}-{ids[48:]}-01"}
         else:
             span = record[ATTEMPT_SPAN] = self._draw()[:16]
-            headers = {"traceparent": f"00-{ids[:32]}-{span}-01"}
+            headers = {"traceparent": f"00-{trace}-{span}-01"}
         record[ATTEMPT_START] = time_ns()
         if record[STATE]:
             headers["tracestate"] = record[STATE]

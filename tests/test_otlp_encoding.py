@@ -52,7 +52,7 @@ def _answer(rng: random.Random, n: int) -> tuple[Any, ...]:
         rng.choice([None, 0, 129, 70_000]),
         n * 1000,
         f"msg_{rng.getrandbits(64):x}" + ("y" * 120 if n == 2 else ""),
-        ("end_turn",),
+        "end_turn",
     )
 
 
@@ -236,3 +236,17 @@ def test_varints_are_protobufs_at_every_length_boundary() -> None:
     numbers = [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 1 << 35, (1 << 64) - 1]
     for n in numbers:
         assert varint(n) == _VarintBytes(n), n
+
+
+def test_token_counts_decode_at_every_varint_length_boundary() -> None:
+    numbers = [0, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, 1 << 35]
+    requests = records(3)
+    for n in numbers:
+        answer = (n, n + 1, None if n else 0, n, "msg_1", "end_turn")
+        requests[1][7] = answer
+        (resource_spans,) = decoded(ProtobufEncoder(RESOURCE, "1").encode(requests)).resource_spans
+        server = otlp.attributes(resource_spans.scope_spans[0].spans[1 + len(requests[0][8] or ())])
+        assert server["gen_ai.usage.input_tokens"] == n
+        assert server["gen_ai.usage.output_tokens"] == answer[1]
+        assert server.get("gen_ai.usage.cache_read.input_tokens") == answer[2]
+        assert server["gen_ai.usage.cache_creation.input_tokens"] == n

@@ -16,14 +16,16 @@ costs more than the rest of a span). By index:
               IDS; start; end; key; answer; content)
     OUTPUT    None, or the answer's text (``capture_content``)
     ATTEMPT_SPAN, ATTEMPT_START   the attempt under way: its span id (as in ATTEMPTS) and start
+    ROUTE_SPANS   None, or the `RouteSpans` of the last attempt's route (its request's, mostly)
+    TRACE_HEX     the trace id's 32 hex digits (IDS' first), for each attempt's ``traceparent``
 
 A key holds what takes few values across requests, so that an encoder encodes each distinct key
 once; `stable` turns it into the span's kind, name, attribute group and `STABLE_ATTRIBUTES`'
 values:
 
-    a routed request:   (RouteSpans, model asked, status, attempts, fallback model, error, reasons)
+    a routed request:   (RouteSpans, model asked, status, attempts, fallback model, error, reason)
     any other request:  (AttributeGroup of its method and path, model or None, status, error)
-    an attempt:         (RouteSpans, number, max_tokens, temperature, top_p, top_k, error, reasons)
+    an attempt:         (RouteSpans, number, max_tokens, temperature, top_p, top_k, error, reason)
 
 What differs from request to request (token counts, the answer's id) is the ANSWER's, encoded
 each time. `spans` lays a record out as `SpanRecord`s, one per span, for the JSON encoder and the
@@ -41,7 +43,7 @@ CLIENT_KIND = 3
 
 # A request's record, by index.
 IDS, PARENT, STATE, SAMPLED, START, END, SERVER, ANSWER, ATTEMPTS, OUTPUT = range(10)
-ATTEMPT_SPAN, ATTEMPT_START = 10, 11
+ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS, TRACE_HEX = 10, 11, 12, 13
 RequestRecord = list[Any]
 # An attempt's record (in ATTEMPTS), by index.
 A_SPAN, A_START, A_END, A_KEY, A_ANSWER, A_CONTENT = range(6)
@@ -51,7 +53,7 @@ TRACE_ID, SPAN_ID, PARENT_ID, TRACE_STATE, SPAN_START, SPAN_END, STABLE, SPAN_AN
     range(9)
 )
 # In ANSWER: `answer_values`' order.
-ANSWER_INPUT, ANSWER_OUTPUT, ANSWER_READ, ANSWER_CREATED, ANSWER_ID, ANSWER_REASONS = range(6)
+ANSWER_INPUT, ANSWER_OUTPUT, ANSWER_READ, ANSWER_CREATED, ANSWER_ID, ANSWER_REASON = range(6)
 
 AttributeValue = str | int | float | bool | tuple[str, ...]
 SpanRecord = tuple[Any, ...]
@@ -128,18 +130,19 @@ def stable(key: tuple[Any, ...]) -> tuple[Any, ...]:
     not."""
     first = key[0]
     if len(key) == 8:  # an attempt
-        _, number, max_tokens, temperature, top_p, top_k, error, reasons = key
+        _, number, max_tokens, temperature, top_p, top_k, error, reason = key
         return (
             CLIENT_KIND, first.name, first.group, None, None, None, None, number,
             max_tokens, temperature, top_p, top_k, None,
-            None if error is not None else first.model, None, error, reasons,
+            None if error is not None else first.model, None, error,
+            None if reason is None else (reason,),
         )  # fmt: skip
     if len(key) == 7:  # a routed request
-        _, model, status, attempts, fallback, error, reasons = key
+        _, model, status, attempts, fallback, error, reason = key
         return (
             SERVER_KIND, f"{OPERATION} {model}", ROUTED, status, OPERATION, first.provider,
             first.label, attempts, None, None, None, None, model, first.model, fallback, error,
-            reasons,
+            None if reason is None else (reason,),
         )  # fmt: skip
     _, model, status, error = key
     if model is None:
@@ -209,9 +212,9 @@ def spans(record: RequestRecord) -> list[SpanRecord]:
     return out
 
 
-def answer_values(value: Any) -> tuple[Any, ...]:
-    """(input, output, cache read, cache creation tokens, answer id, finish reasons) of an
-    answer: its usage, and its body's id and stop reason when it came whole."""
+def answer_values(value: Any, body: object) -> tuple[Any, ...]:
+    """(input, output, cache read, cache creation tokens, answer id, stop reason) of an
+    answer: its usage, and its `body`'s id and stop reason when it came whole (a dict)."""
     usage = getattr(value, "usage", None)
     if usage is None:
         read = created = total_input = output = None
@@ -220,13 +223,12 @@ def answer_values(value: Any) -> tuple[Any, ...]:
         created = usage.cache_creation_input_tokens
         total_input = usage.input_tokens + read + created
         output = usage.output_tokens
-    answer_id = reasons = None
-    body = getattr(value, "body", None)
+    answer_id = reason = None
     if type(body) is dict:
         answer_id = body.get("id")
         if type(answer_id) is not str:
             answer_id = None
         reason = body.get("stop_reason")
-        if type(reason) is str:
-            reasons = (reason,)
-    return total_input, output, read, created, answer_id, reasons
+        if type(reason) is not str:
+            reason = None
+    return total_input, output, read, created, answer_id, reason

@@ -28,16 +28,18 @@ from messagegate.telemetry.otlp_json import JsonEncoder
 from messagegate.telemetry.otlp_protobuf import ProtobufEncoder
 from messagegate.telemetry.span_record import (
     ANSWER,
-    ANSWER_REASONS,
+    ANSWER_REASON,
     ATTEMPT_SPAN,
     ATTEMPT_START,
     ATTEMPTS,
     END,
     IDS,
     OUTPUT,
+    ROUTE_SPANS,
     SAMPLED,
     SERVER,
     STATE,
+    TRACE_HEX,
     AttributeGroup,
     RequestRecord,
     RouteSpans,
@@ -103,10 +105,13 @@ class Tracing:
             ids = parent.trace_id + ids[32:]
             parent_id, state = parent.span_id, parent.trace_state
             sampled = self.sampler.child(parent.trace_id, parent.sampled)
-        request.log_fields["trace_id"] = ids[:32]
+        request.log_fields["trace_id"] = trace = ids[:32]
         # span_record's layout: IDS, PARENT, STATE, SAMPLED, START, END, SERVER, ANSWER,
-        # ATTEMPTS, OUTPUT, ATTEMPT_SPAN, ATTEMPT_START.
-        record = [ids, parent_id, state, sampled, time_ns(), 0, None, None, None, None, None, 0]
+        # ATTEMPTS, OUTPUT, ATTEMPT_SPAN, ATTEMPT_START, ROUTE_SPANS, TRACE_HEX.
+        record = [
+            ids, parent_id, state, sampled, time_ns(), 0, None, None, None, None, None, 0, None,
+            trace,
+        ]  # fmt: skip
         return _ACTIVE.set(record)
 
     def finish_request(self, request: Any, token: Token[RequestRecord]) -> None:
@@ -127,13 +132,16 @@ class Tracing:
         else:
             answer = record[ANSWER]
             if answer is None:  # a stream's: its attempt's span ended at its first event
-                answer = record[ANSWER] = answer_values(served.value)
+                value = served.value
+                answer = record[ANSWER] = answer_values(value, getattr(value, "body", None))
             route = served.route
-            known = self._routes.get(id(route)) or self._route(route)
+            known = record[ROUTE_SPANS]  # its last attempt's, found by `attempt_ended`
+            if known is None or known.route is not route:
+                known = self._routes.get(id(route)) or self._route(route)
             fallback = served.model.name if "fallback_model" in fields else None
             record[SERVER] = (
                 known, model, request.status, served.attempts, fallback, error,
-                answer[ANSWER_REASONS],
+                answer[ANSWER_REASON],
             )  # fmt: skip
             if self.capture_content:
                 record[OUTPUT] = _output(served.value)
@@ -155,17 +163,16 @@ class Tracing:
         record = _ACTIVE.get(None)
         if record is None:
             return None
-        ids = record[IDS]
+        ids, trace = record[IDS], record[TRACE_HEX]
         if not record[SAMPLED]:
             # No span of its own: the request's context goes upstream.
-            headers = {"traceparent": f"00-{ids[:32]}-{ids[32:48]}-00"}
+            headers = {"traceparent": f"00-{trace}-{ids[32:48]}-00"}
         elif record[ATTEMPT_START] == 0:
-            # The request's first: its id was drawn with the request's.
-            record[ATTEMPT_SPAN] = None
-            headers = {"traceparent": f"00-{ids[:32]}-{ids[48:]}-01"}
+            # The request's first: its id was drawn with the request's (ATTEMPT_SPAN is None).
+            headers = {"traceparent": f"00-{trace}-{ids[48:]}-01"}
         else:
             span = record[ATTEMPT_SPAN] = self._draw()[:16]
-            headers = {"traceparent": f"00-{ids[:32]}-{span}-01"}
+            headers = {"traceparent": f"00-{trace}-{span}-01"}
         record[ATTEMPT_START] = time_ns()
         if record[STATE]:
             headers["tracestate"] = record[STATE]
@@ -179,20 +186,22 @@ class Tracing:
         if record is None or not record[SAMPLED]:
             return
         route = call.route
-        known = self._routes.get(id(route)) or self._route(route)
-        answer = reasons = error_type = None
+        known = record[ROUTE_SPANS] = self._routes.get(id(route)) or self._route(route)
+        answer = reason = error_type = None
         if error is not None:
             error_type = error_type_of(error)
-        elif type(getattr(value, "body", None)) is dict:
-            # A whole answer; a stream's usage and stop reason are known at its end only,
-            # and the request's span has them.
-            answer = record[ANSWER] = answer_values(value)
-            reasons = answer[ANSWER_REASONS]
+        else:
+            whole = getattr(value, "body", None)
+            if type(whole) is dict:
+                # A whole answer; a stream's usage and stop reason are known at its end only,
+                # and the request's span has them.
+                answer = record[ANSWER] = answer_values(value, whole)
+                reason = answer[ANSWER_REASON]
         body = call.body
         # The request parameters as validated (numbers or None): the encoder types them.
         key = (
             known, number, body.get("max_tokens"), body.get("temperature"), body.get("top_p"),
-            body.get("top_k"), error_type, reasons,
+            body.get("top_k"), error_type, reason,
         )  # fmt: skip
         content = None
         if self.capture_content:

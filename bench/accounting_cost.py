@@ -7,6 +7,7 @@ Each round reports requests per second and the gateway's CPU time per request (u
 all its threads: the ledger's shipping included).
 
     python -m bench.accounting_cost [--rounds 3] [--duration 5] [--concurrency 64]
+    python -m bench.accounting_cost --windows 20   # both up at once, 2 s windows in turn
 """
 
 from __future__ import annotations
@@ -15,21 +16,36 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.instructions import GATEWAY_KEY, ROOT, free_port, gateway_config, stored_key
-from bench.pinned_round import Load, compare, load_round
+from bench.interleaved import Gateway, Windows, measure
+from bench.pinned_round import compare, load_round
+from bench.pinning import Load
 
 SETUPS = ("config-key", "stored-key")
 
 
-def round_trip(work: Path, setup: str, load: Load) -> tuple[float, float]:
-    """(requests per second, gateway CPU milliseconds per request) of one gateway run."""
-    upstream_port, gateway_port = free_port(), free_port()
+def gateway(work: Path, setup: str, upstream_port: int) -> Gateway:
+    """A gateway of `setup`, its files in `work`."""
+    port = free_port()
     work.mkdir(parents=True)
     config = work / "gateway.json"
-    config.write_text(gateway_config(upstream_port, gateway_port, None, None, setup, work))
+    config.write_text(gateway_config(upstream_port, port, None, None, setup, work))
     key = stored_key(ROOT / "src", config) if setup == "stored-key" else GATEWAY_KEY
     # HOME in the run's directory: no database of the user's is taken up.
     environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src"), "HOME": str(work)}
-    return load_round(work, config, key, environment, (upstream_port, gateway_port), load)
+    return Gateway(setup, config, port, key, environment)
+
+
+def round_trip(work: Path, setup: str, load: Load) -> tuple[float, float]:
+    """(requests per second, gateway CPU milliseconds per request) of one gateway run."""
+    upstream_port = free_port()
+    g = gateway(work, setup, upstream_port)
+    return load_round(work, g.config, g.key, g.environment, (upstream_port, g.port), load)
+
+
+def interleave(work: Path, load: Load, windows: int) -> list[Windows]:
+    upstream_port = free_port()
+    gateways = [gateway(work / setup, setup, upstream_port) for setup in SETUPS]
+    return measure(work, upstream_port, gateways, load, windows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "anthropic-json",
         SETUPS,
         lambda work, n, setup, load: round_trip(work / f"{setup}-{n}", setup, load),
+        interleave,
     )
 
 

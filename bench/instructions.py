@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procs
+from bench.otlp_sink import answered
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKTREE = "WORKTREE"
@@ -239,16 +240,18 @@ def measure(
         busy_seconds = time.monotonic() - started
         control(gateway.pid, "-d", settle)
         busy = instructions(out)
-        if not minus_idle:
-            return busy / requests
-        control(gateway.pid, "-z", settle)
-        time.sleep(busy_seconds)
-        control(gateway.pid, "-d", settle)
-        return (busy - instructions(out, newer_than=busy)) / requests
+        if minus_idle:
+            control(gateway.pid, "-z", settle)
+            time.sleep(busy_seconds)
+            control(gateway.pid, "-d", settle)
+            busy -= instructions(out, newer_than=busy)
     finally:
         gateway.stop()
         sink.stop()
         upstream.stop()
+    if otel and not answered(sink.log)[0]:
+        raise RuntimeError("the OTLP sink answered no export: the run measured failing ones")
+    return busy / requests
 
 
 def control(pid: int, flag: str, settle: float = 0.2) -> None:

@@ -1,4 +1,6 @@
-"""A loopback OTLP/HTTP endpoint for the benches: answers every POST 200 and counts the bytes.
+"""A loopback OTLP/HTTP endpoint for the benches: answers every POST 200, counts the requests
+and their bytes, and writes the counts when stopped (SIGTERM) as its last line, which
+`answered` reads back: a bench whose exports all failed measured no exporting.
 
 python -m bench.otlp_sink --port 4318
 """
@@ -7,12 +9,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import signal
 from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
 
 import httptools
 import uvloop
 
+_COUNTS = re.compile(r"^answered (\d+) requests, (\d+) body bytes$", re.MULTILINE)
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+
+
+class _Counts:
+    requests = 0
+    body_bytes = 0
 
 
 class _Sink(asyncio.Protocol):
@@ -21,8 +33,9 @@ class _Sink(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport is not an asyncio.Transport subclass (an isinstance check
+        # refused every connection, and every export failed).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -31,15 +44,32 @@ class _Sink(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
 
+    def on_body(self, body: bytes) -> None:
+        _Counts.body_bytes += len(body)
+
     def on_message_complete(self) -> None:
+        _Counts.requests += 1
         if self.transport is not None:
             self.transport.write(_OK)
 
 
 async def serve(host: str, port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(_Sink, host, port)
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    server = await loop.create_server(_Sink, host, port)
     async with server:
-        await server.serve_forever()
+        await stopped.wait()
+    print(f"answered {_Counts.requests} requests, {_Counts.body_bytes} body bytes", flush=True)
+
+
+def answered(log: Path) -> tuple[int, int]:
+    """(requests, body bytes) a stopped sink answered, from its log's last line."""
+    counts = _COUNTS.findall(log.read_text(errors="replace"))
+    if not counts:
+        raise RuntimeError(f"the OTLP sink wrote no counts in {log}")
+    requests, body_bytes = counts[-1]
+    return int(requests), int(body_bytes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -19,22 +18,12 @@ from bench import procs
 from bench.body import anthropic_body, encode
 from bench.client import JSON_ANSWER, run_load
 from bench.client import encode_request as encoded
-from bench.instructions import ROOT, SCENARIOS
+from bench.instructions import SCENARIOS
+from bench.interleaved import Windows, report
+from bench.pinning import GATEWAY_CPU, Load, start_helper
 
-GATEWAY_CPU, OTHERS_CPU = "0", "1"
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    scenario: str
-    concurrency: int
-    duration: float
-    warmup: float
-
-
-def start_helper(name: str, module: Sequence[str], work: Path) -> procs.Child:
-    """A bench process (`python -m ...`) on the CPU the gateway does not use."""
-    return procs.start(name, [sys.executable, "-m", *module], work, cpus=OTHERS_CPU, cwd=ROOT)
+# Seconds measured in a round (a gateway started for it), and in an interleaved window.
+ROUND_SECONDS, WINDOW_SECONDS = 5.0, 2.0
 
 
 def load_round(
@@ -86,19 +75,32 @@ def compare(
     scenario: str,
     labels: tuple[str, str],
     run: Callable[[Path, int, str, Load], tuple[float, float]],
+    interleave: Callable[[Path, Load, int], list[Windows]],
 ) -> int:
     """A bench's command line: rounds of two gateways in turn (`run(work, round, label, load)`,
-    `work` a temporary directory of the whole run), then their medians (`alternate`)."""
+    `work` a temporary directory of the whole run), then their medians (`alternate`); or, with
+    `--windows N`, both gateways up at once and N windows of each taken in turn
+    (`interleave(work, load, windows)`, `bench.interleaved`)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=0,
+        help="both gateways up at once, N windows of each in turn (default: --rounds rounds)",
+    )
+    parser.add_argument("--duration", type=float, default=None, help="seconds a round or window")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scenario", choices=["openai-json", "anthropic-json"], default=scenario)
     args = parser.parse_args(argv)
-    load = Load(args.scenario, args.concurrency, args.duration, args.warmup)
+    duration = args.duration or (WINDOW_SECONDS if args.windows else ROUND_SECONDS)
+    load = Load(args.scenario, args.concurrency, duration, args.warmup)
     with tempfile.TemporaryDirectory(prefix="mg-compare-") as work:
-        alternate(args.rounds, labels, lambda n, label: run(Path(work), n, label, load))
+        if args.windows:
+            report(labels, interleave(Path(work), load, args.windows))
+        else:
+            alternate(args.rounds, labels, lambda n, label: run(Path(work), n, label, load))
     return 0
 
 

@@ -25,7 +25,7 @@ from helpers import anthropic_config, openai_config
 from messagegate import cli
 from messagegate.ledger.journal import SUFFIX, Journal, parse_rows
 from messagegate.ledger.row import LedgerRow, batch_of
-from messagegate.ledger.shipper import Shipper
+from messagegate.ledger.shipper import FINAL_ROUNDS, Shipper
 from messagegate.server.app import GatewayApp
 from messagegate.store.base import USAGE_SUMS, StoreUnavailable
 from messagegate.store.location import is_postgresql, journal_directory
@@ -571,3 +571,46 @@ def test_a_batch_ends_where_its_last_line_does_in_bytes(tmp_path: Path) -> None:
     assert offset == len(lines[0]) + len(lines[1])
     rest, end = parse_rows(data[offset:], offset, 2)
     assert ([head[2] for head in rest.heads], end) == (["clé"], len(b"".join(lines)))
+
+
+class _JournallingWhileShipping:
+    """A store that, while each batch is on its way, has the journal take one more row (as
+    answers ending under load do); it records the batches it was given."""
+
+    def __init__(self, store: SQLiteStore, journal: Journal) -> None:
+        self.store = store
+        self.journal = journal
+        self.batches: list[int] = []
+
+    async def ship(self, batch: Any) -> int:
+        self.batches.append(len(batch.lines))
+        self.journal.append(ledger_row(f"req_late_{len(self.batches):03}"))
+        return await self.store.ship(batch)
+
+
+async def test_a_ship_takes_what_was_journalled_when_it_began_and_stop_ships_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Under load a shipper must not chase the journal's end (a batch of a few rows per wait
+    for the store); what arrives meanwhile goes with the next ship, and stopping ships all."""
+    store = await SQLiteStore.open(str(tmp_path / "mg.db"))
+    journal = Journal(tmp_path / "journal")
+    late = _JournallingWhileShipping(store, journal)
+    shipper = Shipper(journal, late)  # type: ignore[arg-type]
+    try:
+        for n in range(5):
+            journal.append(ledger_row(f"req_{n:03}"))
+        assert await shipper.ship_once() == 5
+        assert late.batches == [5]
+        assert await shipper.ship_once() == 1  # the row journalled during the first
+        assert late.batches == [5, 1]
+        # Stopping ships what each round left (this store adds a row every time: the rounds
+        # are bounded, and the last row stays journalled for the next start).
+        await shipper.stop()
+    finally:
+        journal.close()
+        await store.close()
+    assert late.batches == [5, 1] + [1] * FINAL_ROUNDS
+    shipped = sorted(r["request_id"] for r in rows(tmp_path / "mg.db"))
+    assert shipped[:5] == [f"req_{n:03}" for n in range(5)]
+    assert shipped[5:] == [f"req_late_{n:03}" for n in range(1, len(late.batches))]

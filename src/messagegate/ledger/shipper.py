@@ -19,6 +19,9 @@ SHIP_INTERVAL = 1.0
 # 400 a row at 2,000), and, for rows read back from a file, a decode on the loop (~16 million
 # instructions, some ms, at 2,000).
 BATCH_ROWS = 2000
+# Shipping rounds at shutdown, at most (each ships what the one before left; the rest stays
+# journalled for the next start).
+FINAL_ROUNDS = 8
 
 
 class Shipper:
@@ -45,22 +48,25 @@ class Shipper:
                 error_log.warning("cannot ship ledger rows (they stay journalled): %s", exc)
 
     async def ship_once(self) -> int:
-        """Ship what the journal holds now; rows shipped."""
+        """Ship what the journal holds now (not the rows journalled meanwhile: under load, a
+        shipper chasing the journal's end ships a batch of the rows of one wait for the store,
+        paying a transaction and two thread hand-offs for every few dozen rows); rows shipped."""
         own = self.journal.path
+        end = self.journal.size
         segments = await asyncio.to_thread(
             lambda: list(claim_segments(self.journal.directory, own))
         )
         shipped = 0
         try:
             for segment in segments:
-                shipped += await self._ship(segment, own)
+                shipped += await self._ship(segment, own, end)
         finally:
             for segment in segments:
                 if segment.fd >= 0:
                     os.close(segment.fd)
         return shipped
 
-    async def _ship(self, segment: Segment, own: Path) -> int:
+    async def _ship(self, segment: Segment, own: Path, end: int) -> int:
         own_file = segment.fd < 0
         if own_file and self.shipped_path != own:
             self.shipped_path, self.offset = own, 0
@@ -69,9 +75,10 @@ class Shipper:
         while True:
             start = offset
             if own_file and self.journal.path == own:
-                # Still being written: its rows as the journal holds them, or read from its map
-                # on the loop (decoding holds the GIL: a thread would not spare the loop the time).
-                if offset >= self.journal.size:
+                # Still being written: its rows up to `end`, as the journal holds them, or read
+                # from its map on the loop (decoding holds the GIL: a thread would not spare the
+                # loop the time).
+                if offset >= end:
                     break
                 batch, offset = self.journal.rows_from(offset, BATCH_ROWS)
             else:
@@ -94,6 +101,18 @@ class Shipper:
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
         try:
-            await self.ship_once()
+            # Each round ships what the one before left behind (rows of answers that ended
+            # meanwhile), until nothing is left.
+            for _ in range(FINAL_ROUNDS):
+                await self.ship_once()
+                if self._caught_up():
+                    break
         except Exception as exc:
             error_log.warning("ledger rows left in the journal for the next start: %s", exc)
+
+    def _caught_up(self) -> bool:
+        """Whether this process's own file is shipped to its end."""
+        journal = self.journal
+        return journal.size == 0 or (
+            self.shipped_path == journal.path and self.offset >= journal.size
+        )

@@ -1,0 +1,173 @@
+"""Two gateways measured in short windows taken in turn while both run, for a VM whose speed
+drifts by tens of percent within a minute (rounds that start a gateway each are ~10 s apart;
+adjacent windows here are a few seconds apart, in ABBA order so that a steady drift cancels).
+
+Both gateways are pinned to CPU 0 (the upstream, any helper and the load to CPU 1). A window
+counts the answers its gateway gave, and the CPU time (user + system, all its threads) it used
+from the window's start to its next window's start: work a gateway defers past its window (the
+ledger's next shipping tick) is its own, and what the idle one does meanwhile is charged to it,
+not to the one under load. At zero latency a gateway is CPU-bound on its one core, so its
+throughput is the inverse of its CPU time per request: the change reported is the median over
+window pairs of B's CPU per request against A's, and what that makes of throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvloop
+
+from bench import procs
+from bench.body import anthropic_body, encode
+from bench.client import JSON_ANSWER, run_load
+from bench.client import encode_request as encoded
+from bench.instructions import SCENARIOS
+from bench.pinning import GATEWAY_CPU, Load, start_helper
+
+# What a gateway does after its window is charged to it until its next one: at least one of
+# the ledger's shipping ticks (1 s) must fall in between.
+SETTLE_SECONDS = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """A gateway to start: its config file, its port, the key its load presents, its
+    environment."""
+
+    label: str
+    config: Path
+    port: int
+    key: str
+    environment: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class Windows:
+    """A gateway's windows: answers and seconds of each, and the CPU seconds charged to it."""
+
+    answers: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def cpu_ms(self, n: int) -> float:
+        return self.cpu[n] * 1000 / self.answers[n]
+
+    def rps(self, n: int) -> float:
+        return self.answers[n] / self.seconds[n]
+
+
+def measure(
+    work: Path,
+    upstream_port: int,
+    gateways: Sequence[Gateway],
+    load: Load,
+    windows: int,
+    helpers: Sequence[tuple[procs.Child, int]] = (),
+) -> list[Windows]:
+    """`windows` windows of each gateway (`load.duration` seconds each, after `load.warmup`),
+    in ABBA order; each gateway's windows, in `gateways`' order."""
+    upstream = start_helper("upstream", ["bench.fake_upstream", "--port", str(upstream_port)], work)
+    started: list[procs.Child] = []
+    try:
+        for gateway in gateways:
+            serve = ["messagegate.cli", "serve", "--config", str(gateway.config)]
+            started.append(
+                procs.start(
+                    f"gateway-{gateway.label}",
+                    [sys.executable, "-m", *serve, "--log-level", "warning"],
+                    work,
+                    cpus=GATEWAY_CPU,
+                    env=dict(gateway.environment),
+                )
+            )
+        for child, port in (
+            (upstream, upstream_port),
+            *helpers,
+            *zip(started, (g.port for g in gateways), strict=True),
+        ):
+            procs.wait_port(child, port, 60)
+        body = encode(
+            anthropic_body(SCENARIOS[load.scenario].model, SCENARIOS[load.scenario].stream)
+        )
+        requests = [
+            encoded(
+                "127.0.0.1",
+                g.port,
+                "/v1/messages",
+                body,
+                {"x-api-key": g.key, "anthropic-version": "2023-06-01"},
+            )
+            for g in gateways
+        ]
+        results = [Windows() for _ in gateways]
+        # Where each gateway's charged CPU time starts: its window's opening.
+        opened: list[float | None] = [None] * len(gateways)
+        order = list(range(len(gateways)))
+        for n in range(windows + 1):
+            for i in order if n % 2 == 0 else order[::-1]:
+                child = started[i]
+                marks: list[float] = []
+                if n == windows:
+                    # The last pass only closes each gateway's last window.
+                    _close(results[i], opened[i], child, marks)
+                    continue
+
+                def window(child: procs.Child = child, marks: list[float] = marks) -> None:
+                    marks.append(procs.cpu_seconds([child.pid]))
+
+                tally = uvloop.run(
+                    run_load(gateways[i].port, requests[i], JSON_ANSWER,
+                             concurrency=load.concurrency, duration=load.duration,
+                             warmup=load.warmup, on_window=window)
+                )  # fmt: skip
+                if tally.errors or not tally.ok:
+                    raise RuntimeError(
+                        f"{gateways[i].label}: {tally.errors} errors, {tally.ok} answers:\n"
+                        f"{child.tail()}"
+                    )
+                _close(results[i], opened[i], child, marks)
+                opened[i] = marks[0]
+                results[i].answers.append(tally.ok)
+                results[i].seconds.append(tally.elapsed)
+        return results
+    finally:
+        for child in started:
+            child.stop()
+        upstream.stop()
+
+
+def _close(result: Windows, opened: float | None, child: procs.Child, marks: list[float]) -> None:
+    """Charge the gateway's previous window with its CPU time since it opened."""
+    if opened is None:
+        return
+    if not marks:
+        uvloop.run(asyncio.sleep(SETTLE_SECONDS))
+        marks.append(procs.cpu_seconds([child.pid]))
+    result.cpu.append(marks[0] - opened)
+
+
+def report(labels: tuple[str, str], results: list[Windows]) -> None:
+    """Each window pair, then the medians and B's change against A."""
+    before, after = results
+    pairs = len(after.cpu)
+    for n in range(pairs):
+        print(
+            f"window {n + 1:>3}: {labels[0]} {before.rps(n):8,.0f} req/s {before.cpu_ms(n):.4f} ms"
+            f"  {labels[1]} {after.rps(n):8,.0f} req/s {after.cpu_ms(n):.4f} ms"
+            f"  ({after.cpu_ms(n) / before.cpu_ms(n) - 1:+.1%} CPU)"
+        )
+    ratios = [after.cpu_ms(n) / before.cpu_ms(n) for n in range(pairs)]
+    ratio = statistics.median(ratios)
+    cpu_before = statistics.median(before.cpu_ms(n) for n in range(pairs))
+    cpu_after = statistics.median(after.cpu_ms(n) for n in range(pairs))
+    quartiles = statistics.quantiles(ratios, n=4) if pairs >= 2 else [ratio, ratio, ratio]
+    print(
+        f"median of {pairs} window pairs: CPU per request {ratio - 1:+.1%} "
+        f"(quartiles {quartiles[0] - 1:+.1%} to {quartiles[2] - 1:+.1%}; medians "
+        f"{cpu_before:.4f} -> {cpu_after:.4f} ms, {cpu_after - cpu_before:+.4f} ms); "
+        f"throughput at one core {1 / ratio - 1:+.1%}"
+    )

@@ -48,9 +48,10 @@ class Shipper:
                 error_log.warning("cannot ship ledger rows (they stay journalled): %s", exc)
 
     async def ship_once(self) -> int:
-        """Ship what the journal holds now (not the rows journalled meanwhile: under load, a
-        shipper chasing the journal's end ships a batch of the rows of one wait for the store,
-        paying a transaction and two thread hand-offs for every few dozen rows); rows shipped."""
+        """Ship what the journal holds now, and not what it takes meanwhile (bar a batch's last
+        few rows): the next call ships those. Under load, a shipper chasing the journal's end
+        would ship the few dozen rows of each wait for the store, paying a transaction and two
+        thread hand-offs each time. Rows shipped."""
         own = self.journal.path
         end = self.journal.size
         segments = await asyncio.to_thread(

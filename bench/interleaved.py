@@ -28,8 +28,8 @@ from bench.client import encode_request as encoded
 from bench.instructions import SCENARIOS
 from bench.pinning import GATEWAY_CPU, Load, start_helper
 
-# What a gateway does after its window is charged to it until its next one: at least one of
-# the ledger's shipping ticks (1 s) must fall in between.
+# Each gateway's last window is closed this long after it ends: like the others, it then holds
+# one of the ledger's shipping ticks (1 s) at least.
 SETTLE_SECONDS = 1.2
 
 

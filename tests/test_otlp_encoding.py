@@ -113,6 +113,8 @@ def records(count: int) -> list[RequestRecord]:
                 '[{"type":"text","text":"ü"}]' if n == 11 else None,
                 None,
                 0,
+                None,
+                ids[:32],
             ]
         )
     return out

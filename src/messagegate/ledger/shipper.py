@@ -48,10 +48,10 @@ class Shipper:
                 error_log.warning("cannot ship ledger rows (they stay journalled): %s", exc)
 
     async def ship_once(self) -> int:
-        """Ship what the journal holds now, and not what it takes meanwhile (bar a batch's last
-        few rows): the next call ships those. Under load, a shipper chasing the journal's end
-        would ship the few dozen rows of each wait for the store, paying a transaction and two
-        thread hand-offs each time. Rows shipped."""
+        """Ship what the journal holds now; rows journalled meanwhile wait for the next call (a
+        batch taken from memory may carry a few of them along). Under load, a shipper chasing
+        the journal's end would ship the few dozen rows of each wait for the store, paying a
+        transaction and two thread hand-offs each time. Rows shipped."""
         own = self.journal.path
         end = self.journal.size
         segments = await asyncio.to_thread(

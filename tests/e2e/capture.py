@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-INSTALL_TIMEOUT = 600.0
+from fakes.debian import InstallFailed, installed
+from fakes.install_lock import LockTimeout
+
 START_TIMEOUT = 30.0
 
 
@@ -20,23 +20,10 @@ class CaptureUnavailable(Exception):
 
 def ensure_tshark() -> str:
     """tshark's path; Debian's package is installed (non-interactively) when it is missing."""
-    found = shutil.which("tshark")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise CaptureUnavailable("tshark is not installed and there is no apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "tshark"]):
-        done = subprocess.run(
-            args, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False
-        )
-        if done.returncode != 0:
-            raise CaptureUnavailable(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
-    found = shutil.which("tshark")
-    if not found:
-        raise CaptureUnavailable("apt-get installed tshark, but it is not on PATH")
-    return found
+    try:
+        return installed("tshark", "tshark")
+    except (InstallFailed, LockTimeout, subprocess.TimeoutExpired) as error:
+        raise CaptureUnavailable(str(error)) from None
 
 
 @asynccontextmanager

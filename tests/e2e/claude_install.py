@@ -1,4 +1,5 @@
-"""The pinned Claude Code CLI, installed from the npm registry once into a cache directory."""
+"""The pinned Claude Code CLI, installed from the npm registry once into a cache directory (by one
+test worker at a time)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from fakes.install_lock import LockTimeout, exclusive
 
 # The version the shared fixtures were captured with; its npm package ships the native binary
 # for each platform as an optional dependency (nothing is downloaded at run time), and it runs
@@ -34,8 +37,15 @@ def binary_in(prefix: Path) -> Path:
 def ensure_claude() -> Path:
     """The installed `claude` binary of the pinned version, installing it first if need be."""
     prefix = cache_dir()
-    if not _works(binary_in(prefix)):
-        _install(prefix)
+    if _works(binary_in(prefix)):
+        return binary_in(prefix)
+    lock = prefix.parent / f".{prefix.name}.lock"
+    try:
+        with exclusive(lock, within=INSTALL_TIMEOUT * 2):
+            if not _works(binary_in(prefix)):  # another worker may have installed it meanwhile
+                _install(prefix)
+    except LockTimeout as error:
+        raise InstallError(str(error)) from None
     return binary_in(prefix)
 
 
@@ -71,9 +81,6 @@ def _install(prefix: Path) -> None:
     if done.returncode != 0 or not _works(binary_in(staging)):
         shutil.rmtree(staging, ignore_errors=True)
         raise InstallError(f"`{' '.join(command)}` failed:\n{done.stdout}\n{done.stderr}")
-    if _works(binary_in(prefix)):  # another run installed it meanwhile
-        shutil.rmtree(staging, ignore_errors=True)
-        return
     shutil.rmtree(prefix, ignore_errors=True)
     staging.rename(prefix)
 

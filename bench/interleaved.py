@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,8 @@ from pathlib import Path
 import uvloop
 
 from bench import procs
-from bench.body import anthropic_body, encode
 from bench.client import JSON_ANSWER, run_load
-from bench.client import encode_request as encoded
-from bench.instructions import SCENARIOS
-from bench.pinning import GATEWAY_CPU, Load, start_helper
+from bench.pinning import Load, load_request, start_gateway, start_helper
 
 # Each gateway's last window is closed this long after it ends: like the others, it then holds
 # one of the ledger's shipping ticks (1 s) at least.
@@ -80,15 +76,8 @@ def measure(
     started: list[procs.Child] = []
     try:
         for gateway in gateways:
-            serve = ["messagegate.cli", "serve", "--config", str(gateway.config)]
             started.append(
-                procs.start(
-                    f"gateway-{gateway.label}",
-                    [sys.executable, "-m", *serve, "--log-level", "warning"],
-                    work,
-                    cpus=GATEWAY_CPU,
-                    env=dict(gateway.environment),
-                )
+                start_gateway(f"gateway-{gateway.label}", gateway.config, gateway.environment, work)
             )
         for child, port in (
             (upstream, upstream_port),
@@ -96,19 +85,7 @@ def measure(
             *zip(started, (g.port for g in gateways), strict=True),
         ):
             procs.wait_port(child, port, 60)
-        body = encode(
-            anthropic_body(SCENARIOS[load.scenario].model, SCENARIOS[load.scenario].stream)
-        )
-        requests = [
-            encoded(
-                "127.0.0.1",
-                g.port,
-                "/v1/messages",
-                body,
-                {"x-api-key": g.key, "anthropic-version": "2023-06-01"},
-            )
-            for g in gateways
-        ]
+        requests = [load_request(load.scenario, g.port, g.key) for g in gateways]
         results = [Windows() for _ in gateways]
         # Where each gateway's charged CPU time starts: its window's opening.
         opened: list[float | None] = [None] * len(gateways)

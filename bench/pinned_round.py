@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,12 +14,9 @@ from pathlib import Path
 import uvloop
 
 from bench import procs
-from bench.body import anthropic_body, encode
 from bench.client import JSON_ANSWER, run_load
-from bench.client import encode_request as encoded
-from bench.instructions import SCENARIOS
 from bench.interleaved import Windows, report
-from bench.pinning import GATEWAY_CPU, Load, start_helper
+from bench.pinning import Load, load_request, start_gateway, start_helper
 
 # Seconds measured in a round (a gateway started for it), and in an interleaved window.
 ROUND_SECONDS, WINDOW_SECONDS = 5.0, 2.0
@@ -40,16 +36,11 @@ def load_round(
     are waited for too, and left to the caller to stop."""
     upstream_port, gateway_port = ports
     upstream = start_helper("upstream", ["bench.fake_upstream", "--port", str(upstream_port)], work)
-    serve = ["messagegate.cli", "serve", "--config", str(config), "--log-level", "warning"]
-    gateway = procs.start(
-        "gateway", [sys.executable, "-m", *serve], work, cpus=GATEWAY_CPU, env=dict(environment)
-    )
+    gateway = start_gateway("gateway", config, environment, work)
     try:
         for child, port in ((upstream, upstream_port), *helpers, (gateway, gateway_port)):
             procs.wait_port(child, port, 60)
-        body = anthropic_body(SCENARIOS[load.scenario].model, SCENARIOS[load.scenario].stream)
-        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-        request = encoded("127.0.0.1", gateway_port, "/v1/messages", encode(body), headers)
+        request = load_request(load.scenario, gateway_port, key)
         marks: list[float] = []
 
         def window() -> None:

@@ -4,7 +4,6 @@ exports and says how many it answered once stopped; and the interleaved windows'
 from __future__ import annotations
 
 import http.client
-import socket
 import sys
 from pathlib import Path
 
@@ -13,13 +12,9 @@ from bench import procs
 from bench.interleaved import Windows, report
 from bench.otlp_sink import answered
 
+from fakes.served import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_sink_answers_exports_and_counts_them(tmp_path: Path) -> None:
